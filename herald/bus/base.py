@@ -1,0 +1,63 @@
+"""The bus: queues between services. RabbitMQ for clusters, asyncio queues for standalone.
+
+Two routes:
+- the dispatch queue: durable, competing consumers (every dispatch worker), fed by
+  collect with publisher confirms;
+- one queue per push node, fed by dispatch with the node id as routing key. A node's
+  queue disappears some time after its node stops consuming; messages published to a
+  node that has no queue are dropped (its users resume from the store on reconnect).
+
+Consumers get raw bodies and process them one at a time, in order (so a node writes a
+channel's messages in the order dispatch routed them). A handler that returns has its
+message acknowledged; one that raises has it rejected and redelivered after a short
+pause. Publishes return only once the broker confirmed them and raise
+``herald.errors.Unavailable`` when it cannot.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+
+Handler = Callable[[bytes], Awaitable[None]]
+
+# How long a rejected message waits before it is offered again: a failing dependency
+# (Redis down, say) must not turn a consumer into a busy loop.
+REDELIVERY_PAUSE_S = 0.5
+
+
+class Bus(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and declare the shared topology (exchanges, the dispatch queue)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop consumers, then disconnect. Messages in a handler finish first (bounded)."""
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def publish_dispatch(self, body: bytes) -> None:
+        """Queue ``body`` for dispatch; returns once the broker confirmed it."""
+
+    @abstractmethod
+    async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
+        """Send each body to its node's queue, all confirms awaited together."""
+
+    @abstractmethod
+    async def consume_dispatch(self, handler: Handler) -> None:
+        """Start consuming the dispatch queue (competing with other workers); returns at once."""
+
+    @abstractmethod
+    async def consume_node(self, node_id: str, handler: Handler) -> None:
+        """Declare this node's queue and start consuming it; returns at once."""
+
+    @abstractmethod
+    async def stop_consuming(self) -> None:
+        """Cancel every consumer of this bus; in-flight handlers finish, nothing new starts."""
+
+    @abstractmethod
+    def consuming(self) -> bool:
+        """True while every consumer started on this bus is still subscribed."""

@@ -1,0 +1,136 @@
+"""What a message is, what a channel is, and which ids Herald accepts.
+
+One stored message lives on one channel: a POST to three users is three messages on
+``user:a``, ``user:b`` and ``user:c``, each with its own offset, so a client's position
+in any channel is one integer and resume is a range query.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from herald.errors import BadRequest
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+=\-]{1,128}$")
+GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+EVENT_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,64}$")
+APP_ID_RE = re.compile(r"^app_[a-f0-9]{16}$")
+
+BROADCAST = "broadcast"
+STATUSES = ("accepted", "dispatched", "delivered", "acked")
+
+
+def status_rank(status: str) -> int:
+    return STATUSES.index(status)
+
+
+def later_statuses_than(status: str) -> tuple[str, ...]:
+    """Statuses that must not be overwritten by ``status``: a status only moves forward."""
+    return STATUSES[status_rank(status) :]
+
+
+def user_channel(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def group_channel(group: str) -> str:
+    return f"group:{group}"
+
+
+def check_user_id(user_id: Any) -> str:
+    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
+        raise BadRequest(
+            "user ids are 1-128 characters of letters, digits and _.@:+=-",
+            code="invalid_user_id",
+            details={"user_id": user_id if isinstance(user_id, str) else repr(user_id)},
+        )
+    return user_id
+
+
+def parse_channel(channel: Any) -> tuple[str, str]:
+    """Split a channel name into (kind, name) or refuse it: ``user:7`` -> ("user", "7")."""
+    if channel == BROADCAST:
+        return BROADCAST, ""
+    if isinstance(channel, str):
+        kind, _, name = channel.partition(":")
+        if kind == "user" and USER_ID_RE.match(name):
+            return kind, name
+        if kind == "group" and GROUP_RE.match(name):
+            return kind, name
+    raise BadRequest(
+        "channels are user:<user_id>, group:<name> or broadcast",
+        code="invalid_channel",
+        details={"channel": channel if isinstance(channel, str) else repr(channel)},
+    )
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Message:
+    """A stored message: the unit of offsets, history, replay and status."""
+
+    id: str
+    app_id: str
+    channel: str
+    offset: int
+    event: str
+    data: Any
+    ts: int
+    expires_at: float
+    status: str = "accepted"
+    idempotency_key: str | None = None
+    published: str = "pending"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The fields the bus carries between collect, dispatch and push nodes."""
+        return {
+            "id": self.id,
+            "app": self.app_id,
+            "channel": self.channel,
+            "offset": self.offset,
+            "event": self.event,
+            "data": self.data,
+            "ts": self.ts,
+        }
+
+    def to_public(self) -> dict[str, Any]:
+        """What an app sees of a message through the HTTP API."""
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "offset": self.offset,
+            "event": self.event,
+            "data": self.data,
+            "ts": self.ts,
+            "expires_at": self.expires_at,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    app_id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A user connect token as stored: only its hash is the key, the token itself is never kept."""
+
+    token_hash: str
+    app_id: str
+    user_id: str
+    expires_at: float
+    created_at: float = field(default=0.0)

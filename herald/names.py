@@ -1,0 +1,50 @@
+"""Every Redis key and RabbitMQ exchange and queue name, in one place.
+
+Each carries the namespace (``HERALD_NAMESPACE``) first, so two deployments or two test
+runs on the same servers never see each other's data. Redis keys put the app id in a
+hash tag (``{app}``) so a Redis Cluster keeps an app's multi-key operations in one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    namespace: str
+
+    # RabbitMQ --------------------------------------------------------------
+    @property
+    def dispatch_exchange(self) -> str:
+        return f"{self.namespace}.dispatch"
+
+    @property
+    def dispatch_queue(self) -> str:
+        return f"{self.namespace}.dispatch"
+
+    @property
+    def nodes_exchange(self) -> str:
+        return f"{self.namespace}.nodes"
+
+    def node_queue(self, node_id: str) -> str:
+        return f"{self.namespace}.node.{node_id}"
+
+    # Redis -----------------------------------------------------------------
+    def conns_key(self, app_id: str, user_id: str) -> str:
+        """Hash conn_id -> node_id: every live connection of one user."""
+        return f"{self.namespace}:{{{app_id}}}:conns:{user_id}"
+
+    def node_key(self, node_id: str) -> str:
+        """A push node's heartbeat: present while the node is alive."""
+        return f"{self.namespace}:node:{node_id}"
+
+    @property
+    def nodes_key(self) -> str:
+        """Set of node ids that ever registered (entries without a heartbeat are dead)."""
+        return f"{self.namespace}:nodes"
+
+    @property
+    def key_pattern(self) -> str:
+        """Matches every key of this namespace (for tests and `herald status`)."""
+        return f"{self.namespace}:*"

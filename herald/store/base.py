@@ -1,0 +1,114 @@
+"""The store: durable messages, offsets, apps, keys, tokens, cursors.
+
+Two implementations meet this one specification (tests/integration/test_store_contract.py):
+MongoDB through PyMongo's async API for clusters, SQLite for standalone. Times are epoch
+seconds (float) at this interface; the MongoDB adapter stores datetimes so TTL indexes
+work, and also filters ``expires_at > now`` because TTL deletion is lazy.
+
+Every method raises ``herald.errors.Unavailable`` when the server cannot be reached in
+time (so collect answers 503), and nothing else for faults of the server.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+from herald.model import App, Message, TokenRecord
+
+
+class Store(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and create indexes; idempotent across restarts and replicas."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return if the server answers; raise Unavailable otherwise (readiness)."""
+
+    # Apps and their API keys ------------------------------------------------
+    @abstractmethod
+    async def insert_app(self, app: App) -> None: ...
+
+    @abstractmethod
+    async def get_app(self, app_id: str) -> App | None: ...
+
+    @abstractmethod
+    async def replace_api_key(self, app_id: str, key_hash: str) -> None:
+        """Make ``key_hash`` the app's only key: every earlier key stops working."""
+
+    @abstractmethod
+    async def app_for_key(self, key_hash: str) -> str | None:
+        """The app id owning the key with this hash, or None."""
+
+    # User connect tokens ----------------------------------------------------
+    @abstractmethod
+    async def insert_token(self, token: TokenRecord) -> None: ...
+
+    @abstractmethod
+    async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
+        """The token if it exists and ``expires_at > now``."""
+
+    @abstractmethod
+    async def delete_token(self, token_hash: str) -> bool:
+        """True if a token was deleted."""
+
+    # Offsets ----------------------------------------------------------------
+    @abstractmethod
+    async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+        """Atomically add ``counts[channel]`` to each channel's counter; return the new values.
+
+        The caller owns offsets ``new - count + 1 .. new``. Counters start at 0, so the
+        first message of a channel has offset 1. Concurrent callers never overlap.
+        """
+
+    # Messages ---------------------------------------------------------------
+    @abstractmethod
+    async def insert_messages(self, messages: Sequence[Message]) -> None:
+        """Insert all, durably, before returning. (app, channel, offset) is unique."""
+
+    @abstractmethod
+    async def get_message(self, app_id: str, message_id: str, now: float) -> Message | None:
+        """The message of that app, unless it expired."""
+
+    @abstractmethod
+    async def read_channel(
+        self, app_id: str, channel: str, after: int, limit: int, now: float
+    ) -> list[Message]:
+        """Unexpired messages with ``offset > after``, ascending, at most ``limit``."""
+
+    @abstractmethod
+    async def advance_status(self, message_ids: Sequence[str], status: str) -> None:
+        """Move messages forward to ``status``; a message already past it keeps its status."""
+
+    @abstractmethod
+    async def mark_published(self, message_ids: Sequence[str]) -> None:
+        """Record that the bus confirmed these messages (``published`` becomes "yes")."""
+
+    # Acknowledged positions -------------------------------------------------
+    @abstractmethod
+    async def save_cursors(self, app_id: str, user_id: str, positions: Mapping[str, int]) -> None:
+        """Raise each channel's cursor to the given offset; a cursor never moves back."""
+
+    @abstractmethod
+    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]: ...
+
+    # Idempotency keys -------------------------------------------------------
+    @abstractmethod
+    async def reserve_idempotency(self, app_id: str, key: str, expires_at: float, now: float) -> str | None:
+        """Claim ``key`` for one request.
+
+        Returns None if this call claimed it; otherwise the result recorded by the claimer
+        (a JSON string), or "" while that request is still in progress. An expired claim
+        counts as absent and is claimed afresh.
+        """
+
+    @abstractmethod
+    async def complete_idempotency(self, app_id: str, key: str, result: str) -> None: ...
+
+    @abstractmethod
+    async def release_idempotency(self, app_id: str, key: str) -> None:
+        """Drop a claim whose request failed, so a retry can run."""

@@ -1,0 +1,51 @@
+"""Delete what a test namespace left on the shared servers. Best effort, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from herald.names import Names
+
+
+async def drop_namespace(namespace: str, *, amqp_url: str, redis_url: str, mongo_url: str) -> None:
+    names = Names(namespace)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_drop_redis(names, redis_url), 10)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_drop_amqp(names, amqp_url), 10)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_drop_mongo(namespace, mongo_url), 10)
+
+
+async def _drop_redis(names: Names, url: str) -> None:
+    client = aioredis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=names.key_pattern, count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+    finally:
+        await client.aclose()
+
+
+async def _drop_amqp(names: Names, url: str) -> None:
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(names.dispatch_queue)
+        await channel.exchange_delete(names.dispatch_exchange)
+        await channel.exchange_delete(names.nodes_exchange)
+    finally:
+        await connection.close()
+
+
+async def _drop_mongo(namespace: str, url: str) -> None:
+    client: AsyncMongoClient = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+    try:
+        await client.drop_database(namespace)
+    finally:
+        await client.close()
