@@ -48,7 +48,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
     Variable("HERALD_MAX_BATCH", "1000", "most messages in one batch request, and users in one `to`"),
     Variable(
-        "HERALD_MESSAGE_TTL_S", "604800", "how long a message is kept for replay when `ttl_s` is not given"
+        "HERALD_MESSAGE_TTL_S", "604800", "message retention for replay when `ttl_s` is not given"
     ),
     Variable("HERALD_TOKEN_TTL_S", "3600", "connect token lifetime when `ttl_s` is not given"),
     Variable("HERALD_PREFETCH", "64", "bus messages a consumer holds unacknowledged"),
@@ -164,7 +164,7 @@ class Settings:
             max_payload=parse("HERALD_MAX_PAYLOAD", "65536", lambda n, r: _int(n, r, 16, 16 * 1024 * 1024)),
             max_batch=parse("HERALD_MAX_BATCH", "1000", lambda n, r: _int(n, r, 1, 100_000)),
             message_ttl_s=parse(
-                "HERALD_MESSAGE_TTL_S", "604800", lambda n, r: _int(n, r, 1, 10 * 365 * 86400)
+                "HERALD_MESSAGE_TTL_S", "604800", lambda n, r: _int(n, r, 1, 3650 * 86400)
             ),
             token_ttl_s=parse("HERALD_TOKEN_TTL_S", "3600", lambda n, r: _int(n, r, 1, 365 * 86400)),
             prefetch=parse("HERALD_PREFETCH", "64", lambda n, r: _int(n, r, 1, 65535)),
