@@ -48,3 +48,29 @@ def decode_batch(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(messages, list):
         raise ValueError("bus body without a messages list")
     return messages
+
+
+# Bus bodies stay well under RabbitMQ's message size limit (16 MiB by default since 4.0)
+# and small enough that one body never stalls a consumer for long.
+MAX_BATCH_BYTES = 1024 * 1024
+
+
+def encode_batches(messages: Iterable[dict[str, Any]], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Encode messages as few bus bodies as fit ``max_bytes`` each (one message may exceed it alone)."""
+    bodies: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for message in messages:
+        encoded = orjson.dumps(message)
+        if chunk and size + len(encoded) + 1 > max_bytes:
+            bodies.append(_join(chunk))
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        bodies.append(_join(chunk))
+    return bodies
+
+
+def _join(encoded: list[bytes]) -> bytes:
+    return b'{"messages":[' + b",".join(encoded) + b"]}"

@@ -47,9 +47,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; presence TTL is 3x"),
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
     Variable("HERALD_MAX_BATCH", "1000", "most messages in one batch request, and users in one `to`"),
-    Variable(
-        "HERALD_MESSAGE_TTL_S", "604800", "message retention for replay when `ttl_s` is not given"
-    ),
+    Variable("HERALD_MESSAGE_TTL_S", "604800", "message retention for replay when `ttl_s` is not given"),
     Variable("HERALD_TOKEN_TTL_S", "3600", "connect token lifetime when `ttl_s` is not given"),
     Variable("HERALD_PREFETCH", "64", "bus messages a consumer holds unacknowledged"),
     Variable("HERALD_STORE_TIMEOUT_S", "3", "how long a store call may wait for its server before 503"),
@@ -163,9 +161,7 @@ class Settings:
             heartbeat_s=parse("HERALD_HEARTBEAT_S", "10", lambda n, r: _float(n, r, 0.05, 3600)),
             max_payload=parse("HERALD_MAX_PAYLOAD", "65536", lambda n, r: _int(n, r, 16, 16 * 1024 * 1024)),
             max_batch=parse("HERALD_MAX_BATCH", "1000", lambda n, r: _int(n, r, 1, 100_000)),
-            message_ttl_s=parse(
-                "HERALD_MESSAGE_TTL_S", "604800", lambda n, r: _int(n, r, 1, 3650 * 86400)
-            ),
+            message_ttl_s=parse("HERALD_MESSAGE_TTL_S", "604800", lambda n, r: _int(n, r, 1, 3650 * 86400)),
             token_ttl_s=parse("HERALD_TOKEN_TTL_S", "3600", lambda n, r: _int(n, r, 1, 365 * 86400)),
             prefetch=parse("HERALD_PREFETCH", "64", lambda n, r: _int(n, r, 1, 65535)),
             store_timeout_s=parse("HERALD_STORE_TIMEOUT_S", "3", lambda n, r: _float(n, r, 0.1, 120)),
@@ -178,8 +174,8 @@ class Settings:
         if self.embedded:
             return
         needs: dict[str, tuple[str, ...]] = {
-            "auth": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_ADMIN_TOKEN", "HERALD_SERVICE_TOKEN"),
-            "collect": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
+            "auth": ("HERALD_MONGO_URL", "HERALD_ADMIN_TOKEN", "HERALD_SERVICE_TOKEN"),
+            "collect": ("HERALD_MONGO_URL", "HERALD_AMQP_URL"),
             "dispatch": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
             "push": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL", "HERALD_SERVICE_TOKEN"),
         }

@@ -1,0 +1,113 @@
+"""Accepting messages: the one path from a validated request to a stored, queued message.
+
+Order is the guarantee: offsets are allocated, the messages are in the store, and only
+then does the caller hear "accepted". Publishing to the bus comes after the store write;
+if it fails the messages stay ``published: "pending"`` for the outbox sweeper, and the
+caller still gets its 202, because the store has them and nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from herald import codec
+from herald.bus.base import Bus
+from herald.errors import BadRequest, PayloadTooLarge, Unavailable
+from herald.model import EVENT_RE, Message, check_user_id, new_message_id, now_ms, user_channel
+from herald.offsets import assign_offsets, count_per_channel
+from herald.store.base import Store
+
+log = logging.getLogger("herald.accept")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload: int
+    max_recipients: int
+    default_ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One validated request item: the same event for one or more channels."""
+
+    channels: tuple[str, ...]
+    event: str
+    data: Any
+    ttl_s: int
+
+
+def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
+    """Check an item addressed to users; refuse it with the reason a caller can act on."""
+    if not isinstance(users, list | tuple) or not users:
+        raise BadRequest("`to.users` must be a non-empty list of user ids", code="invalid_recipients")
+    if len(users) > limits.max_recipients:
+        raise PayloadTooLarge(
+            f"at most {limits.max_recipients} users per message", code="too_many_recipients"
+        )
+    if not isinstance(event, str) or not EVENT_RE.match(event):
+        raise BadRequest("`event` is 1-64 characters of letters, digits and _.:/-", code="invalid_event")
+    size = codec.encoded_size(data)
+    if size > limits.max_payload:
+        raise PayloadTooLarge(
+            f"`data` is {size} bytes of JSON; the limit is {limits.max_payload}",
+            details={"size": size, "limit": limits.max_payload},
+        )
+    channels = tuple(dict.fromkeys(user_channel(check_user_id(user)) for user in users))
+    return Draft(channels, event, data, ttl_s or limits.default_ttl_s)
+
+
+class Acceptor:
+    def __init__(self, store: Store, bus: Bus) -> None:
+        self._store = store
+        self._bus = bus
+
+    async def accept(self, app_id: str, drafts: Sequence[Draft]) -> list[list[Message]]:
+        """Store every draft's messages with fresh offsets, then queue them; one list per draft."""
+        channels = [channel for draft in drafts for channel in draft.channels]
+        last = await self._store.allocate_offsets(app_id, count_per_channel(channels))
+        offsets = iter(assign_offsets(channels, last))
+        ts = now_ms()
+        now = time.time()
+        accepted = [
+            [
+                Message(
+                    id=new_message_id(),
+                    app_id=app_id,
+                    channel=channel,
+                    offset=next(offsets),
+                    event=draft.event,
+                    data=draft.data,
+                    ts=ts,
+                    expires_at=now + draft.ttl_s,
+                )
+                for channel in draft.channels
+            ]
+            for draft in drafts
+        ]
+        messages = [message for group in accepted for message in group]
+        await self._store.insert_messages(messages)
+        await self.publish(messages)
+        return accepted
+
+    async def publish(self, messages: Sequence[Message]) -> bool:
+        """Queue stored messages for dispatch; False leaves them to the outbox sweeper."""
+        try:
+            for body in codec.encode_batches(message.to_wire() for message in messages):
+                await self._bus.publish_dispatch(body)
+        except Unavailable as exc:
+            log.warning("bus unavailable, %d messages left for the outbox: %s", len(messages), exc.message)
+            return False
+        try:
+            await self._store.mark_published([message.id for message in messages])
+        except Unavailable as exc:
+            log.warning(
+                "could not mark %d messages published (they may be sent twice): %s",
+                len(messages),
+                exc.message,
+            )
+        return True

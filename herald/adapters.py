@@ -1,0 +1,77 @@
+"""Build the adapters a process needs from its settings: a real server where its URL is set,
+the embedded twin otherwise (standalone only; cluster settings refuse missing URLs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from herald.bus.base import Bus
+from herald.directory.base import Directory
+from herald.names import Names
+from herald.runtime import Part
+from herald.settings import Settings
+from herald.store.base import Store
+
+# What each service opens. A service never gets an adapter it has no use for.
+NEEDS: dict[str, frozenset[str]] = {
+    "auth": frozenset({"store"}),
+    "collect": frozenset({"store", "bus"}),
+    "dispatch": frozenset({"store", "directory", "bus"}),
+    "push": frozenset({"store", "directory", "bus"}),
+}
+
+
+@dataclass
+class Adapters:
+    store: Store | None = None
+    directory: Directory | None = None
+    bus: Bus | None = None
+
+    def parts(self) -> list[Part]:
+        """Opened first, closed last: the store, the directory, then the bus."""
+        present = [("store", self.store), ("directory", self.directory), ("bus", self.bus)]
+        return [Part(name, adapter.start, adapter.close) for name, adapter in present if adapter is not None]
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.mongo_url:
+        from herald.store.mongo import MongoStore
+
+        return MongoStore(settings.mongo_url, settings.mongo_db, settings.store_timeout_s)
+    from herald.store.sqlite import SqliteStore
+
+    return SqliteStore(os.path.join(settings.data_dir, "herald.db"))
+
+
+def make_directory(settings: Settings) -> Directory:
+    if settings.redis_url:
+        from herald.directory.redis import RedisDirectory
+
+        return RedisDirectory(settings.redis_url, Names(settings.namespace))
+    from herald.directory.memory import MemoryDirectory
+
+    return MemoryDirectory()
+
+
+def make_bus(settings: Settings) -> Bus:
+    if settings.amqp_url:
+        from herald.bus.amqp import AmqpBus
+
+        return AmqpBus(
+            settings.amqp_url,
+            Names(settings.namespace),
+            prefetch=settings.prefetch,
+            node_queue_expires_s=max(60.0, settings.presence_ttl_s * 4),
+        )
+    from herald.bus.memory import MemoryBus
+
+    return MemoryBus()
+
+
+def make_adapters(settings: Settings, needs: frozenset[str]) -> Adapters:
+    return Adapters(
+        store=make_store(settings) if "store" in needs else None,
+        directory=make_directory(settings) if "directory" in needs else None,
+        bus=make_bus(settings) if "bus" in needs else None,
+    )

@@ -1,0 +1,44 @@
+"""Secrets Herald hands out, and how it checks them.
+
+API keys and connect tokens are random and opaque; only their SHA-256 is stored, so a
+leaked database leaks no credential. Operator and service tokens are compared in
+constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def new_app_id() -> str:
+    return f"app_{secrets.token_hex(8)}"
+
+
+def new_api_key() -> str:
+    return f"hk_{secrets.token_urlsafe(32)}"
+
+
+def new_connect_token() -> str:
+    """URL-safe and made of RFC 7230 token characters, so it fits ``Sec-WebSocket-Protocol``."""
+    return f"ht_{secrets.token_urlsafe(32)}"
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <x>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    return value

@@ -1,0 +1,164 @@
+"""What every Herald HTTP API shares: the error shape, credentials, health and body limits.
+
+Whatever goes wrong, the caller gets ``{"error": {"code", "message", "details"?}}`` with a
+proper status, and never a stack trace: bad input is 4xx, a dependency down is 503, and
+only a bug is 500 (logged with its traceback, answered without it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from herald import codec
+from herald.credentials import bearer, same_secret
+from herald.errors import Forbidden, HeraldError, PayloadTooLarge, Unauthorized
+
+log = logging.getLogger("herald.http")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": meaning}
+    for status, meaning in (
+        (400, "bad input"),
+        (401, "missing or unknown credential"),
+        (403, "credential not allowed here"),
+        (404, "not found"),
+        (409, "conflict"),
+        (413, "too large"),
+        (422, "body or parameters fail validation"),
+        (503, "a dependency is unavailable; retry"),
+    )
+}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for item in exc.errors():
+        details.append({"loc": [str(part) for part in item.get("loc", ())], "msg": item.get("msg", "")})
+    return details[:50]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HeraldError)
+    async def herald_error(_: Request, exc: HeraldError) -> JSONResponse:
+        return JSONResponse(exc.to_body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(
+            422, "invalid_request", "the request does not match the schema", _validation_details(exc)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", "internal error; it has been logged")
+
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def create_api(title: str, description: str, checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
+    """A FastAPI app with Herald's error shape, ``/healthz`` and ``/readyz``."""
+    app = FastAPI(title=title, description=description, version="1")
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Every dependency answers",
+        responses={503: ERROR_RESPONSES[503]},
+    )
+    async def readyz() -> dict[str, str]:
+        for check in checks:
+            await check()
+        return {"status": "ready"}
+
+    return app
+
+
+def require_secret(request: Request, expected: str, who: str) -> None:
+    """Check a fixed credential (operator or service token) from the Authorization header."""
+    given = bearer(request.headers.get("authorization"))
+    if given is None:
+        raise Unauthorized(
+            f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential"
+        )
+    if not same_secret(given, expected):
+        raise Forbidden(f"this is not the {who} token", code="bad_credential")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes before they are buffered (413)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_too_large(send, self.limit)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_too_large(send: Send, limit: int) -> None:
+    body = codec.dumps(PayloadTooLarge(f"request body over {limit} bytes").to_body())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

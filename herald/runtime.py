@@ -1,0 +1,117 @@
+"""Start parts in order, run until SIGTERM/SIGINT, stop them in reverse within a deadline.
+
+A service process is a list of ``Part``s: the adapters it opens, then its servers and
+workers. The same list runs one service (cluster) or all four (standalone). Start-up
+failure stops what was started and exits non-zero, so a supervisor sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from herald.http import BodyLimit
+
+log = logging.getLogger("herald.runtime")
+
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: several servers share one process here."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """One FastAPI app on one port, as a ``Part``."""
+
+    def __init__(self, name: str, app: FastAPI, host: str, port: int, body_limit: int) -> None:
+        self.name = name
+        config = uvicorn.Config(
+            BodyLimit(app, body_limit),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(), name=f"http-{self.name}")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError(f"{self.name}: HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
+
+    def part(self) -> Part:
+        return Part(f"{self.name}-http", self.start, self.stop)
+
+
+async def run_parts(
+    parts: Sequence[Part],
+    *,
+    on_started: Callable[[], None] | None = None,
+    stop_event: asyncio.Event | None = None,
+) -> int:
+    """Run until a signal (or ``stop_event``); return the process exit code."""
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    started: list[Part] = []
+    code = 0
+    try:
+        for part in parts:
+            await part.start()
+            started.append(part)
+            log.debug("started %s", part.name)
+        if on_started:
+            on_started()
+        await stop.wait()
+        log.info("stopping")
+    except Exception:
+        log.exception("start-up failed")
+        code = 1
+    finally:
+        for part in reversed(started):
+            try:
+                await asyncio.wait_for(part.stop(), STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("stopping %s failed", part.name)
+                code = code or 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return code

@@ -1,0 +1,53 @@
+# Shared by scripts: make sure RabbitMQ and Redis answer on loopback, installing Debian's
+# packages and starting them when they do not; remember what we started to stop it after.
+
+STARTED_SERVERS=()
+
+port_open() {  # port_open PORT
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-
+}
+
+wait_port() {  # wait_port PORT SECONDS NAME
+  local deadline=$((SECONDS + $2))
+  until port_open "$1"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then echo "$3 did not come up on port $1 within $2 s" >&2; return 1; fi
+    sleep 0.5
+  done
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install $*" >&2; return 1; fi
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis() {
+  port_open 6379 && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  echo "starting redis-server on 127.0.0.1:6379" >&2
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --pidfile /tmp/herald-test-redis.pid --logfile /tmp/herald-test-redis.log
+  STARTED_SERVERS+=(redis)
+  wait_port 6379 30 redis
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  echo "starting rabbitmq-server on 127.0.0.1:5672" >&2
+  rabbitmq-server -detached
+  STARTED_SERVERS+=(rabbitmq)
+  wait_port 5672 120 rabbitmq
+  # The port opens before the broker accepts logins; wait until it is fully booted.
+  timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
+}
+
+stop_started_servers() {
+  local server
+  for server in "${STARTED_SERVERS[@]}"; do
+    case "$server" in
+      redis) redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true ;;
+      rabbitmq) rabbitmqctl stop >/dev/null 2>&1 || true ;;
+    esac
+  done
+}

@@ -1,0 +1,24 @@
+# Shared by scripts/dev and scripts/test: a project venv with Herald installed.
+# ensure_venv [extras]  -- creates .venv if needed and (re)installs when pyproject.toml changed.
+
+PYTHON=${PYTHON:-python3}
+
+ensure_venv() {
+  local extras=${1:-}
+  local spec="."
+  [ -n "$extras" ] && spec=".[$extras]"
+  if [ ! -x .venv/bin/python ]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+      echo "python3 -m venv failed; installing python3-venv" >&2
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      "$PYTHON" -m venv .venv
+    fi
+  fi
+  local stamp=".venv/.herald-installed${extras:+-$extras}"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing Herald${extras:+ with [$extras]} into .venv ..." >&2
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e "$spec"
+    touch "$stamp"
+  fi
+}

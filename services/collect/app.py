@@ -1,0 +1,212 @@
+"""collect's HTTP API: what business systems call to send messages and read them back."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from herald import codec
+from herald.accept import Acceptor, Draft, Limits, draft_for_users
+from herald.apikeys import AppKeys
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge
+from herald.http import ERROR_RESPONSES, create_api
+from herald.model import Message, parse_channel
+from herald.settings import Settings
+from herald.store.base import Store
+
+MAX_TTL_S = 365 * 86400
+MAX_HISTORY_PAGE = 1000
+
+
+class To(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    users: list[str] = Field(min_length=1, description="user ids; each gets the message on `user:<id>`")
+
+
+class SendMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: To
+    event: str = Field(min_length=1, max_length=64, examples=["order.shipped"])
+    data: Any = Field(default=None, description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded")
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S, description="kept for replay this long")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="a retry with the same key returns the first result",
+    )
+
+
+class SendBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[dict[str, Any]] = Field(
+        min_length=1, description="items shaped like POST /v1/messages bodies, each validated on its own"
+    )
+
+
+class Accepted(BaseModel):
+    id: str
+    channel: str
+    offset: int
+
+
+class SendResult(BaseModel):
+    messages: list[Accepted]
+
+
+class ItemResult(BaseModel):
+    messages: list[Accepted] | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[ItemResult]
+
+
+class StoredMessage(BaseModel):
+    id: str
+    channel: str
+    offset: int
+    event: str
+    data: Any
+    ts: int
+    expires_at: float
+    status: str
+
+
+class History(BaseModel):
+    channel: str
+    messages: list[StoredMessage]
+    next: int = Field(description="pass as `since` to read on")
+
+
+def _accepted(messages: list[Message]) -> list[dict[str, Any]]:
+    return [{"id": m.id, "channel": m.channel, "offset": m.offset} for m in messages]
+
+
+def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
+    api = create_api(
+        "Herald collect", "Send messages to users; read their status and history.", checks=[store.ping]
+    )
+    AppId = Annotated[str, Depends(AppKeys(store).dependency())]
+    limits = Limits(settings.max_payload, settings.max_batch, settings.message_ttl_s)
+
+    def draft(item: SendMessage) -> Draft:
+        return draft_for_users(item.to.users, item.event, item.data, item.ttl_s, limits)
+
+    async def send_idempotent(app_id: str, item: SendMessage, draft_: Draft) -> list[dict[str, Any]]:
+        key = item.idempotency_key
+        if key is None:
+            return _accepted((await acceptor.accept(app_id, [draft_]))[0])
+        now = time.time()
+        earlier = await store.reserve_idempotency(app_id, key, now + draft_.ttl_s, now)
+        if earlier == "":
+            raise Conflict("a request with this idempotency key is still in progress", code="in_progress")
+        if earlier is not None:
+            return codec.loads(earlier)
+        try:
+            result = _accepted((await acceptor.accept(app_id, [draft_]))[0])
+        except BaseException:
+            with contextlib.suppress(HeraldError):
+                await store.release_idempotency(app_id, key)
+            raise
+        await store.complete_idempotency(app_id, key, codec.dumps_text(result))
+        return result
+
+    @api.post(
+        "/v1/messages",
+        status_code=202,
+        response_model=SendResult,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="Send a message to users",
+    )
+    async def send(body: SendMessage, app_id: AppId) -> dict[str, Any]:
+        return {"messages": await send_idempotent(app_id, body, draft(body))}
+
+    @api.post(
+        "/v1/messages/batch",
+        status_code=202,
+        response_model=BatchResult,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="Send many messages; each item succeeds or fails on its own",
+    )
+    async def send_batch(body: SendBatch, app_id: AppId) -> dict[str, Any]:
+        if len(body.messages) > settings.max_batch:
+            raise PayloadTooLarge(f"at most {settings.max_batch} messages per batch", code="batch_too_large")
+        results: list[dict[str, Any]] = [{} for _ in body.messages]
+        plain: list[tuple[int, Draft]] = []
+        for index, raw in enumerate(body.messages):
+            try:
+                item = SendMessage.model_validate(raw)
+                item_draft = draft(item)
+            except ValidationError as exc:
+                results[index] = {"error": _invalid_item(exc)}
+                continue
+            except HeraldError as exc:
+                results[index] = exc.to_body()
+                continue
+            if item.idempotency_key is None:
+                plain.append((index, item_draft))
+            else:
+                try:
+                    results[index] = {"messages": await send_idempotent(app_id, item, item_draft)}
+                except (BadRequest, Conflict) as exc:
+                    results[index] = exc.to_body()
+        total = sum(len(d.channels) for _, d in plain)
+        if total > settings.max_batch * 10:
+            raise PayloadTooLarge(
+                f"{total} messages in one request; the limit is {settings.max_batch * 10}",
+                code="batch_too_large",
+            )
+        if plain:
+            accepted = await acceptor.accept(app_id, [d for _, d in plain])
+            for (index, _), messages in zip(plain, accepted, strict=True):
+                results[index] = {"messages": _accepted(messages)}
+        return {"results": results}
+
+    @api.get(
+        "/v1/messages/{message_id}",
+        response_model=StoredMessage,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="A message and its delivery status",
+    )
+    async def get_message(app_id: AppId, message_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+        message = await store.get_message(app_id, message_id, time.time())
+        if message is None:
+            raise NotFound("no such message (or it expired)", code="unknown_message")
+        return message.to_public()
+
+    @api.get(
+        "/v1/channels/{channel}/messages",
+        response_model=History,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="A channel's messages in offset order",
+    )
+    async def history(
+        app_id: AppId,
+        channel: Annotated[str, Path(max_length=140, examples=["user:7"])],
+        since: Annotated[int, Query(ge=0, le=2**62, description="return offsets after this one")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        parse_channel(channel)
+        messages = await store.read_channel(app_id, channel, since, limit, time.time())
+        return {
+            "channel": channel,
+            "messages": [m.to_public() for m in messages],
+            "next": messages[-1].offset if messages else since,
+        }
+
+    return api
+
+
+def _invalid_item(exc: ValidationError) -> dict[str, Any]:
+    details = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()[:20]]
+    return {"code": "invalid_request", "message": "the item does not match the schema", "details": details}

@@ -1,0 +1,22 @@
+"""Wire the collect service: its HTTP API on the store and the bus."""
+
+from __future__ import annotations
+
+from herald.accept import Acceptor
+from herald.adapters import Adapters
+from herald.runtime import HttpServer, Part
+from herald.settings import Settings
+from services.collect.app import create_app
+
+
+def body_limit(settings: Settings) -> int:
+    """Room for a batch of typical messages; bounded so one request cannot exhaust memory."""
+    return min(32 * 1024 * 1024, max(1024 * 1024, settings.max_batch * (settings.max_payload + 512)))
+
+
+def build(settings: Settings, adapters: Adapters) -> list[Part]:
+    assert adapters.store is not None and adapters.bus is not None
+    acceptor = Acceptor(adapters.store, adapters.bus)
+    app = create_app(settings, adapters.store, acceptor)
+    server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings))
+    return [server.part()]

@@ -1,0 +1,45 @@
+"""Wire a push node: its WebSocket server, its bus queue, its heartbeat."""
+
+from __future__ import annotations
+
+from herald.adapters import Adapters
+from herald.errors import Unavailable
+from herald.runtime import Part
+from herald.settings import Settings
+from services.push.introspect import TokenChecker
+from services.push.node import PushNode
+from services.push.server import PushServer
+
+
+def build(settings: Settings, adapters: Adapters) -> list[Part]:
+    bus, directory, store = adapters.bus, adapters.directory, adapters.store
+    assert bus is not None and directory is not None and store is not None
+    node = PushNode(settings.node_id, directory, store, settings.heartbeat_s)
+    checker = TokenChecker(settings.auth_url, settings.service_token)
+
+    async def consuming() -> None:
+        if not bus.consuming():
+            raise Unavailable("this node's queue has no consumer", code="not_consuming")
+
+    server = PushServer(
+        node,
+        checker,
+        settings.host,
+        settings.port,
+        settings.heartbeat_s,
+        readiness=[directory.ping, bus.ping, consuming],
+    )
+
+    async def start_consuming() -> None:
+        await bus.consume_node(settings.node_id, node.handle)
+
+    return [
+        Part("token-checker", _nothing, checker.close),
+        Part("push-node", node.start, node.stop),
+        Part("push-queue", start_consuming, bus.stop_consuming),
+        Part("push-server", server.start, server.stop),
+    ]
+
+
+async def _nothing() -> None:
+    return None

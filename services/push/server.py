@@ -1,0 +1,166 @@
+"""The push node's WebSocket server: token check before the upgrade, then the frame loop.
+
+The token is checked against auth in ``process_request``, before any socket is upgraded:
+a bad or expired token gets HTTP 401 and no WebSocket exists. ``/healthz`` and
+``/readyz`` are answered on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from herald import codec
+from herald.errors import HeraldError, Unavailable
+from herald.protocol import (
+    PONG_FRAME,
+    Ack,
+    FrameError,
+    Ping,
+    Resume,
+    error_frame,
+    parse_client_frame,
+    welcome_frame,
+)
+from services.push.connections import Connection
+from services.push.handshake import (
+    choose_subprotocol,
+    device_from_request,
+    offered_subprotocols,
+    token_from_request,
+)
+from services.push.introspect import TokenChecker
+from services.push.node import PushNode
+
+log = logging.getLogger("herald.push")
+
+MAX_FRAME_BYTES = 64 * 1024
+
+
+def json_response(status: int, body: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> Response:
+    payload = codec.dumps(body)
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *extra])
+    return Response(status, HTTPStatus(status).phrase, headers, payload)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+class PushServer:
+    def __init__(
+        self,
+        node: PushNode,
+        checker: TokenChecker,
+        host: str,
+        port: int,
+        heartbeat_s: float,
+        readiness: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.node = node
+        self._checker = checker
+        self._host = host
+        self._port = port
+        self._heartbeat_s = heartbeat_s
+        self._readiness = readiness
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._process_request,
+            select_subprotocol=lambda _conn, offered: choose_subprotocol(offered),
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+            ping_interval=self._heartbeat_s,
+            ping_timeout=self._heartbeat_s * 2,
+            close_timeout=2,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 10)
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return json_response(200, {"status": "ok"})
+        if path == "/readyz":
+            try:
+                for check in self._readiness:
+                    await check()
+            except HeraldError as exc:
+                return json_response(exc.status, exc.to_body())
+            return json_response(200, {"status": "ready"})
+        if path != "/ws":
+            return _error(404, "not_found", "WebSocket endpoint is /ws")
+        offered = offered_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
+        token = token_from_request(request.path, request.headers.get("Authorization"), offered)
+        if token is None:
+            return _error(
+                401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token="
+            )
+        try:
+            identity = await self._checker.identity(token)
+        except Unavailable as exc:
+            return _error(503, exc.code, exc.message)
+        if identity is None:
+            return _error(401, "invalid_token", "the connect token is unknown, revoked or expired")
+        # Handed to _handle on the connection itself: nothing to clean up if the upgrade fails.
+        connection.herald_identity = (identity, device_from_request(request.path))  # type: ignore[attr-defined]
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        identity, device = ws.herald_identity  # type: ignore[attr-defined]
+        conn = Connection(ws, uuid.uuid4().hex, identity.app_id, identity.user_id, device)
+        try:
+            positions = await self.node.positions(conn.app_id, conn.user_id)
+        except Unavailable:
+            positions = {}
+        try:
+            await ws.send(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
+            await self.node.attach(conn)
+            async for raw in ws:
+                reply = self._on_frame(conn, raw)
+                if reply is not None:
+                    await ws.send(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.node.detach(conn)
+
+    def _on_frame(self, conn: Connection, raw: str | bytes) -> str | None:
+        try:
+            frame = parse_client_frame(raw)
+        except FrameError as exc:
+            return error_frame(exc.code, exc.message)
+        if isinstance(frame, Ping):
+            return PONG_FRAME
+        if isinstance(frame, Ack):
+            if not conn.may_read(frame.channel):
+                return error_frame("forbidden_channel", f"{frame.channel} is not one of your channels")
+            self.node.record_ack(conn, frame.channel, frame.offset)
+            return None
+        if isinstance(frame, Resume):
+            return error_frame("unsupported", "resume is not available on this node yet")
+        return None

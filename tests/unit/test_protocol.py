@@ -1,0 +1,67 @@
+import pytest
+
+from herald import codec
+from herald.protocol import Ack, FrameError, Ping, Resume, message_frame, parse_client_frame, welcome_frame
+
+
+def _code(raw: str | bytes) -> str:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(raw)
+    return info.value.code
+
+
+def test_ping() -> None:
+    assert parse_client_frame('{"type":"ping"}') == Ping()
+
+
+def test_ack_names_a_channel_and_an_offset() -> None:
+    assert parse_client_frame('{"type":"ack","channel":"user:7","offset":41}') == Ack("user:7", 41)
+
+
+def test_resume_carries_positions_per_channel() -> None:
+    frame = parse_client_frame('{"type":"resume","positions":{"user:7":41,"group:ops":9}}')
+    assert frame == Resume({"user:7": 41, "group:ops": 9})
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1,2]", "invalid_frame"),
+        ('{"no":"type"}', "invalid_frame"),
+        ('{"type":"launch"}', "unknown_type"),
+        ('{"type":"ack","channel":"user:7","offset":-1}', "invalid_offset"),
+        ('{"type":"ack","channel":"user:7","offset":true}', "invalid_offset"),
+        ('{"type":"ack","channel":"user:7","offset":"3"}', "invalid_offset"),
+        ('{"type":"ack","channel":"nowhere","offset":3}', "invalid_channel"),
+        ('{"type":"resume","positions":[1]}', "invalid_positions"),
+        ('{"type":"resume","positions":{"user:7":1.5}}', "invalid_offset"),
+        (b"\x00\x01", "binary_frame"),
+    ],
+)
+def test_bad_frames_are_refused_with_a_reason(raw: str | bytes, code: str) -> None:
+    assert _code(raw) == code
+
+
+def test_message_frame_has_the_documented_fields() -> None:
+    wire = {"id": "m1", "app": "a", "channel": "user:7", "offset": 3, "event": "e", "data": {"k": 1}, "ts": 5}
+    assert codec.loads(message_frame(wire)) == {
+        "type": "message",
+        "channel": "user:7",
+        "offset": 3,
+        "id": "m1",
+        "event": "e",
+        "data": {"k": 1},
+        "ts": 5,
+    }
+
+
+def test_welcome_frame_has_the_documented_fields() -> None:
+    frame = codec.loads(welcome_frame("c1", "7", 10.0, {"user:7": 4}))
+    assert frame == {
+        "type": "welcome",
+        "conn_id": "c1",
+        "user_id": "7",
+        "heartbeat_s": 10.0,
+        "positions": {"user:7": 4},
+    }

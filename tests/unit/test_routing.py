@@ -1,0 +1,35 @@
+from herald.routing import plan_routes, recipients_of
+
+
+def _msg(app: str, channel: str, offset: int) -> dict:
+    return {"id": f"{channel}-{offset}", "app": app, "channel": channel, "offset": offset}
+
+
+def test_recipients_are_listed_once_each() -> None:
+    messages = [_msg("a1", "user:7", 1), _msg("a1", "user:7", 2), _msg("a1", "user:8", 1)]
+    assert recipients_of(messages) == [("a1", "7"), ("a1", "8")]
+
+
+def test_the_same_user_id_in_two_apps_is_two_recipients() -> None:
+    assert recipients_of([_msg("a1", "user:7", 1), _msg("a2", "user:7", 1)]) == [("a1", "7"), ("a2", "7")]
+
+
+def test_each_node_gets_only_the_messages_of_its_users_in_order() -> None:
+    messages = [_msg("a1", "user:7", 1), _msg("a1", "user:8", 1), _msg("a1", "user:7", 2)]
+    routes = plan_routes(messages, {("a1", "7"): {"n1"}, ("a1", "8"): {"n2"}})
+    assert [m["id"] for m in routes["n1"]] == ["user:7-1", "user:7-2"]
+    assert [m["id"] for m in routes["n2"]] == ["user:8-1"]
+
+
+def test_a_user_on_two_nodes_gets_the_message_on_both_once() -> None:
+    routes = plan_routes([_msg("a1", "user:7", 1)], {("a1", "7"): {"n1", "n2"}})
+    assert {node: len(msgs) for node, msgs in routes.items()} == {"n1": 1, "n2": 1}
+
+
+def test_an_offline_user_is_routed_nowhere() -> None:
+    assert plan_routes([_msg("a1", "user:7", 1)], {}) == {}
+
+
+def test_routes_never_cross_apps() -> None:
+    routes = plan_routes([_msg("a2", "user:7", 1)], {("a1", "7"): {"n1"}})
+    assert routes == {}
