@@ -75,9 +75,7 @@ class Store(ABC):
         """The message of that app, unless it expired."""
 
     @abstractmethod
-    async def read_channel(
-        self, app_id: str, channel: str, after: int, limit: int, now: float
-    ) -> list[Message]:
+    async def read_channel(self, app_id: str, channel: str, after: int, limit: int, now: float) -> list[Message]:
         """Unexpired messages with ``offset > after``, ascending, at most ``limit``."""
 
     @abstractmethod

@@ -1,7 +1,5 @@
 """auth's HTTP API: apps and their keys (operator), connect tokens (apps), introspection (services)."""
 
-from __future__ import annotations
-
 import time
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """collect's HTTP API: what business systems call to send messages and read them back."""
 
-from __future__ import annotations
-
 import contextlib
 import time
 from typing import Annotated, Any
@@ -89,9 +87,7 @@ def _accepted(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
-    api = create_api(
-        "Herald collect", "Send messages to users; read their status and history.", checks=[store.ping]
-    )
+    api = create_api("Herald collect", "Send messages to users; read their status and history.", checks=[store.ping])
     AppId = Annotated[str, Depends(AppKeys(store).dependency())]
     limits = Limits(settings.max_payload, settings.max_batch, settings.message_ttl_s)
 
@@ -132,6 +128,7 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
         "/v1/messages/batch",
         status_code=202,
         response_model=BatchResult,
+        response_model_exclude_none=True,
         responses=ERROR_RESPONSES,
         tags=["messages"],
         summary="Send many messages; each item succeeds or fails on its own",

@@ -83,8 +83,14 @@ class PushNode:
             task.add_done_callback(self._tasks.remove)
 
     # Connection side --------------------------------------------------------
-    async def attach(self, conn: Connection) -> None:
-        """Route the connection's user here: locally at once, then in the shared directory."""
+    async def attach(self, conn: Connection, welcome: str) -> None:
+        """Greet the connection and route its user here: locally, then in the shared directory.
+
+        The welcome is written in the same step as the local registration, with no await
+        between them, so it is always the first frame: any message delivered after it
+        follows it on the wire.
+        """
+        broadcast([conn.ws], welcome)
         self.connections.add(conn)
         try:
             await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
@@ -133,9 +139,7 @@ class PushNode:
         while True:
             await asyncio.sleep(self._heartbeat_s)
             try:
-                await self._directory.refresh_node(
-                    self.node_id, self.connections.presences(), self._heartbeat_s * 3
-                )
+                await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
 

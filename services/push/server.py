@@ -117,9 +117,7 @@ class PushServer:
         offered = offered_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
         token = token_from_request(request.path, request.headers.get("Authorization"), offered)
         if token is None:
-            return _error(
-                401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token="
-            )
+            return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
         try:
             identity = await self._checker.identity(token)
         except Unavailable as exc:
@@ -138,8 +136,7 @@ class PushServer:
         except Unavailable:
             positions = {}
         try:
-            await ws.send(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
-            await self.node.attach(conn)
+            await self.node.attach(conn, welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
             async for raw in ws:
                 reply = self._on_frame(conn, raw)
                 if reply is not None:

@@ -58,8 +58,9 @@ class MongoWire:
         self.process = subprocess.Popen(
             [
                 nx_27017_command(),
-                "--db",
-                str(self.directory / "herald.db"),
+                # One SQLite file per database: with --db every database shares collections.
+                "--data-dir",
+                str(self.directory / "databases"),
                 "--host",
                 "127.0.0.1",
                 "-p",

@@ -1,0 +1,324 @@
+"""The cluster store: MongoDB through PyMongo's async API.
+
+The operations used are deliberately few (DESIGN.md section 9): string ``_id``s, inserts,
+``$set``/``$inc``/``$max`` updates, ``find_one_and_update`` with ``$inc`` and upsert, range
+queries with sort and limit, unique and TTL indexes. That keeps the contract tests, which
+also run against the ``nx-27017`` stand-in, meaningful for a real mongod.
+
+Expiring documents carry a BSON datetime in ``expires_at`` for the TTL indexes, and every
+read also filters ``expires_at > now`` because TTL deletion is lazy. A datetime is only
+ever written by an insert, never by ``$set``: the stand-in turns ``$set`` datetimes into
+strings, which would silently break both the TTL and the filters.
+
+A message's ``data`` is kept as its JSON text rather than as a BSON document: any JSON an
+app sends then round-trips exactly (keys with ``$``, ``.`` or NUL, integers past int64
+that BSON refuses), and both stores hold the very same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    WTimeoutError,
+)
+
+from herald import codec
+from herald.errors import Conflict, Unavailable
+from herald.model import STATUSES, App, Message, TokenRecord, status_rank
+from herald.store.base import Store
+
+# Faults worth retrying: the server is unreachable, slow, or changing primaries.
+# ConnectionFailure covers AutoReconnect, NotPrimaryError, NetworkTimeout and
+# ServerSelectionTimeoutError. Everything else is a bug and surfaces as itself.
+RETRYABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+DUPLICATE_KEY = 11000
+
+# How often a claim is retried when it keeps disappearing between insert and read
+# (released or expired meanwhile): more than that means something is hammering the key.
+_CLAIM_ATTEMPTS = 3
+
+
+def _to_datetime(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def _to_epoch(value: datetime) -> float:
+    """Drivers and servers differ on returning naive or aware datetimes; naive ones are UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn driver faults into the store's vocabulary, so callers never import PyMongo."""
+    try:
+        yield
+    except RETRYABLE as exc:
+        raise Unavailable(f"MongoDB unavailable: {exc}", code="store_unavailable") from exc
+    except DuplicateKeyError as exc:
+        raise Conflict("already exists", code="duplicate") from exc
+
+
+class MongoStore(Store):
+    def __init__(self, url: str, database: str, timeout_s: float = 3.0) -> None:
+        timeout_ms = int(timeout_s * 1000)
+        # Short timeouts everywhere: a down server must become a 503 within about
+        # timeout_s, not after PyMongo's default 30 s of server selection.
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+        )
+        self._db: AsyncDatabase[dict[str, Any]] = self._client[database]
+
+    async def start(self) -> None:
+        db = self._db
+        with _translated():
+            await db.api_keys.create_index([("app", ASCENDING)])
+            await db.tokens.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await db.messages.create_index(
+                [("app", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)], unique=True
+            )
+            await db.messages.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await db.messages.create_index([("published", ASCENDING), ("ts", ASCENDING)])
+            await db.cursors.create_index([("app", ASCENDING), ("user", ASCENDING)])
+            await db.idempotency.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        with _translated():
+            await self._client.admin.command("ping")
+
+    # Apps and their API keys ------------------------------------------------
+    async def insert_app(self, app: App) -> None:
+        with _translated():
+            await self._db.apps.insert_one({"_id": app.app_id, "name": app.name, "created_at": app.created_at})
+
+    async def get_app(self, app_id: str) -> App | None:
+        with _translated():
+            doc = await self._db.apps.find_one({"_id": app_id})
+        if doc is None:
+            return None
+        return App(app_id=doc["_id"], name=doc["name"], created_at=doc["created_at"])
+
+    async def replace_api_key(self, app_id: str, key_hash: str) -> None:
+        # New key first, then the old ones go: a failure in between leaves the old key
+        # working (retry the rotation) rather than an app locked out with no key at all.
+        with _translated():
+            await self._db.api_keys.update_one({"_id": key_hash}, {"$set": {"app": app_id}}, upsert=True)
+            await self._db.api_keys.delete_many({"app": app_id, "_id": {"$ne": key_hash}})
+
+    async def app_for_key(self, key_hash: str) -> str | None:
+        with _translated():
+            doc = await self._db.api_keys.find_one({"_id": key_hash})
+        return None if doc is None else doc["app"]
+
+    # User connect tokens ----------------------------------------------------
+    async def insert_token(self, token: TokenRecord) -> None:
+        doc = {
+            "_id": token.token_hash,
+            "app": token.app_id,
+            "user": token.user_id,
+            "expires_at": _to_datetime(token.expires_at),
+            "created_at": token.created_at,
+        }
+        with _translated():
+            await self._db.tokens.insert_one(doc)
+
+    async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
+        with _translated():
+            doc = await self._db.tokens.find_one({"_id": token_hash, "expires_at": {"$gt": _to_datetime(now)}})
+        if doc is None:
+            return None
+        return TokenRecord(
+            token_hash=doc["_id"],
+            app_id=doc["app"],
+            user_id=doc["user"],
+            expires_at=_to_epoch(doc["expires_at"]),
+            created_at=doc["created_at"],
+        )
+
+    async def delete_token(self, token_hash: str) -> bool:
+        with _translated():
+            result = await self._db.tokens.delete_one({"_id": token_hash})
+        return result.deleted_count > 0
+
+    # Offsets ----------------------------------------------------------------
+    async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+        # One atomic $inc per channel, all in flight together: a message to a thousand
+        # users touches a thousand counters, and their round trips should overlap.
+        channels = list(counts)
+        with _translated():
+            values = await asyncio.gather(*(self._increment(app_id, ch, counts[ch]) for ch in channels))
+        return dict(zip(channels, values, strict=True))
+
+    async def _increment(self, app_id: str, channel: str, count: int) -> int:
+        args: dict[str, Any] = {
+            "filter": {"_id": f"{app_id}|{channel}"},
+            "update": {"$inc": {"n": count}},
+            "upsert": True,
+            "return_document": ReturnDocument.AFTER,
+        }
+        try:
+            doc = await self._db.counters.find_one_and_update(**args)
+        except DuplicateKeyError:
+            # Two first allocations of a channel raced to create its counter; servers
+            # before 4.2 do not retry that upsert themselves. The counter exists now.
+            doc = await self._db.counters.find_one_and_update(**args)
+        return int(doc["n"])
+
+    # Messages ---------------------------------------------------------------
+    async def insert_messages(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        docs = [_message_doc(message) for message in messages]
+        with _translated():
+            try:
+                await self._db.messages.insert_many(docs, ordered=True)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                    raise
+                # An ordered insert stops at the duplicate, leaving the ones before it.
+                # Remove them so a refused batch leaves nothing for the outbox sweeper to
+                # publish, as SQLite's transaction does.
+                inserted = [doc["_id"] for doc in docs[: exc.details.get("nInserted", 0)]]
+                if inserted:
+                    await self._db.messages.delete_many({"_id": {"$in": inserted}})
+                raise Conflict(
+                    "a message with this id or channel offset already exists",
+                    code="duplicate_offset",
+                    details={"index": errors[0].get("index")},
+                ) from exc
+
+    async def get_message(self, app_id: str, message_id: str, now: float) -> Message | None:
+        with _translated():
+            doc = await self._db.messages.find_one(
+                {"_id": message_id, "app": app_id, "expires_at": {"$gt": _to_datetime(now)}}
+            )
+        return None if doc is None else _message_from(doc)
+
+    async def read_channel(self, app_id: str, channel: str, after: int, limit: int, now: float) -> list[Message]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        query = {
+            "app": app_id,
+            "channel": channel,
+            "offset": {"$gt": after},
+            "expires_at": {"$gt": _to_datetime(now)},
+        }
+        with _translated():
+            cursor = self._db.messages.find(query).sort("offset", ASCENDING).limit(limit)
+            return [_message_from(doc) async for doc in cursor]
+
+    async def advance_status(self, message_ids: Sequence[str], status: str) -> None:
+        earlier = list(STATUSES[: status_rank(status)])
+        if not message_ids or not earlier:
+            return
+        with _translated():
+            await self._db.messages.update_many(
+                {"_id": {"$in": list(message_ids)}, "status": {"$in": earlier}}, {"$set": {"status": status}}
+            )
+
+    async def mark_published(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+        with _translated():
+            await self._db.messages.update_many({"_id": {"$in": list(message_ids)}}, {"$set": {"published": "yes"}})
+
+    # Acknowledged positions -------------------------------------------------
+    async def save_cursors(self, app_id: str, user_id: str, positions: Mapping[str, int]) -> None:
+        if not positions:
+            return
+        updates = [
+            UpdateOne(
+                {"_id": f"{app_id}|{user_id}|{channel}"},
+                {"$max": {"offset": offset}, "$set": {"app": app_id, "user": user_id, "channel": channel}},
+                upsert=True,
+            )
+            for channel, offset in positions.items()
+        ]
+        with _translated():
+            await self._db.cursors.bulk_write(updates, ordered=False)
+
+    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
+        with _translated():
+            cursor = self._db.cursors.find({"app": app_id, "user": user_id})
+            return {doc["channel"]: int(doc["offset"]) async for doc in cursor}
+
+    # Idempotency keys -------------------------------------------------------
+    async def reserve_idempotency(self, app_id: str, key: str, expires_at: float, now: float) -> str | None:
+        # The unique _id is the lock: whoever inserts it owns the key. An expired claim
+        # is deleted (only if still expired, so a fresh claim is never removed) and the
+        # insert tried again; re-arming it with $set would write a datetime by update.
+        key_id = f"{app_id}|{key}"
+        now_dt = _to_datetime(now)
+        claim = {"_id": key_id, "result": "", "expires_at": _to_datetime(expires_at)}
+        with _translated():
+            for _ in range(_CLAIM_ATTEMPTS):
+                try:
+                    await self._db.idempotency.insert_one(dict(claim))
+                    return None
+                except DuplicateKeyError:
+                    pass
+                doc = await self._db.idempotency.find_one({"_id": key_id, "expires_at": {"$gt": now_dt}})
+                if doc is not None:
+                    return str(doc["result"])
+                await self._db.idempotency.delete_one({"_id": key_id, "expires_at": {"$lte": now_dt}})
+        raise Unavailable("idempotency key is contended; retry", code="store_unavailable")
+
+    async def complete_idempotency(self, app_id: str, key: str, result: str) -> None:
+        with _translated():
+            await self._db.idempotency.update_one({"_id": f"{app_id}|{key}"}, {"$set": {"result": result}})
+
+    async def release_idempotency(self, app_id: str, key: str) -> None:
+        with _translated():
+            await self._db.idempotency.delete_one({"_id": f"{app_id}|{key}"})
+
+
+def _message_doc(message: Message) -> dict[str, Any]:
+    return {
+        "_id": message.id,
+        "app": message.app_id,
+        "channel": message.channel,
+        "offset": message.offset,
+        "event": message.event,
+        "data": codec.dumps_text(message.data),
+        "ts": message.ts,
+        "expires_at": _to_datetime(message.expires_at),
+        "status": message.status,
+        "idempotency_key": message.idempotency_key,
+        "published": message.published,
+    }
+
+
+def _message_from(doc: Mapping[str, Any]) -> Message:
+    return Message(
+        id=doc["_id"],
+        app_id=doc["app"],
+        channel=doc["channel"],
+        offset=int(doc["offset"]),
+        event=doc["event"],
+        data=codec.loads(doc["data"]),
+        ts=int(doc["ts"]),
+        expires_at=_to_epoch(doc["expires_at"]),
+        status=doc["status"],
+        idempotency_key=doc.get("idempotency_key"),
+        published=doc["published"],
+    )

@@ -1,0 +1,413 @@
+"""The standalone store: one SQLite file, no server to install.
+
+sqlite3 blocks, so one dedicated worker thread owns the connection and every method runs
+its SQL there; having a single writer also makes each method's transaction trivially
+atomic. Each method commits before it returns, with ``synchronous=FULL`` in WAL mode, so
+what the store acknowledged survives a power cut as the MongoDB store's writes survive
+a crash. Expired rows are filtered on every read, and swept now and then as TTL indexes
+do for MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from herald import codec
+from herald.errors import Conflict, Unavailable
+from herald.model import STATUSES, App, Message, TokenRecord, status_rank
+from herald.store.base import Store
+
+T = TypeVar("T")
+
+# Seconds a statement waits for a lock held by another process before giving up.
+BUSY_TIMEOUT_S = 3.0
+# Seconds between sweeps of expired rows (MongoDB's TTL monitor runs about once a minute).
+SWEEP_INTERVAL_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    app_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_app ON api_keys (app_id);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_expires_at ON tokens (expires_at);
+CREATE TABLE IF NOT EXISTS counters (
+    app_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app_id, channel)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    idempotency_key TEXT,
+    published TEXT NOT NULL,
+    UNIQUE (app_id, channel, "offset")
+);
+CREATE INDEX IF NOT EXISTS messages_expires_at ON messages (expires_at);
+CREATE INDEX IF NOT EXISTS messages_published_ts ON messages (published, ts);
+CREATE TABLE IF NOT EXISTS cursors (
+    app_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    PRIMARY KEY (app_id, user_id, channel)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    app_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    result TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
+"""
+
+_EXPIRING_TABLES = ("messages", "tokens", "idempotency")
+_MESSAGE_COLUMNS = 'id, app_id, channel, "offset", event, data, ts, expires_at, status, idempotency_key, published'
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the lock up front so it never fails half-way on it."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # a failed COMMIT can leave it open; the next BEGIN would fail
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-sqlite")
+        # Touched only on the worker thread.
+        self._conn: sqlite3.Connection | None = None
+        self._last_sweep = 0.0
+        self._closed = False
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the worker thread, in the store's error vocabulary."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._on_worker, work)
+        except sqlite3.OperationalError as exc:  # locked, disk full, unreadable file
+            raise Unavailable(f"SQLite unavailable: {exc}", code="store_unavailable") from exc
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"already exists: {exc}", code="duplicate") from exc
+
+    def _on_worker(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise RuntimeError("SqliteStore used before start() or after close()")
+        now = time.time()
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._last_sweep = now
+            with _transaction(self._conn):
+                for table in _EXPIRING_TABLES:
+                    self._conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+        return work(self._conn)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._open)
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"SQLite unavailable: {exc}", code="store_unavailable") from exc
+
+    def _open(self) -> None:
+        if self._conn is not None:
+            return
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit (_transaction), never implicit.
+        conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # Apps and their API keys ------------------------------------------------
+    async def insert_app(self, app: App) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO apps (app_id, name, created_at) VALUES (?, ?, ?)",
+                    (app.app_id, app.name, app.created_at),
+                )
+
+        await self._run(work)
+
+    async def get_app(self, app_id: str) -> App | None:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute("SELECT * FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+
+        row = await self._run(work)
+        return None if row is None else App(app_id=row["app_id"], name=row["name"], created_at=row["created_at"])
+
+    async def replace_api_key(self, app_id: str, key_hash: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM api_keys WHERE app_id = ? AND key_hash != ?", (app_id, key_hash))
+                conn.execute(
+                    "INSERT INTO api_keys (key_hash, app_id) VALUES (?, ?)"
+                    " ON CONFLICT (key_hash) DO UPDATE SET app_id = excluded.app_id",
+                    (key_hash, app_id),
+                )
+
+        await self._run(work)
+
+    async def app_for_key(self, key_hash: str) -> str | None:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute("SELECT app_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+
+        row = await self._run(work)
+        return None if row is None else row["app_id"]
+
+    # User connect tokens ----------------------------------------------------
+    async def insert_token(self, token: TokenRecord) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO tokens (token_hash, app_id, user_id, expires_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (token.token_hash, token.app_id, token.user_id, token.expires_at, token.created_at),
+                )
+
+        await self._run(work)
+
+    async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute(
+                "SELECT * FROM tokens WHERE token_hash = ? AND expires_at > ?", (token_hash, now)
+            ).fetchone()
+
+        row = await self._run(work)
+        if row is None:
+            return None
+        return TokenRecord(
+            token_hash=row["token_hash"],
+            app_id=row["app_id"],
+            user_id=row["user_id"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+        )
+
+    async def delete_token(self, token_hash: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+        return await self._run(work)
+
+    # Offsets ----------------------------------------------------------------
+    async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            allocated = {}
+            with _transaction(conn):
+                for channel, count in counts.items():
+                    row = conn.execute(
+                        "INSERT INTO counters (app_id, channel, n) VALUES (?, ?, ?)"
+                        " ON CONFLICT (app_id, channel) DO UPDATE SET n = n + excluded.n RETURNING n",
+                        (app_id, channel, count),
+                    ).fetchone()
+                    allocated[channel] = int(row["n"])
+            return allocated
+
+        return await self._run(work)
+
+    # Messages ---------------------------------------------------------------
+    async def insert_messages(self, messages: Sequence[Message]) -> None:
+        rows = [
+            (
+                m.id,
+                m.app_id,
+                m.channel,
+                m.offset,
+                m.event,
+                codec.dumps_text(m.data),
+                m.ts,
+                m.expires_at,
+                m.status,
+                m.idempotency_key,
+                m.published,
+            )
+            for m in messages
+        ]
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+        if rows:
+            await self._run(work)
+
+    async def get_message(self, app_id: str, message_id: str, now: float) -> Message | None:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND app_id = ? AND expires_at > ?",
+                (message_id, app_id, now),
+            ).fetchone()
+
+        row = await self._run(work)
+        return None if row is None else _message_from(row)
+
+    async def read_channel(self, app_id: str, channel: str, after: int, limit: int, now: float) -> list[Message]:
+        if limit <= 0:  # SQLite reads a negative limit as "no limit"
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                ' WHERE app_id = ? AND channel = ? AND "offset" > ? AND expires_at > ?'
+                ' ORDER BY "offset" LIMIT ?',
+                (app_id, channel, after, now, limit),
+            ).fetchall()
+
+        return [_message_from(row) for row in await self._run(work)]
+
+    async def advance_status(self, message_ids: Sequence[str], status: str) -> None:
+        earlier = STATUSES[: status_rank(status)]
+        if not message_ids or not earlier:
+            return
+        marks = ", ".join("?" * len(earlier))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    f"UPDATE messages SET status = ? WHERE id = ? AND status IN ({marks})",
+                    [(status, message_id, *earlier) for message_id in message_ids],
+                )
+
+        await self._run(work)
+
+    async def mark_published(self, message_ids: Sequence[str]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany("UPDATE messages SET published = 'yes' WHERE id = ?", [(i,) for i in message_ids])
+
+        if message_ids:
+            await self._run(work)
+
+    # Acknowledged positions -------------------------------------------------
+    async def save_cursors(self, app_id: str, user_id: str, positions: Mapping[str, int]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    'INSERT INTO cursors (app_id, user_id, channel, "offset") VALUES (?, ?, ?, ?)'
+                    " ON CONFLICT (app_id, user_id, channel)"
+                    ' DO UPDATE SET "offset" = MAX("offset", excluded."offset")',
+                    [(app_id, user_id, channel, offset) for channel, offset in positions.items()],
+                )
+
+        if positions:
+            await self._run(work)
+
+    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                'SELECT channel, "offset" FROM cursors WHERE app_id = ? AND user_id = ?', (app_id, user_id)
+            ).fetchall()
+
+        return {row["channel"]: int(row["offset"]) for row in await self._run(work)}
+
+    # Idempotency keys -------------------------------------------------------
+    async def reserve_idempotency(self, app_id: str, key: str, expires_at: float, now: float) -> str | None:
+        def work(conn: sqlite3.Connection) -> str | None:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT result FROM idempotency WHERE app_id = ? AND key = ? AND expires_at > ?",
+                    (app_id, key, now),
+                ).fetchone()
+                if row is not None:
+                    return str(row["result"])
+                # Absent or expired: either way this call now holds the claim.
+                conn.execute(
+                    "INSERT INTO idempotency (app_id, key, result, expires_at) VALUES (?, ?, '', ?)"
+                    " ON CONFLICT (app_id, key) DO UPDATE SET result = '', expires_at = excluded.expires_at",
+                    (app_id, key, expires_at),
+                )
+                return None
+
+        return await self._run(work)
+
+    async def complete_idempotency(self, app_id: str, key: str, result: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("UPDATE idempotency SET result = ? WHERE app_id = ? AND key = ?", (result, app_id, key))
+
+        await self._run(work)
+
+    async def release_idempotency(self, app_id: str, key: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM idempotency WHERE app_id = ? AND key = ?", (app_id, key))
+
+        await self._run(work)
+
+
+def _message_from(row: sqlite3.Row) -> Message:
+    return Message(
+        id=row["id"],
+        app_id=row["app_id"],
+        channel=row["channel"],
+        offset=int(row["offset"]),
+        event=row["event"],
+        data=codec.loads(row["data"]),
+        ts=int(row["ts"]),
+        expires_at=row["expires_at"],
+        status=row["status"],
+        idempotency_key=row["idempotency_key"],
+        published=row["published"],
+    )

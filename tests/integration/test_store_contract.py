@@ -1,0 +1,391 @@
+"""The store's contract: one set of behaviours that MongoDB and SQLite both keep.
+
+Every test runs against both implementations. Times are passed in explicitly (``now``),
+so expiry is checked without sleeping; "live" times are also in the real future, because
+MongoDB's TTL (and the stand-in's expiry on read) goes by the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herald.errors import Conflict, Unavailable
+from herald.model import App, Message, TokenRecord
+from herald.store.base import Store
+from herald.store.mongo import MongoStore
+from herald.store.sqlite import SqliteStore
+from tests.support.servers import free_port
+
+APP = "app_00000000000000a1"
+OTHER_APP = "app_00000000000000b2"
+HOUR = 3600.0
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Which implementation a test runs against.
+
+    Synchronous so it can ask for the (async) MongoDB fixtures only when MongoDB is in
+    play: pytest-asyncio cannot resolve an async fixture from inside a running one.
+    """
+    if request.param == "mongo":
+        url, database = request.getfixturevalue("mongo_url"), request.getfixturevalue("namespace")
+        return lambda: MongoStore(url, database=database)
+    return lambda: SqliteStore(str(tmp_path / "herald.db"))
+
+
+@pytest.fixture
+def now() -> float:
+    """The test's wall-clock time, in whole seconds so it round-trips MongoDB's milliseconds exactly."""
+    return float(int(time.time()))
+
+
+@pytest.fixture
+async def store(new_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    impl = new_store()
+    await impl.start()
+    try:
+        yield impl
+    finally:
+        await impl.close()
+
+
+def message(
+    now: float,
+    offset: int,
+    *,
+    channel: str = "user:ann",
+    app_id: str = APP,
+    message_id: str | None = None,
+    expires_at: float | None = None,
+    data: Any = ...,
+) -> Message:
+    return Message(
+        id=message_id or f"{app_id}-{channel}-{offset}",
+        app_id=app_id,
+        channel=channel,
+        offset=offset,
+        event="order.shipped",
+        data={"order": offset} if data is ... else data,
+        ts=int(now * 1000) + offset,
+        expires_at=now + HOUR if expires_at is None else expires_at,
+    )
+
+
+async def statuses(store: Store, now: float, *messages: Message) -> list[str]:
+    found = [await store.get_message(m.app_id, m.id, now) for m in messages]
+    return [m.status for m in found if m is not None]
+
+
+# Offsets ---------------------------------------------------------------------
+
+
+async def test_first_offset_of_a_channel_is_one(store: Store) -> None:
+    assert await store.allocate_offsets(APP, {"user:ann": 1}) == {"user:ann": 1}
+
+
+async def test_allocation_returns_the_last_offset_of_the_range(store: Store) -> None:
+    assert await store.allocate_offsets(APP, {"user:ann": 3}) == {"user:ann": 3}
+    assert await store.allocate_offsets(APP, {"user:ann": 2}) == {"user:ann": 5}
+
+
+async def test_offset_ranges_of_concurrent_allocations_never_overlap(store: Store) -> None:
+    counts = list(range(1, 21))
+    results = await asyncio.gather(*(store.allocate_offsets(APP, {"group:ops": k}) for k in counts))
+    owned = [
+        offset
+        for count, result in zip(counts, results, strict=True)
+        for offset in range(result["group:ops"] - count + 1, result["group:ops"] + 1)
+    ]
+    assert sorted(owned) == list(range(1, sum(counts) + 1))
+
+
+async def test_channels_have_independent_counters(store: Store) -> None:
+    assert await store.allocate_offsets(APP, {"user:ann": 3, "user:bob": 2}) == {"user:ann": 3, "user:bob": 2}
+    assert await store.allocate_offsets(APP, {"user:bob": 1}) == {"user:bob": 3}
+    assert await store.allocate_offsets(APP, {"broadcast": 1}) == {"broadcast": 1}
+
+
+async def test_apps_have_independent_counters(store: Store) -> None:
+    await store.allocate_offsets(APP, {"user:ann": 7})
+    assert await store.allocate_offsets(OTHER_APP, {"user:ann": 1}) == {"user:ann": 1}
+
+
+# Messages --------------------------------------------------------------------
+
+
+async def test_an_inserted_message_reads_back_unchanged(store: Store, now: float) -> None:
+    original = message(now, 1)
+    original.idempotency_key = "req-1"
+    await store.insert_messages([original])
+    assert await store.get_message(APP, original.id, now) == original
+    assert await store.read_channel(APP, "user:ann", 0, 10, now) == [original]
+
+
+async def test_read_channel_returns_offsets_after_position_in_order_up_to_limit(store: Store, now: float) -> None:
+    await store.insert_messages([message(now, offset) for offset in (4, 1, 6, 2, 5, 3)])
+    await store.insert_messages([message(now, offset, channel="user:bob") for offset in (1, 2, 3, 4)])
+
+    assert [m.offset for m in await store.read_channel(APP, "user:ann", 2, 3, now)] == [3, 4, 5]
+    assert [m.offset for m in await store.read_channel(APP, "user:ann", 5, 10, now)] == [6]
+    assert await store.read_channel(APP, "user:ann", 6, 10, now) == []
+    assert {m.channel for m in await store.read_channel(APP, "user:ann", 0, 100, now)} == {"user:ann"}
+
+
+async def test_read_channel_with_a_limit_of_zero_returns_nothing(store: Store, now: float) -> None:
+    await store.insert_messages([message(now, 1), message(now, 2)])
+    assert await store.read_channel(APP, "user:ann", 0, 0, now) == []
+
+
+async def test_expired_messages_are_neither_read_nor_found(store: Store, now: float) -> None:
+    short = message(now, 1, expires_at=now + 60)
+    long = message(now, 2, expires_at=now + 600)
+    gone = message(now, 3, expires_at=now - 60)  # already past by the wall clock too
+    await store.insert_messages([short, long, gone])
+
+    assert [m.offset for m in await store.read_channel(APP, "user:ann", 0, 10, now)] == [1, 2]
+    assert [m.offset for m in await store.read_channel(APP, "user:ann", 0, 10, now + 60)] == [2]
+    assert await store.get_message(APP, short.id, now + 60) is None
+    assert await store.get_message(APP, long.id, now + 60) == long
+    assert await store.get_message(APP, gone.id, now) is None
+
+
+async def test_duplicate_channel_offset_is_a_conflict(store: Store, now: float) -> None:
+    first = message(now, 1, message_id="first")
+    await store.insert_messages([first])
+    with pytest.raises(Conflict):
+        await store.insert_messages([message(now, 1, message_id="second")])
+    assert await store.read_channel(APP, "user:ann", 0, 10, now) == [first]
+
+
+async def test_a_batch_with_a_conflict_inserts_nothing(store: Store, now: float) -> None:
+    await store.insert_messages([message(now, 2, message_id="existing")])
+    with pytest.raises(Conflict):
+        await store.insert_messages([message(now, 1, message_id="fresh"), message(now, 2, message_id="clash")])
+    assert await store.get_message(APP, "fresh", now) is None
+    assert [m.id for m in await store.read_channel(APP, "user:ann", 0, 10, now)] == ["existing"]
+
+
+async def test_same_offset_on_other_channels_and_apps_is_no_conflict(store: Store, now: float) -> None:
+    batch = [message(now, 1), message(now, 1, channel="user:bob"), message(now, 1, app_id=OTHER_APP)]
+    await store.insert_messages(batch)
+    assert [await store.get_message(m.app_id, m.id, now) for m in batch] == batch
+
+
+async def test_message_data_round_trips_unicode_and_nesting(store: Store, now: float) -> None:
+    data = {
+        "text": 'Grüße, 日本, emoji 🎉, quote " and backslash \\',
+        "nested": {"list": [1, 2.5, True, False, None, [], {}], "deep": {"deeper": {"deepest": ["x"]}}},
+        "$set": {"a.b": 1},  # keys MongoDB treats specially
+        "big": 2**64 - 1,  # past BSON's int64
+        "\u0000nul": "",
+    }
+    for offset, value in enumerate([data, [data, "tail"], "plain string", 0, None, False], start=1):
+        sent = message(now, offset, data=value)
+        await store.insert_messages([sent])
+        found = await store.get_message(APP, sent.id, now)
+        assert found is not None
+        assert found.data == value
+        assert type(found.data) is type(value)
+
+
+async def test_messages_of_another_app_are_invisible(store: Store, now: float) -> None:
+    mine = message(now, 1)
+    await store.insert_messages([mine])
+    assert await store.get_message(OTHER_APP, mine.id, now) is None
+    assert await store.read_channel(OTHER_APP, "user:ann", 0, 10, now) == []
+    assert await store.get_message(APP, mine.id, now) == mine
+
+
+async def test_status_only_moves_forward(store: Store, now: float) -> None:
+    ahead, behind, untouched = message(now, 1), message(now, 2), message(now, 3)
+    await store.insert_messages([ahead, behind, untouched])
+
+    await store.advance_status([ahead.id], "delivered")
+    await store.advance_status([ahead.id, behind.id], "dispatched")
+    assert await statuses(store, now, ahead, behind, untouched) == ["delivered", "dispatched", "accepted"]
+
+    await store.advance_status([ahead.id, behind.id], "accepted")
+    assert await statuses(store, now, ahead, behind, untouched) == ["delivered", "dispatched", "accepted"]
+
+    await store.advance_status([ahead.id, behind.id], "acked")
+    assert await statuses(store, now, ahead, behind, untouched) == ["acked", "acked", "accepted"]
+
+
+async def test_mark_published(store: Store, now: float) -> None:
+    confirmed, waiting = message(now, 1), message(now, 2)
+    await store.insert_messages([confirmed, waiting])
+    assert confirmed.published == "pending"
+
+    await store.mark_published([confirmed.id])
+
+    found = [await store.get_message(APP, m.id, now) for m in (confirmed, waiting)]
+    assert [m.published for m in found if m is not None] == ["yes", "pending"]
+
+
+# Cursors ---------------------------------------------------------------------
+
+
+async def test_cursor_never_moves_back(store: Store) -> None:
+    await store.save_cursors(APP, "ann", {"user:ann": 5, "group:ops": 2})
+    await store.save_cursors(APP, "ann", {"user:ann": 3, "group:ops": 4})
+    assert await store.get_cursors(APP, "ann") == {"user:ann": 5, "group:ops": 4}
+
+
+async def test_cursors_belong_to_one_user_of_one_app(store: Store) -> None:
+    await store.save_cursors(APP, "ann", {"broadcast": 9})
+    assert await store.get_cursors(APP, "bob") == {}
+    assert await store.get_cursors(OTHER_APP, "ann") == {}
+    assert await store.get_cursors(APP, "ann") == {"broadcast": 9}
+
+
+# Apps and keys ---------------------------------------------------------------
+
+
+async def test_an_inserted_app_reads_back(store: Store, now: float) -> None:
+    app = App(app_id=APP, name="Shop ✓", created_at=now)
+    await store.insert_app(app)
+    assert await store.get_app(APP) == app
+    assert await store.get_app(OTHER_APP) is None
+
+
+async def test_inserting_an_app_twice_is_a_conflict(store: Store, now: float) -> None:
+    await store.insert_app(App(app_id=APP, name="first", created_at=now))
+    with pytest.raises(Conflict):
+        await store.insert_app(App(app_id=APP, name="second", created_at=now))
+    app = await store.get_app(APP)
+    assert app is not None and app.name == "first"
+
+
+async def test_replaced_api_key_stops_working(store: Store) -> None:
+    await store.replace_api_key(APP, "hash-old")
+    await store.replace_api_key(OTHER_APP, "hash-other")
+    assert await store.app_for_key("hash-old") == APP
+
+    await store.replace_api_key(APP, "hash-new")
+
+    assert await store.app_for_key("hash-old") is None
+    assert await store.app_for_key("hash-new") == APP
+    assert await store.app_for_key("hash-other") == OTHER_APP
+
+
+# Tokens ----------------------------------------------------------------------
+
+
+async def test_token_expires(store: Store, now: float) -> None:
+    token = TokenRecord(token_hash="t1", app_id=APP, user_id="ann", expires_at=now + 300, created_at=now)
+    await store.insert_token(token)
+    assert await store.get_token("t1", now) == token
+    assert await store.get_token("t1", now + 299) == token
+    assert await store.get_token("t1", now + 300) is None
+
+
+async def test_deleted_token_is_gone(store: Store, now: float) -> None:
+    await store.insert_token(TokenRecord("t1", APP, "ann", now + HOUR, now))
+    await store.insert_token(TokenRecord("t2", APP, "ann", now + HOUR, now))
+
+    assert await store.delete_token("t1") is True
+    assert await store.get_token("t1", now) is None
+    assert await store.delete_token("t1") is False
+    assert await store.get_token("t2", now) is not None
+
+
+# Idempotency -----------------------------------------------------------------
+
+
+async def test_idempotency_claim_then_result(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    await store.complete_idempotency(APP, "req-1", '{"messages": []}')
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) == '{"messages": []}'
+
+
+async def test_idempotency_in_progress_returns_empty(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) == ""
+
+
+async def test_concurrent_idempotency_claims_have_one_winner(store: Store, now: float) -> None:
+    results = await asyncio.gather(*(store.reserve_idempotency(APP, "req-1", now + HOUR, now) for _ in range(10)))
+    assert sorted(results, key=str) == [""] * 9 + [None]
+
+
+async def test_released_idempotency_can_be_claimed_again(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    await store.release_idempotency(APP, "req-1")
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+
+
+async def test_expired_idempotency_claim_is_claimed_afresh(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + 60, now) is None
+    await store.complete_idempotency(APP, "req-1", '{"old": true}')
+
+    assert await store.reserve_idempotency(APP, "req-1", now + 600, now + 60) is None
+    assert await store.reserve_idempotency(APP, "req-1", now + 600, now + 120) == ""
+
+
+async def test_claim_already_expired_by_the_clock_is_claimed_afresh(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now - 60, now - 120) is None
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) == ""
+
+
+async def test_idempotency_keys_of_different_apps_are_independent(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    assert await store.reserve_idempotency(OTHER_APP, "req-1", now + HOUR, now) is None
+
+
+# Availability ----------------------------------------------------------------
+
+
+async def test_starting_again_changes_nothing(store: Store) -> None:
+    await store.allocate_offsets(APP, {"user:ann": 1})
+    await store.start()
+    await store.ping()
+    assert await store.allocate_offsets(APP, {"user:ann": 1}) == {"user:ann": 2}
+
+
+async def test_what_was_written_survives_reopening_the_store(
+    store: Store, new_store: Callable[[], Store], now: float
+) -> None:
+    sent = message(now, 1)
+    await store.insert_messages([sent])
+    await store.allocate_offsets(APP, {"user:ann": 1})
+    await store.close()
+
+    reopened = new_store()
+    await reopened.start()
+    try:
+        assert await reopened.get_message(APP, sent.id, now) == sent
+        assert await reopened.allocate_offsets(APP, {"user:ann": 1}) == {"user:ann": 2}
+    finally:
+        await reopened.close()
+
+
+async def test_mongo_store_pointed_at_a_closed_port_is_unavailable() -> None:
+    """MongoDB only: a down server must become Unavailable (a 503), not a hang or a driver error."""
+    store = MongoStore(f"mongodb://127.0.0.1:{free_port()}/", database="herald_unreachable", timeout_s=1)
+    try:
+        async with asyncio.timeout(20):  # a bound on the test, not a speed assertion
+            with pytest.raises(Unavailable):
+                await store.start()
+            with pytest.raises(Unavailable):
+                await store.allocate_offsets(APP, {"user:ann": 1})
+    finally:
+        await store.close()
+
+
+async def test_sqlite_store_on_an_unopenable_path_is_unavailable(tmp_path: Path) -> None:
+    """SQLite only: a file that cannot be opened is a fault of the store, reported as one."""
+    (tmp_path / "herald.db").mkdir()
+    store = SqliteStore(str(tmp_path / "herald.db"))
+    try:
+        with pytest.raises(Unavailable):
+            await store.start()
+    finally:
+        await store.close()
