@@ -46,9 +46,7 @@ def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | No
     if not isinstance(users, list | tuple) or not users:
         raise BadRequest("`to.users` must be a non-empty list of user ids", code="invalid_recipients")
     if len(users) > limits.max_recipients:
-        raise PayloadTooLarge(
-            f"at most {limits.max_recipients} users per message", code="too_many_recipients"
-        )
+        raise PayloadTooLarge(f"at most {limits.max_recipients} users per message", code="too_many_recipients")
     if not isinstance(event, str) or not EVENT_RE.match(event):
         raise BadRequest("`event` is 1-64 characters of letters, digits and _.:/-", code="invalid_event")
     size = codec.encoded_size(data)

@@ -47,14 +47,14 @@ class AppKeys:
         """Drop this process's cached keys of an app (after rotating its key here)."""
         self._cache = {h: entry for h, entry in self._cache.items() if entry[0] != app_id}
 
-    def dependency(self):
+    def dependency(self) -> Callable[..., Awaitable[str]]:
+        """A FastAPI dependency yielding the calling app's id, or answering 401."""
+
         async def current_app(
             credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
         ) -> str:
             if credentials is None or not credentials.credentials:
-                raise Unauthorized(
-                    "send the app's API key as `Authorization: Bearer <key>`", code="missing_credential"
-                )
+                raise Unauthorized("send the app's API key as `Authorization: Bearer <key>`", code="missing_credential")
             return await self.app_for_key(credentials.credentials)
 
         return current_app

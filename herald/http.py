@@ -71,9 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(
-            422, "invalid_request", "the request does not match the schema", _validation_details(exc)
-        )
+        return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -116,9 +114,7 @@ def require_secret(request: Request, expected: str, who: str) -> None:
     """Check a fixed credential (operator or service token) from the Authorization header."""
     given = bearer(request.headers.get("authorization"))
     if given is None:
-        raise Unauthorized(
-            f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential"
-        )
+        raise Unauthorized(f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential")
     if not same_secret(given, expected):
         raise Forbidden(f"this is not the {who} token", code="bad_credential")
 
