@@ -17,7 +17,7 @@ from typing import Any
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
-from herald import codec
+from herald import codec, metrics
 from herald.directory.base import Directory
 from herald.errors import Unavailable
 from herald.model import parse_channel
@@ -50,6 +50,7 @@ class PushNode:
         except ValueError as exc:
             log.error("dropping an unreadable node body (%d bytes): %s", len(body), exc)
             return
+        metrics.push_bus_messages.inc(len(messages))
         self.deliver(messages)
 
     def deliver(self, messages: Iterable[dict[str, Any]]) -> None:
@@ -69,6 +70,7 @@ class PushNode:
                 conn.sent[message["channel"]] = message["offset"]
                 self._bound_output(conn)
             self.delivered += len(targets)
+            metrics.push_frames_sent.inc(len(targets))
 
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
@@ -92,6 +94,7 @@ class PushNode:
         """
         broadcast([conn.ws], welcome)
         self.connections.add(conn)
+        metrics.push_connections.set(len(self.connections))
         try:
             await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
         except Unavailable:
@@ -102,6 +105,7 @@ class PushNode:
     async def detach(self, conn: Connection) -> None:
         if not self.connections.remove(conn):
             return
+        metrics.push_connections.set(len(self.connections))
         try:
             await self._directory.remove_connections(self.node_id, [conn.presence])
         except Unavailable:

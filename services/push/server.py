@@ -21,7 +21,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from herald import codec
+from herald import codec, metrics
 from herald.errors import HeraldError, Unavailable
 from herald.protocol import (
     PONG_FRAME,
@@ -48,10 +48,13 @@ log = logging.getLogger("herald.push")
 MAX_FRAME_BYTES = 64 * 1024
 
 
-def json_response(status: int, body: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> Response:
-    payload = codec.dumps(body)
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *extra])
-    return Response(status, HTTPStatus(status).phrase, headers, payload)
+def http_response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response:
+    return http_response(status, codec.dumps(body), "application/json")
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -112,17 +115,25 @@ class PushServer:
             except HeraldError as exc:
                 return json_response(exc.status, exc.to_body())
             return json_response(200, {"status": "ready"})
+        if path == "/metrics":
+            text, content_type = metrics.exposition()
+            return Response(
+                200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(text)))]), text
+            )
         if path != "/ws":
             return _error(404, "not_found", "WebSocket endpoint is /ws")
         offered = offered_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
         token = token_from_request(request.path, request.headers.get("Authorization"), offered)
         if token is None:
+            metrics.push_handshakes_rejected.labels("missing_token").inc()
             return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
         try:
             identity = await self._checker.identity(token)
         except Unavailable as exc:
+            metrics.push_handshakes_rejected.labels("auth_unavailable").inc()
             return _error(503, exc.code, exc.message)
         if identity is None:
+            metrics.push_handshakes_rejected.labels("invalid_token").inc()
             return _error(401, "invalid_token", "the connect token is unknown, revoked or expired")
         # Handed to _handle on the connection itself: nothing to clean up if the upgrade fails.
         connection.herald_identity = (identity, device_from_request(request.path))  # type: ignore[attr-defined]

@@ -1,0 +1,173 @@
+"""The bus in-process, for standalone mode: the RabbitMQ topology as asyncio queues.
+
+One instance models one process talking to one broker: the dispatch queue exists from
+the start (so publishes before any consumer are kept, as with a durable queue), any
+number of ``consume_dispatch`` consumers compete for it, and ``consume_node`` creates
+the node's queue. A handler that raises gets its message back at the head of the queue
+after ``REDELIVERY_PAUSE_S``, the way a broker requeue puts it back in place.
+
+Bounds: a node queue holds at most ``NODE_QUEUE_MAX`` messages; a publish to a full one
+waits up to ``PUBLISH_TIMEOUT_S`` for room, then raises ``Unavailable`` (dispatch
+requeues and retries) instead of dropping anything. The dispatch queue is unbounded:
+everything in it is already in the store, so its size is bounded by what collect
+accepted, and refusing it here would only move the same backlog to the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+
+from herald.bus.base import REDELIVERY_PAUSE_S, Bus, Handler
+from herald.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+NODE_QUEUE_MAX = 10_000
+PUBLISH_TIMEOUT_S = 5.0
+# How long stop_consuming lets a handler in flight finish before cancelling it.
+HANDLER_GRACE_S = 10.0
+
+
+class _Mailbox:
+    """A FIFO that can take a message back at its head, as a broker requeue does."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._items: deque[bytes] = deque()
+        self._maxsize = maxsize
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, body: bytes) -> None:
+        while self._maxsize and len(self._items) >= self._maxsize:
+            await self._writable.wait()
+        self._items.append(body)
+        self._changed()
+
+    def put_front(self, body: bytes) -> None:
+        """Return a message taken with ``get``; its room was never given away, so no wait."""
+        self._items.appendleft(body)
+        self._changed()
+
+    async def get(self) -> bytes:
+        while not self._items:
+            await self._readable.wait()
+        body = self._items.popleft()
+        self._changed()
+        return body
+
+    def _changed(self) -> None:
+        if self._items:
+            self._readable.set()
+        else:
+            self._readable.clear()
+        if self._maxsize and len(self._items) >= self._maxsize:
+            self._writable.clear()
+        else:
+            self._writable.set()
+
+
+class _Consumer:
+    """One subscription: takes messages one at a time and settles each before the next."""
+
+    def __init__(self, name: str, mailbox: _Mailbox, handler: Handler) -> None:
+        self.name = name
+        self._mailbox = mailbox
+        self._handler = handler
+        self._busy = False
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{name}")
+
+    def alive(self) -> bool:
+        return not self._task.done()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if not self._busy:
+            self._task.cancel()
+        done, _ = await asyncio.wait({self._task}, timeout=HANDLER_GRACE_S)
+        if not done:
+            log.warning("consumer %s: handler still running after %ss, cancelled", self.name, HANDLER_GRACE_S)
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            body = await self._mailbox.get()
+            self._busy = True
+            try:
+                await self._deliver(body)
+            finally:
+                self._busy = False
+
+    async def _deliver(self, body: bytes) -> None:
+        try:
+            await self._handler(body)
+        except asyncio.CancelledError:
+            self._mailbox.put_front(body)
+            raise
+        except Exception:
+            log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
+            try:
+                await asyncio.sleep(REDELIVERY_PAUSE_S)
+            finally:
+                self._mailbox.put_front(body)
+
+
+class MemoryBus(Bus):
+    def __init__(self) -> None:
+        self._dispatch = _Mailbox()
+        self._nodes: dict[str, _Mailbox] = {}
+        self._consumers: list[_Consumer] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        self._nodes.clear()
+        self._closed = True
+
+    async def ping(self) -> None:
+        self._check_open()
+
+    async def publish_dispatch(self, body: bytes) -> None:
+        self._check_open()
+        await self._dispatch.put(body)
+
+    async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
+        self._check_open()
+        # A node without a queue is not listening: its users resume from the store.
+        puts = [self._nodes[node].put(body) for node, body in bodies.items() if node in self._nodes]
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await asyncio.gather(*puts)
+        except TimeoutError as exc:
+            raise Unavailable("a node queue stayed full; its node is not keeping up") from exc
+
+    async def consume_dispatch(self, handler: Handler) -> None:
+        self._check_open()
+        self._consumers.append(_Consumer("dispatch", self._dispatch, handler))
+
+    async def consume_node(self, node_id: str, handler: Handler) -> None:
+        self._check_open()
+        mailbox = self._nodes.setdefault(node_id, _Mailbox(NODE_QUEUE_MAX))
+        self._consumers.append(_Consumer(f"node:{node_id}", mailbox, handler))
+
+    async def stop_consuming(self) -> None:
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(consumer.stop() for consumer in consumers))
+
+    def consuming(self) -> bool:
+        return bool(self._consumers) and all(consumer.alive() for consumer in self._consumers)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("the bus is closed")

@@ -1,0 +1,432 @@
+"""The bus's specification, run against RabbitMQ and the in-process implementation alike.
+
+A ``Broker`` opens buses the way separate processes would: on RabbitMQ each ``open()`` is
+a new connection; in memory one process has one bus, so every ``open()`` returns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from aio_pika.exceptions import ChannelNotFoundEntity
+
+from herald.bus.amqp import AmqpBus
+from herald.bus.base import Bus
+from herald.bus.memory import MemoryBus
+from herald.errors import Unavailable
+from herald.names import Names
+from tests.support.servers import free_port
+
+WAIT_S = 15.0
+# Long enough for a stray delivery to show up; used only to check that none does.
+QUIET_S = 0.5
+
+
+class Broker:
+    def __init__(self, kind: str, namespace: str, amqp_url: str) -> None:
+        self.kind = kind
+        self.names = Names(namespace)
+        self.amqp_url = amqp_url
+        self._buses: list[Bus] = []
+
+    async def open(self) -> Bus:
+        if self.kind == "memory" and self._buses:
+            return self._buses[0]
+        bus: Bus
+        if self.kind == "memory":
+            bus = MemoryBus()
+        else:
+            # Short expiry: a queue a failed test leaves behind disappears by itself.
+            bus = AmqpBus(self.amqp_url, self.names, prefetch=16, node_queue_expires_s=10.0)
+        await bus.start()
+        self._buses.append(bus)
+        return bus
+
+    async def kill_consumers(self, bus: Bus) -> None:
+        """Break the subscription under the bus, without telling it (reaches into internals)."""
+        if isinstance(bus, AmqpBus):
+            assert bus._subscriber is not None
+            await bus._subscriber.channel.close()
+        else:
+            assert isinstance(bus, MemoryBus)
+            for consumer in bus._consumers:
+                consumer._task.cancel()
+
+    async def close_all(self) -> None:
+        for bus in reversed(self._buses):
+            await asyncio.wait_for(bus.close(), WAIT_S)
+
+
+@pytest.fixture(params=["memory", "amqp"])
+async def broker(request: pytest.FixtureRequest, namespace: str, amqp_url: str) -> AsyncIterator[Broker]:
+    broker = Broker(request.param, namespace, amqp_url)
+    try:
+        yield broker
+    finally:
+        await broker.close_all()
+
+
+class Inbox:
+    """A handler that records what it was given."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.bodies: list[bytes] = []
+        self.delay_s = delay_s
+
+    async def __call__(self, body: bytes) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.bodies.append(body)
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    # Polling, not events: some conditions (a consumer dying) have nothing to wait on.
+    async def poll() -> None:
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+def numbered(count: int) -> list[bytes]:
+    return [f"m{index:04d}".encode() for index in range(count)]
+
+
+async def test_a_started_bus_answers_ping(broker: Broker) -> None:
+    bus = await broker.open()
+
+    await bus.ping()
+
+
+async def test_dispatch_messages_reach_a_consumer_in_order(broker: Broker) -> None:
+    bus = await broker.open()
+    inbox = Inbox()
+    await bus.consume_dispatch(inbox)
+
+    for body in numbered(50):
+        await bus.publish_dispatch(body)
+
+    await eventually(lambda: len(inbox.bodies) >= 50)
+    assert inbox.bodies == numbered(50)
+
+
+async def test_competing_dispatch_consumers_share_the_work(broker: Broker) -> None:
+    first, second = Inbox(delay_s=0.005), Inbox(delay_s=0.005)
+    await (await broker.open()).consume_dispatch(first)
+    await (await broker.open()).consume_dispatch(second)
+    publisher = await broker.open()
+
+    for body in numbered(40):
+        await publisher.publish_dispatch(body)
+
+    await eventually(lambda: len(first.bodies) + len(second.bodies) >= 40)
+    await asyncio.sleep(QUIET_S)
+    assert sorted(first.bodies + second.bodies) == numbered(40)
+    assert first.bodies and second.bodies
+
+
+async def test_a_failing_handler_gets_the_message_again(broker: Broker) -> None:
+    bus = await broker.open()
+    attempts: list[bytes] = []
+    handled: list[bytes] = []
+
+    async def fails_once_on_a(body: bytes) -> None:
+        attempts.append(body)
+        if body == b"a" and attempts.count(b"a") == 1:
+            raise RuntimeError("a dependency is down")
+        handled.append(body)
+
+    await bus.consume_dispatch(fails_once_on_a)
+    await bus.publish_dispatch(b"a")
+    await bus.publish_dispatch(b"b")
+
+    await eventually(lambda: len(handled) >= 2)
+    assert attempts.count(b"a") == 2
+    assert handled == [b"a", b"b"]
+
+
+async def test_a_redelivered_message_keeps_its_place_in_line(broker: Broker) -> None:
+    bus = await broker.open()
+    failing = numbered(10)[2]
+    failures: list[bytes] = []
+    handled: list[bytes] = []
+
+    async def fails_once_on_the_third(body: bytes) -> None:
+        if body == failing and not failures:
+            failures.append(body)
+            raise RuntimeError("a dependency is down")
+        handled.append(body)
+
+    await bus.consume_node("node-a", fails_once_on_the_third)
+    for body in numbered(10):
+        await bus.publish_to_nodes({"node-a": body})
+
+    await eventually(lambda: len(handled) >= 10)
+    assert handled == numbered(10)
+
+
+async def test_node_messages_reach_only_that_node(broker: Broker) -> None:
+    inbox_a, inbox_b = Inbox(), Inbox()
+    await (await broker.open()).consume_node("node-a", inbox_a)
+    await (await broker.open()).consume_node("node-b", inbox_b)
+    dispatcher = await broker.open()
+
+    await dispatcher.publish_to_nodes({"node-a": b"for-a", "node-b": b"for-b"})
+    await dispatcher.publish_to_nodes({"node-b": b"for-b-again"})
+
+    await eventually(lambda: len(inbox_a.bodies) >= 1 and len(inbox_b.bodies) >= 2)
+    await asyncio.sleep(QUIET_S)
+    assert inbox_a.bodies == [b"for-a"]
+    assert inbox_b.bodies == [b"for-b", b"for-b-again"]
+
+
+async def test_node_messages_reach_the_node_in_order(broker: Broker) -> None:
+    inbox = Inbox()
+    await (await broker.open()).consume_node("node-a", inbox)
+    dispatcher = await broker.open()
+
+    for body in numbered(50):
+        await dispatcher.publish_to_nodes({"node-a": body})
+
+    await eventually(lambda: len(inbox.bodies) >= 50)
+    assert inbox.bodies == numbered(50)
+
+
+async def test_publish_to_a_node_without_queue_is_dropped_quietly(broker: Broker) -> None:
+    dispatcher = await broker.open()
+
+    await dispatcher.publish_to_nodes({"node-gone": b"lost"})
+
+    inbox = Inbox()
+    await (await broker.open()).consume_node("node-gone", inbox)
+    await dispatcher.publish_to_nodes({"node-gone": b"after"})
+    await eventually(lambda: len(inbox.bodies) >= 1)
+    await asyncio.sleep(QUIET_S)
+    assert inbox.bodies == [b"after"]
+
+
+async def test_dispatch_published_before_a_consumer_exists_is_kept(broker: Broker) -> None:
+    publisher = await broker.open()
+    for body in numbered(3):
+        await publisher.publish_dispatch(body)
+
+    inbox = Inbox()
+    await (await broker.open()).consume_dispatch(inbox)
+
+    await eventually(lambda: len(inbox.bodies) >= 3)
+    assert inbox.bodies == numbered(3)
+
+
+async def test_stop_consuming_stops_delivery(broker: Broker) -> None:
+    bus = await broker.open()
+    stopped = Inbox()
+    await bus.consume_dispatch(stopped)
+    await bus.publish_dispatch(b"before")
+    await eventually(lambda: len(stopped.bodies) >= 1)
+
+    await bus.stop_consuming()
+    await bus.publish_dispatch(b"after")
+    await asyncio.sleep(QUIET_S)
+
+    assert stopped.bodies == [b"before"]
+    resumed = Inbox()
+    await bus.consume_dispatch(resumed)
+    await eventually(lambda: len(resumed.bodies) >= 1)
+    assert resumed.bodies == [b"after"]
+
+
+async def test_stop_consuming_lets_the_handler_in_flight_finish(broker: Broker) -> None:
+    bus = await broker.open()
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[bytes] = []
+
+    async def slow(body: bytes) -> None:
+        started.set()
+        await release.wait()
+        finished.append(body)
+
+    await bus.consume_dispatch(slow)
+    await bus.publish_dispatch(b"in-flight")
+    await asyncio.wait_for(started.wait(), WAIT_S)
+
+    stopping = asyncio.create_task(bus.stop_consuming())
+    await asyncio.sleep(0.1)
+    release.set()
+    await asyncio.wait_for(stopping, WAIT_S)
+
+    assert finished == [b"in-flight"]
+    # It was acknowledged: a new consumer gets only what comes next.
+    inbox = Inbox()
+    await bus.consume_dispatch(inbox)
+    await bus.publish_dispatch(b"next")
+    await eventually(lambda: len(inbox.bodies) >= 1)
+    await asyncio.sleep(QUIET_S)
+    assert inbox.bodies == [b"next"]
+
+
+async def test_consuming_reports_live_consumers(broker: Broker) -> None:
+    bus = await broker.open()
+    assert not bus.consuming()
+
+    await bus.consume_dispatch(Inbox())
+    await bus.consume_node("node-a", Inbox())
+    assert bus.consuming()
+
+    await bus.stop_consuming()
+    assert not bus.consuming()
+
+
+async def test_consuming_reports_a_dead_consumer(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.consume_dispatch(Inbox())
+    assert bus.consuming()
+
+    await broker.kill_consumers(bus)
+
+    await eventually(lambda: not bus.consuming())
+
+
+async def test_a_closed_bus_refuses_to_publish(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.close()
+
+    with pytest.raises(Unavailable):
+        await bus.publish_dispatch(b"late")
+
+
+# RabbitMQ only ---------------------------------------------------------------------------
+
+
+async def test_publish_to_an_unreachable_broker_is_unavailable(namespace: str) -> None:
+    bus = AmqpBus(f"amqp://guest:guest@127.0.0.1:{free_port()}/", Names(namespace))
+
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(bus.start(), WAIT_S)
+    await bus.close()
+
+
+async def test_dispatch_without_its_queue_is_unavailable(namespace: str, amqp_url: str) -> None:
+    names = Names(namespace)
+    bus = AmqpBus(amqp_url, names)
+    await bus.start()
+    try:
+        await _delete_queue(amqp_url, names.dispatch_queue)
+
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(bus.publish_dispatch(b"unroutable"), WAIT_S)
+    finally:
+        await bus.close()
+
+
+async def test_closing_a_node_bus_deletes_its_queue(namespace: str, amqp_url: str) -> None:
+    names = Names(namespace)
+    bus = AmqpBus(amqp_url, names)
+    await bus.start()
+    await bus.consume_node("node-a", Inbox())
+
+    await bus.close()
+
+    assert not await _queue_exists(amqp_url, names.node_queue("node-a"))
+
+
+async def test_a_bus_recovers_after_its_connection_drops(namespace: str, amqp_url: str) -> None:
+    broker_url = urlsplit(amqp_url)
+    proxy = TcpProxy(free_port(), upstream=broker_url.port or 5672)
+    await proxy.start()
+    credentials = f"{broker_url.username}:{broker_url.password}@" if broker_url.username else ""
+    url = f"amqp://{credentials}127.0.0.1:{proxy.port}{broker_url.path or '/'}?reconnect_interval=0.2"
+    bus = AmqpBus(url, Names(namespace))
+    await bus.start()
+    try:
+        dispatched, delivered = Inbox(), Inbox()
+        await bus.consume_dispatch(dispatched)
+        await bus.consume_node("node-a", delivered)
+
+        await proxy.cut()
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(bus.publish_dispatch(b"during"), WAIT_S)
+        await proxy.start()
+
+        await asyncio.wait_for(_publish_when_possible(bus, b"after"), WAIT_S)
+        await eventually(lambda: b"after" in dispatched.bodies)
+        await bus.publish_to_nodes({"node-a": b"to-node"})
+        await eventually(lambda: delivered.bodies == [b"to-node"])
+        await eventually(bus.consuming)
+    finally:
+        await bus.close()
+        await proxy.cut()
+
+
+async def _publish_when_possible(bus: Bus, body: bytes) -> None:
+    while True:
+        try:
+            await bus.publish_dispatch(body)
+            return
+        except Unavailable:
+            await asyncio.sleep(0.1)
+
+
+class TcpProxy:
+    """Forwards a loopback port to RabbitMQ, and can cut every connection at once."""
+
+    def __init__(self, port: int, upstream: int) -> None:
+        self.port = port
+        self.upstream = upstream
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        self._writers.update({client_writer, upstream_writer})
+        await asyncio.gather(
+            self._pipe(client_reader, upstream_writer),
+            self._pipe(upstream_reader, client_writer),
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _delete_queue(amqp_url: str, name: str) -> None:
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+
+
+async def _queue_exists(amqp_url: str, name: str) -> bool:
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, passive=True)
+        except ChannelNotFoundEntity:
+            return False
+        return True
