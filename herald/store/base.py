@@ -16,6 +16,10 @@ from collections.abc import Mapping, Sequence
 
 from herald.model import App, Message, TokenRecord
 
+# Longer than any request may take (store and bus calls time out in seconds), short
+# enough that a retry after a crash is not refused for long.
+CLAIM_TIMEOUT_S = 60.0
+
 
 class Store(ABC):
     @abstractmethod
@@ -101,7 +105,8 @@ class Store(ABC):
 
         Returns None if this call claimed it; otherwise the result recorded by the claimer
         (a JSON string), or "" while that request is still in progress. An expired claim
-        counts as absent and is claimed afresh.
+        counts as absent and is claimed afresh, and so does one left in progress for
+        ``CLAIM_TIMEOUT_S``: its request died (a crashed process) and will never complete.
         """
 
     @abstractmethod

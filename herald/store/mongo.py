@@ -36,7 +36,7 @@ from pymongo.errors import (
 from herald import codec
 from herald.errors import Conflict, Unavailable
 from herald.model import STATUSES, App, Message, TokenRecord, status_rank
-from herald.store.base import Store
+from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 # Faults worth retrying: the server is unreachable, slow, or changing primaries.
 # ConnectionFailure covers AutoReconnect, NotPrimaryError, NetworkTimeout and
@@ -267,9 +267,12 @@ class MongoStore(Store):
         # The unique _id is the lock: whoever inserts it owns the key. An expired claim
         # is deleted (only if still expired, so a fresh claim is never removed) and the
         # insert tried again; re-arming it with $set would write a datetime by update.
+        # An abandoned claim (in progress past its pending_until, a plain number) is
+        # taken over by compare-and-set on that number, so only one caller wins it.
         key_id = f"{app_id}|{key}"
         now_dt = _to_datetime(now)
-        claim = {"_id": key_id, "result": "", "expires_at": _to_datetime(expires_at)}
+        pending_until = now + CLAIM_TIMEOUT_S
+        claim = {"_id": key_id, "result": "", "expires_at": _to_datetime(expires_at), "pending_until": pending_until}
         with _translated():
             for _ in range(_CLAIM_ATTEMPTS):
                 try:
@@ -278,9 +281,17 @@ class MongoStore(Store):
                 except DuplicateKeyError:
                     pass
                 doc = await self._db.idempotency.find_one({"_id": key_id, "expires_at": {"$gt": now_dt}})
-                if doc is not None:
+                if doc is None:
+                    await self._db.idempotency.delete_one({"_id": key_id, "expires_at": {"$lte": now_dt}})
+                    continue
+                if doc["result"] or doc.get("pending_until", 0) > now:
                     return str(doc["result"])
-                await self._db.idempotency.delete_one({"_id": key_id, "expires_at": {"$lte": now_dt}})
+                taken = await self._db.idempotency.update_one(
+                    {"_id": key_id, "result": "", "pending_until": doc.get("pending_until", 0)},
+                    {"$set": {"pending_until": pending_until}},
+                )
+                if taken.modified_count == 1:
+                    return None
         raise Unavailable("idempotency key is contended; retry", code="store_unavailable")
 
     async def complete_idempotency(self, app_id: str, key: str, result: str) -> None:

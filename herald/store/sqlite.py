@@ -22,7 +22,7 @@ from typing import TypeVar
 from herald import codec
 from herald.errors import Conflict, Unavailable
 from herald.model import STATUSES, App, Message, TokenRecord, status_rank
-from herald.store.base import Store
+from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 T = TypeVar("T")
 
@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT NOT NULL,
     result TEXT NOT NULL,
     expires_at REAL NOT NULL,
+    pending_until REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (app_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
@@ -367,16 +368,17 @@ class SqliteStore(Store):
         def work(conn: sqlite3.Connection) -> str | None:
             with _transaction(conn):
                 row = conn.execute(
-                    "SELECT result FROM idempotency WHERE app_id = ? AND key = ? AND expires_at > ?",
+                    "SELECT result, pending_until FROM idempotency WHERE app_id = ? AND key = ? AND expires_at > ?",
                     (app_id, key, now),
                 ).fetchone()
-                if row is not None:
+                if row is not None and (row["result"] or row["pending_until"] > now):
                     return str(row["result"])
-                # Absent or expired: either way this call now holds the claim.
+                # Absent, expired or abandoned in progress: this call now holds the claim.
                 conn.execute(
-                    "INSERT INTO idempotency (app_id, key, result, expires_at) VALUES (?, ?, '', ?)"
-                    " ON CONFLICT (app_id, key) DO UPDATE SET result = '', expires_at = excluded.expires_at",
-                    (app_id, key, expires_at),
+                    "INSERT INTO idempotency (app_id, key, result, expires_at, pending_until) VALUES (?, ?, '', ?, ?)"
+                    " ON CONFLICT (app_id, key) DO UPDATE SET result = '', expires_at = excluded.expires_at,"
+                    " pending_until = excluded.pending_until",
+                    (app_id, key, expires_at, now + CLAIM_TIMEOUT_S),
                 )
                 return None
 

@@ -3,6 +3,11 @@
 
 PYTHON=${PYTHON:-python3}
 
+# pip, minus the notices this machine's pip config prints for index folders that do not exist.
+quiet_pip() {
+  .venv/bin/python -m pip -q "$@" 2> >(sed "/^WARNING: Location 'file:/d; /BuildBackendWarning\|editable_wheel\|^ *\*\*\*\|^ *!!\|^ *$\|Please be careful\|name as your package\|with strategy, WheelFile/d" >&2)
+}
+
 ensure_venv() {
   local extras=${1:-}
   local spec="."
@@ -17,8 +22,8 @@ ensure_venv() {
   local stamp=".venv/.herald-installed${extras:+-$extras}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing Herald${extras:+ with [$extras]} into .venv ..." >&2
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e "$spec"
+    quiet_pip install --upgrade pip >/dev/null
+    quiet_pip install -e "$spec"
     touch "$stamp"
   fi
 }

@@ -17,7 +17,7 @@ import pytest
 
 from herald.errors import Conflict, Unavailable
 from herald.model import App, Message, TokenRecord
-from herald.store.base import Store
+from herald.store.base import CLAIM_TIMEOUT_S, Store
 from herald.store.mongo import MongoStore
 from herald.store.sqlite import SqliteStore
 from tests.support.servers import free_port
@@ -326,7 +326,20 @@ async def test_expired_idempotency_claim_is_claimed_afresh(store: Store, now: fl
     await store.complete_idempotency(APP, "req-1", '{"old": true}')
 
     assert await store.reserve_idempotency(APP, "req-1", now + 600, now + 60) is None
-    assert await store.reserve_idempotency(APP, "req-1", now + 600, now + 120) == ""
+    assert await store.reserve_idempotency(APP, "req-1", now + 600, now + 90) == ""
+
+
+async def test_a_claim_abandoned_in_progress_is_taken_over_once(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    later = now + CLAIM_TIMEOUT_S + 1
+    takeovers = await asyncio.gather(*(store.reserve_idempotency(APP, "req-1", now + HOUR, later) for _ in range(5)))
+    assert sorted(takeovers, key=str) == [""] * 4 + [None]
+
+
+async def test_a_completed_claim_is_never_taken_over(store: Store, now: float) -> None:
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now) is None
+    await store.complete_idempotency(APP, "req-1", '{"done": 1}')
+    assert await store.reserve_idempotency(APP, "req-1", now + HOUR, now + CLAIM_TIMEOUT_S * 2) == '{"done": 1}'
 
 
 async def test_claim_already_expired_by_the_clock_is_claimed_afresh(store: Store, now: float) -> None:

@@ -1,0 +1,121 @@
+"""collect when a dependency fails: nothing half-accepted, nothing acknowledged lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herald import codec
+from herald.accept import Acceptor
+from herald.bus.memory import MemoryBus
+from herald.credentials import secret_hash
+from herald.errors import Unavailable
+from herald.model import App
+from herald.settings import Settings
+from herald.store.base import Store
+from herald.store.mongo import MongoStore
+from herald.store.sqlite import SqliteStore
+from services.collect.app import create_app
+from tests.support.servers import MongoWire
+
+KEY = "hk_test-key"
+APP_ID = "app_00000000000000aa"
+
+
+class BrokenBus(MemoryBus):
+    """A bus whose broker is down: every publish fails the way AmqpBus's do."""
+
+    async def publish_dispatch(self, body: bytes) -> None:
+        raise Unavailable("broker down")
+
+    async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
+        raise Unavailable("broker down")
+
+
+async def _seed(store: Store) -> None:
+    await store.insert_app(App(APP_ID, "test", time.time()))
+    await store.replace_api_key(APP_ID, secret_hash(KEY))
+
+
+def _client(store: Store, bus: MemoryBus) -> httpx.AsyncClient:
+    app = create_app(Settings.from_env("standalone", {}), store, Acceptor(store, bus))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://collect", headers={"authorization": f"Bearer {KEY}"}
+    )
+
+
+def _send(user: str = "u1") -> dict:
+    return {"to": {"users": [user]}, "event": "e", "data": {"n": 1}}
+
+
+@pytest.fixture
+def mongo_wire(tmp_path: Path) -> Iterator[MongoWire]:
+    server = MongoWire(tmp_path / "mongo")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def mongo_store(mongo_wire: MongoWire) -> AsyncIterator[MongoStore]:
+    store = MongoStore(mongo_wire.url, "collect_failures", timeout_s=1.0)
+    await store.start()
+    await _seed(store)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_store_down_answers_503_and_queues_nothing(mongo_wire: MongoWire, mongo_store: MongoStore) -> None:
+    bus = MemoryBus()
+    await bus.start()
+    async with _client(mongo_store, bus) as collect:
+        assert (await collect.post("/v1/messages", json=_send())).status_code == 202
+        queued = len(bus._dispatch)
+        mongo_wire.stop()
+        response = await collect.post("/v1/messages", json=_send())
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"]
+        assert len(bus._dispatch) == queued, "a message the store refused reached the bus"
+        mongo_wire.start()
+        recovered = await collect.post("/v1/messages", json=_send())
+        assert recovered.status_code == 202, recovered.text
+        history = await collect.get("/v1/channels/user:u1/messages")
+        assert [m["offset"] for m in history.json()["messages"]] == [1, recovered.json()["messages"][0]["offset"]]
+
+
+async def test_bus_down_after_the_store_write_still_accepts_and_leaves_it_for_the_outbox(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "herald.db"))
+    await store.start()
+    await _seed(store)
+    bus = BrokenBus()
+    await bus.start()
+    async with _client(store, bus) as collect:
+        response = await collect.post("/v1/messages", json=_send())
+    assert response.status_code == 202
+    [accepted] = response.json()["messages"]
+    stored = await store.get_message(APP_ID, accepted["id"], time.time())
+    assert stored is not None and stored.published == "pending"
+    await store.close()
+
+
+async def test_a_published_message_is_marked_published(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "herald.db"))
+    await store.start()
+    await _seed(store)
+    bus = MemoryBus()
+    await bus.start()
+    async with _client(store, bus) as collect:
+        [accepted] = (await collect.post("/v1/messages", json=_send())).json()["messages"]
+    stored = await store.get_message(APP_ID, accepted["id"], time.time())
+    assert stored is not None and stored.published == "yes"
+    [wire] = codec.decode_batch(bus._dispatch._items[0])
+    assert (wire["id"], wire["offset"], wire["app"]) == (accepted["id"], accepted["offset"], APP_ID)
+    await store.close()
