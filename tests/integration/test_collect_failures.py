@@ -91,10 +91,21 @@ async def test_store_down_answers_503_and_queues_nothing(mongo_wire: MongoWire, 
         assert [m["offset"] for m in history.json()["messages"]] == [1, recovered.json()["messages"][0]["offset"]]
 
 
-async def test_bus_down_after_the_store_write_still_accepts_and_leaves_it_for_the_outbox(tmp_path: Path) -> None:
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(str(tmp_path / "herald.db"))
     await store.start()
     await _seed(store)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_bus_down_after_the_store_write_still_accepts_and_leaves_it_for_the_outbox(
+    sqlite_store: SqliteStore,
+) -> None:
+    store = sqlite_store
     bus = BrokenBus()
     await bus.start()
     async with _client(store, bus) as collect:
@@ -103,13 +114,10 @@ async def test_bus_down_after_the_store_write_still_accepts_and_leaves_it_for_th
     [accepted] = response.json()["messages"]
     stored = await store.get_message(APP_ID, accepted["id"], time.time())
     assert stored is not None and stored.published == "pending"
-    await store.close()
 
 
-async def test_a_published_message_is_marked_published(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "herald.db"))
-    await store.start()
-    await _seed(store)
+async def test_a_published_message_is_marked_published(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     bus = MemoryBus()
     await bus.start()
     async with _client(store, bus) as collect:
@@ -118,4 +126,3 @@ async def test_a_published_message_is_marked_published(tmp_path: Path) -> None:
     assert stored is not None and stored.published == "yes"
     [wire] = codec.decode_batch(bus._dispatch._items[0])
     assert (wire["id"], wire["offset"], wire["app"]) == (accepted["id"], accepted["offset"], APP_ID)
-    await store.close()
