@@ -7,6 +7,8 @@ arrives at the client. Prints one JSON line. Loopback only; bounded in count and
     python bench/latency.py --auth http://127.0.0.1:8001 --collect http://127.0.0.1:8002 \
         --ws ws://127.0.0.1:8004/ws --api-key hk_... --count 500
     python bench/latency.py --standalone --count 500      # starts `herald dev` itself
+    python bench/latency.py --cluster --count 500         # starts auth, collect, dispatch, push
+                                                          # as processes on RabbitMQ, Redis, MongoDB-wire
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from herald.client import Publisher
+from herald.client import Operator, Publisher
+from herald.settings import generate_secret
+from tests.support.cleanup import drop_namespace
+from tests.support.procs import HeraldProcess, free_port_block
+from tests.support.servers import MongoWire
 
 MAX_SECONDS = 300
 
@@ -119,9 +125,60 @@ def run_standalone(count: int, rate: float) -> dict:
             herald.wait(timeout=15)
 
 
+def run_cluster(count: int, rate: float, amqp: str, redis: str) -> dict:
+    """The full pipeline as separate processes, one of each service, in a namespace of its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mongo = MongoWire(Path(tmp) / "mongo")
+        mongo.start()
+        namespace = f"bench_{uuid.uuid4().hex[:8]}"
+        base = free_port_block(4)
+        ports = {"auth": base + 1, "collect": base + 2, "dispatch": base + 3, "push": base + 4}
+        env = {
+            "HERALD_NAMESPACE": namespace,
+            "HERALD_AMQP_URL": amqp,
+            "HERALD_REDIS_URL": redis,
+            "HERALD_MONGO_URL": mongo.url,
+            "HERALD_ADMIN_TOKEN": generate_secret(),
+            "HERALD_SERVICE_TOKEN": generate_secret(),
+            "HERALD_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
+            "HERALD_LOG_LEVEL": "WARNING",
+        }
+        processes = [
+            HeraldProcess(role, [role], {**env, "HERALD_PORT": str(port)}, Path(tmp) / f"{role}.log", port)
+            for role, port in ports.items()
+        ]
+        try:
+            for process in processes:
+                process.start()
+
+            async def go() -> dict:
+                async with Operator(f"http://127.0.0.1:{ports['auth']}", env["HERALD_ADMIN_TOKEN"]) as operator:
+                    app = await operator.create_app("bench")
+                return await measure(
+                    f"http://127.0.0.1:{ports['auth']}",
+                    f"http://127.0.0.1:{ports['collect']}",
+                    f"ws://127.0.0.1:{ports['push']}/ws",
+                    app["api_key"],
+                    count,
+                    rate,
+                )
+
+            result = asyncio.run(asyncio.wait_for(go(), MAX_SECONDS))
+            result["target"] = "cluster (4 processes, RabbitMQ, Redis, MongoDB-wire)"
+            return result
+        finally:
+            for process in reversed(processes):
+                process.stop()
+            mongo.stop()
+            asyncio.run(drop_namespace(namespace, amqp_url=amqp, redis_url=redis, mongo_url="mongodb://127.0.0.1:1"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--standalone", action="store_true", help="start `herald dev` and measure it")
+    parser.add_argument("--cluster", action="store_true", help="start the four services as processes")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--auth")
     parser.add_argument("--collect")
     parser.add_argument("--ws")
@@ -132,6 +189,8 @@ def main() -> None:
     count = min(args.count, 100_000)
     if args.standalone:
         result = run_standalone(count, args.rate)
+    elif args.cluster:
+        result = run_cluster(count, args.rate, args.amqp, args.redis)
     else:
         result = asyncio.run(
             asyncio.wait_for(measure(args.auth, args.collect, args.ws, args.api_key, count, args.rate), MAX_SECONDS)
