@@ -88,7 +88,7 @@ async def run_parts(
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     started: list[Part] = []
     code = 0
@@ -112,6 +112,6 @@ async def run_parts(
                 log.exception("stopping %s failed", part.name)
                 code = code or 1
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
     return code
