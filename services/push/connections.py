@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import ServerConnection
 
 from herald.directory.base import Presence
+from herald.sequencing import ChannelSequence
 
 
 @dataclass(eq=False, slots=True)
@@ -19,11 +20,22 @@ class Connection:
     user_id: str
     device: str | None
     since: float = field(default_factory=time.time)
-    # Highest offset written per channel: a redelivered or duplicated message is skipped.
-    sent: dict[str, int] = field(default_factory=dict)
+    # Per channel: what was written and what waits (see herald.sequencing).
+    sequences: dict[str, ChannelSequence] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels this connection receives."""
+        return [f"user:{self.user_id}"]
 
     def may_read(self, channel: str) -> bool:
-        return channel == f"user:{self.user_id}"
+        return channel in self.channels
+
+    def sequence(self, channel: str) -> ChannelSequence:
+        sequence = self.sequences.get(channel)
+        if sequence is None:
+            sequence = self.sequences[channel] = ChannelSequence()
+        return sequence
 
     @property
     def presence(self) -> Presence:

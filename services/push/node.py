@@ -1,9 +1,11 @@
 """A push node: writes routed messages to its local sockets, keeps its routes alive, saves acks.
 
-Delivery is synchronous per bus body: each message's frame is encoded once and written
-to every local connection of its recipient without awaiting any socket, so one slow
-client never delays the others. A client whose unsent output passes ``SEND_BUFFER_LIMIT``
-bytes is closed with 4008 and resumes later.
+Delivery is synchronous per bus body: each message's frame is encoded once per node and
+written to every local connection of its recipient without awaiting any socket, so one
+slow client never delays the others. What each connection gets, and when the store must
+fill a gap or a backlog, is decided by ``herald.sequencing``; the node only carries the
+decisions out. A client whose unsent output passes ``SEND_BUFFER_LIMIT`` bytes, or whose
+held messages pass ``MAX_HELD``, is closed with 4008 and resumes later.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from websockets.asyncio.server import broadcast
@@ -22,13 +25,16 @@ from herald.directory.base import Directory
 from herald.errors import Unavailable
 from herald.model import parse_channel
 from herald.protocol import CLOSE_SLOW_CONSUMER, message_frame
+from herald.sequencing import PAGE, Step
 from herald.store.base import Store
 from services.push.connections import Connection, LocalConnections
 
 log = logging.getLogger("herald.push")
 
 SEND_BUFFER_LIMIT = 1024 * 1024
-ACK_FLUSH_S = 1.0
+# Acks are flushed, and waits on missing offsets checked, this often.
+TICK_S = 1.0
+STORE_RETRY_S = 1.0
 
 
 class PushNode:
@@ -39,7 +45,9 @@ class PushNode:
         self._store = store
         self._heartbeat_s = heartbeat_s
         self._acks: dict[tuple[str, str], dict[str, int]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._holes: set[tuple[Connection, str]] = set()
         self.delivered = 0
 
     # Bus side ---------------------------------------------------------------
@@ -54,23 +62,51 @@ class PushNode:
         self.deliver(messages)
 
     def deliver(self, messages: Iterable[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        frames: dict[str, bytes] = {}
         for message in messages:
             kind, name = parse_channel(message["channel"])
             if kind != "user":
                 continue
-            targets = [
-                conn
-                for conn in self.connections.of_user(message["app"], name)
-                if conn.sent.get(message["channel"], 0) < message["offset"]
-            ]
-            if not targets:
+            for conn in list(self.connections.of_user(message["app"], name)):
+                self._apply(conn, message["channel"], conn.sequence(message["channel"]).live(message, now), frames)
+
+    def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> None:
+        """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
+        if step.overflow:
+            self._close_soon(conn, CLOSE_SLOW_CONSUMER, "slow consumer: resume later")
+            return
+        if step.write:
+            for message in step.write:
+                frame = frames.get(message["id"])
+                if frame is None:
+                    frame = frames[message["id"]] = message_frame(message).encode()
+                broadcast([conn.ws], frame, text=True)
+            self.delivered += len(step.write)
+            metrics.push_frames_sent.inc(len(step.write))
+            self._bound_output(conn)
+        if step.fetch_after is not None:
+            self._spawn(self._fetch(conn, channel, step.fetch_after), f"fetch-{conn.conn_id}")
+        if conn.sequence(channel).hole_since is not None:
+            self._holes.add((conn, channel))
+
+    async def _fetch(self, conn: Connection, channel: str, after: int) -> None:
+        """Read the store for what the connection misses; retried while the store is down."""
+        while conn.ws.protocol.state is State.OPEN:
+            try:
+                page = await self._store.read_channel(conn.app_id, channel, after, PAGE, time.time())
+            except Unavailable:
+                await asyncio.sleep(STORE_RETRY_S)
                 continue
-            broadcast([conn.ws for conn in targets], message_frame(message))
-            for conn in targets:
-                conn.sent[message["channel"]] = message["offset"]
-                self._bound_output(conn)
-            self.delivered += len(targets)
-            metrics.push_frames_sent.inc(len(targets))
+            wires = [message.to_wire() for message in page]
+            self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.monotonic()), {})
+            return
+
+    def begin(self, conn: Connection, positions: dict[str, int]) -> None:
+        """Start (or restart) the connection's channels after the given positions."""
+        now = time.monotonic()
+        for channel, position in positions.items():
+            self._apply(conn, channel, conn.sequence(channel).start(position, now), {})
 
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
@@ -80,9 +116,21 @@ class PushNode:
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
         if conn.ws.protocol.state is State.OPEN:
-            task = asyncio.get_running_loop().create_task(conn.ws.close(code, reason))
-            self._tasks.append(task)
-            task.add_done_callback(self._tasks.remove)
+            self._spawn(conn.ws.close(code, reason), f"close-{conn.conn_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tick_holes(self) -> None:
+        now = time.monotonic()
+        for conn, channel in list(self._holes):
+            sequence = conn.sequences.get(channel)
+            if sequence is None or sequence.hole_since is None or conn.ws.protocol.state is not State.OPEN:
+                self._holes.discard((conn, channel))
+                continue
+            self._apply(conn, channel, sequence.tick(now), {})
 
     # Connection side --------------------------------------------------------
     async def attach(self, conn: Connection, welcome: str) -> None:
@@ -103,6 +151,8 @@ class PushNode:
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
 
     async def detach(self, conn: Connection) -> None:
+        for channel in conn.sequences:
+            self._holes.discard((conn, channel))
         if not self.connections.remove(conn):
             return
         metrics.push_connections.set(len(self.connections))
@@ -126,13 +176,13 @@ class PushNode:
     # Node-wide loops --------------------------------------------------------
     async def start(self) -> None:
         await self._directory.refresh_node(self.node_id, [], self._heartbeat_s * 3)
-        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="push-heartbeat"))
-        self._tasks.append(asyncio.create_task(self._ack_loop(), name="push-acks"))
+        self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="push-heartbeat"))
+        self._loops.append(asyncio.create_task(self._tick_loop(), name="push-tick"))
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._loops, *self._tasks]:
             task.cancel()
-        for task in list(self._tasks):
+        for task in [*self._loops, *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.flush_acks()
@@ -147,9 +197,10 @@ class PushNode:
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
 
-    async def _ack_loop(self) -> None:
+    async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(ACK_FLUSH_S)
+            await asyncio.sleep(TICK_S)
+            self._tick_holes()
             await self.flush_acks()
 
     async def flush_acks(self) -> None:

@@ -16,7 +16,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -26,6 +26,7 @@ from herald.errors import HeraldError, Unavailable
 from herald.protocol import (
     PONG_FRAME,
     Ack,
+    ClientFrame,
     FrameError,
     Ping,
     Resume,
@@ -46,6 +47,9 @@ from services.push.node import PushNode
 log = logging.getLogger("herald.push")
 
 MAX_FRAME_BYTES = 64 * 1024
+# How long a new connection may take to send ``resume`` before its backlog starts at the
+# stored cursors. Clients that resume send it first thing, so they never wait.
+RESUME_WAIT_S = 0.25
 
 
 def http_response(status: int, body: bytes, content_type: str) -> Response:
@@ -143,32 +147,59 @@ class PushServer:
         identity, device = ws.herald_identity  # type: ignore[attr-defined]
         conn = Connection(ws, uuid.uuid4().hex, identity.app_id, identity.user_id, device)
         try:
-            positions = await self.node.positions(conn.app_id, conn.user_id)
+            stored = await self.node.positions(conn.app_id, conn.user_id)
         except Unavailable:
-            positions = {}
+            stored = {}
         try:
-            await self.node.attach(conn, welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
+            await self.node.attach(conn, welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, stored))
+            first = await self._first_frame(ws)
+            resume = self._parse(first) if first is not None else None
+            positions = {channel: stored.get(channel, 0) for channel in conn.channels}
+            if isinstance(resume, Resume):
+                positions.update(self._readable(conn, resume, ws))
+            self.node.begin(conn, positions)
+            if first is not None and not isinstance(resume, Resume):
+                await self._reply(conn, first)
             async for raw in ws:
-                reply = self._on_frame(conn, raw)
-                if reply is not None:
-                    await ws.send(reply)
+                await self._reply(conn, raw)
         except ConnectionClosed:
             pass
         finally:
             await self.node.detach(conn)
 
-    def _on_frame(self, conn: Connection, raw: str | bytes) -> str | None:
+    async def _first_frame(self, ws: ServerConnection) -> str | bytes | None:
+        """The client's first frame if it comes within ``RESUME_WAIT_S``: a ``resume`` there
+        sets where the backlog starts; otherwise it starts at the stored cursors."""
         try:
-            frame = parse_client_frame(raw)
-        except FrameError as exc:
-            return error_frame(exc.code, exc.message)
-        if isinstance(frame, Ping):
-            return PONG_FRAME
-        if isinstance(frame, Ack):
-            if not conn.may_read(frame.channel):
-                return error_frame("forbidden_channel", f"{frame.channel} is not one of your channels")
-            self.node.record_ack(conn, frame.channel, frame.offset)
+            return await asyncio.wait_for(ws.recv(), RESUME_WAIT_S)
+        except TimeoutError:
             return None
-        if isinstance(frame, Resume):
-            return error_frame("unsupported", "resume is not available on this node yet")
-        return None
+
+    @staticmethod
+    def _parse(raw: str | bytes) -> ClientFrame | FrameError:
+        try:
+            return parse_client_frame(raw)
+        except FrameError as exc:
+            return exc
+
+    def _readable(self, conn: Connection, resume: Resume, ws: ServerConnection) -> dict[str, int]:
+        """The resume positions this connection may use; the others get an error frame."""
+        refused = [channel for channel in resume.positions if not conn.may_read(channel)]
+        if refused:
+            message = f"not your channels: {', '.join(sorted(refused)[:5])}"
+            broadcast([ws], error_frame("forbidden_channel", message))
+        return {channel: offset for channel, offset in resume.positions.items() if conn.may_read(channel)}
+
+    async def _reply(self, conn: Connection, raw: str | bytes) -> None:
+        frame = self._parse(raw)
+        if isinstance(frame, FrameError):
+            await conn.ws.send(error_frame(frame.code, frame.message))
+        elif isinstance(frame, Ping):
+            await conn.ws.send(PONG_FRAME)
+        elif isinstance(frame, Ack):
+            if conn.may_read(frame.channel):
+                self.node.record_ack(conn, frame.channel, frame.offset)
+            else:
+                await conn.ws.send(error_frame("forbidden_channel", f"{frame.channel} is not one of your channels"))
+        elif isinstance(frame, Resume):
+            self.node.begin(conn, self._readable(conn, frame, conn.ws))

@@ -1,0 +1,119 @@
+"""What one connection must be sent next on one channel: the seam between backlog and live.
+
+Pure decisions, no I/O: the push node feeds in live messages, store pages and clock
+ticks; a ``ChannelSequence`` answers with the messages to write now, in offset order,
+and whether to read the store. The rules:
+
+- Nothing is written at or below ``sent`` (the highest offset written): no duplicates.
+- A message is written only when every offset before it was written, or is known
+  not to exist: no gaps, no reordering. Live messages that arrive early are held.
+- Missing offsets are read from the store. An offset the store does not have either is
+  still being written by a concurrent request (it will arrive live within the store's
+  timeout) or never will be (its write failed, or it expired). After ``HOLE_WAIT_S`` and
+  one last read it is skipped.
+- Until the connection's starting position is known (the client may still send
+  ``resume``), live messages are held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Wire = dict[str, Any]
+
+# Longer than a store write may take (HERALD_STORE_TIMEOUT_S defaults to 3 s), so a
+# concurrent insert is never mistaken for a hole.
+HOLE_WAIT_S = 5.0
+# Messages held per channel before the connection is closed as a slow consumer.
+MAX_HELD = 5_000
+# Messages read from the store at a time during a catch-up.
+PAGE = 500
+
+
+@dataclass(slots=True)
+class Step:
+    write: list[Wire] = field(default_factory=list)
+    fetch_after: int | None = None  # read the store for offsets after this one
+    overflow: bool = False  # too much held: close the connection, it resumes later
+
+
+class ChannelSequence:
+    __slots__ = ("_final_read", "_held", "fetching", "hole_since", "sent", "started")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.started = False
+        self.fetching = False
+        self.hole_since: float | None = None
+        self._final_read = False
+        self._held: dict[int, Wire] = {}
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def start(self, position: int, now: float) -> Step:
+        """Begin after ``position``: read the backlog, then release what was held meanwhile."""
+        self.sent = position
+        self.started = True
+        self._held = {offset: m for offset, m in self._held.items() if offset > position}
+        return self._fetch(now, final=False)
+
+    def live(self, message: Wire, now: float) -> Step:
+        offset = message["offset"]
+        if offset <= self.sent or offset in self._held:
+            return Step()
+        self._held[offset] = message
+        if len(self._held) > MAX_HELD:
+            return Step(overflow=True)
+        if not self.started or self.fetching:
+            return Step()
+        return self._advance(now)
+
+    def fetched(self, page: list[Wire], now: float) -> Step:
+        """A store page (ascending, after the requested offset, at most ``PAGE`` long)."""
+        self.fetching = False
+        for message in page:
+            if message["offset"] > self.sent:
+                self._held.setdefault(message["offset"], message)
+        step = self._advance(now, after_read=True)
+        if len(page) >= PAGE and step.fetch_after is None:
+            more = self._fetch(now, final=False)
+            step.fetch_after = more.fetch_after
+        return step
+
+    def tick(self, now: float) -> Step:
+        """Called now and then: gives up on a hole that outlived ``HOLE_WAIT_S``."""
+        if self.fetching or self.hole_since is None or now - self.hole_since < HOLE_WAIT_S:
+            return Step()
+        return self._fetch(now, final=True)
+
+    def _fetch(self, now: float, *, final: bool) -> Step:
+        self.fetching = True
+        self._final_read = final
+        return Step(fetch_after=self.sent)
+
+    def _advance(self, now: float, *, after_read: bool = False) -> Step:
+        step = Step(write=self._release())
+        if not self._held:
+            self.hole_since = None
+            return step
+        if after_read and self._final_read:
+            # The last read did not find the missing offsets either: they do not exist.
+            self.sent = min(self._held) - 1
+            self.hole_since = None
+            step.write.extend(self._release())
+            return self._advance(now) if self._held else step
+        if self.hole_since is None:
+            self.hole_since = now
+            if not after_read:
+                step.fetch_after = self._fetch(now, final=False).fetch_after
+        return step
+
+    def _release(self) -> list[Wire]:
+        out = []
+        while (self.sent + 1) in self._held:
+            self.sent += 1
+            out.append(self._held.pop(self.sent))
+        return out

@@ -1,0 +1,103 @@
+from herald.sequencing import HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence
+
+
+def m(offset: int) -> dict:
+    return {"channel": "user:7", "offset": offset, "id": f"m{offset}"}
+
+
+def offsets(step) -> list[int]:
+    return [message["offset"] for message in step.write]
+
+
+def started(position: int = 0) -> ChannelSequence:
+    sequence = ChannelSequence()
+    assert sequence.start(position, 0.0).fetch_after == position
+    assert offsets(sequence.fetched([], 0.0)) == []
+    return sequence
+
+
+def test_start_reads_the_backlog_after_the_position() -> None:
+    sequence = ChannelSequence()
+    assert sequence.start(41, 0.0).fetch_after == 41
+    assert offsets(sequence.fetched([m(42), m(43)], 0.0)) == [42, 43]
+
+
+def test_live_messages_wait_until_the_position_is_known() -> None:
+    sequence = ChannelSequence()
+    assert offsets(sequence.live(m(5), 0.0)) == []
+    sequence.start(3, 0.0)
+    assert offsets(sequence.fetched([m(4), m(5)], 0.0)) == [4, 5]
+
+
+def test_live_messages_during_the_backlog_read_follow_it_without_duplicates() -> None:
+    sequence = ChannelSequence()
+    sequence.start(0, 0.0)
+    for offset in (3, 4, 5):
+        assert offsets(sequence.live(m(offset), 0.0)) == []
+    assert offsets(sequence.fetched([m(1), m(2), m(3)], 0.0)) == [1, 2, 3, 4, 5]
+
+
+def test_in_order_live_messages_are_written_at_once() -> None:
+    sequence = started()
+    assert offsets(sequence.live(m(1), 0.0)) == [1]
+    assert offsets(sequence.live(m(2), 0.0)) == [2]
+
+
+def test_a_duplicate_is_never_written_twice() -> None:
+    sequence = started()
+    sequence.live(m(1), 0.0)
+    assert offsets(sequence.live(m(1), 0.0)) == []
+
+
+def test_an_early_message_waits_for_the_missing_one_and_asks_the_store() -> None:
+    sequence = started()
+    step = sequence.live(m(2), 0.0)
+    assert offsets(step) == [] and step.fetch_after == 0
+    assert offsets(sequence.live(m(1), 0.1)) == []  # the read is under way
+    assert offsets(sequence.fetched([m(1), m(2)], 0.2)) == [1, 2]
+
+
+def test_a_missing_offset_found_in_the_store_fills_the_gap() -> None:
+    sequence = started()
+    sequence.live(m(2), 0.0)
+    assert offsets(sequence.fetched([m(1), m(2)], 0.0)) == [1, 2]
+
+
+def test_a_concurrent_write_arriving_live_during_the_wait_fills_the_gap() -> None:
+    sequence = started()
+    sequence.live(m(2), 0.0)
+    assert offsets(sequence.fetched([m(2)], 0.0)) == []
+    assert offsets(sequence.live(m(1), 1.0)) == [1, 2]
+
+
+def test_a_hole_is_skipped_only_after_the_wait_and_a_last_read() -> None:
+    sequence = started()
+    sequence.live(m(2), 0.0)
+    sequence.fetched([m(2)], 0.0)
+    assert sequence.tick(HOLE_WAIT_S / 2).fetch_after is None
+    last = sequence.tick(HOLE_WAIT_S + 0.1)
+    assert last.fetch_after == 0
+    assert offsets(sequence.fetched([m(2)], HOLE_WAIT_S + 0.2)) == [2]
+    assert offsets(sequence.live(m(3), HOLE_WAIT_S + 0.3)) == [3]
+
+
+def test_a_full_page_asks_for_the_next_one() -> None:
+    sequence = ChannelSequence()
+    sequence.start(0, 0.0)
+    step = sequence.fetched([m(i) for i in range(1, PAGE + 1)], 0.0)
+    assert len(step.write) == PAGE and step.fetch_after == PAGE
+    assert offsets(sequence.fetched([m(PAGE + 1)], 0.0)) == [PAGE + 1]
+
+
+def test_a_resume_behind_what_was_sent_replays_from_there() -> None:
+    sequence = started()
+    for offset in (1, 2, 3):
+        sequence.live(m(offset), 0.0)
+    assert sequence.start(1, 0.0).fetch_after == 1
+    assert offsets(sequence.fetched([m(2), m(3)], 0.0)) == [2, 3]
+
+
+def test_too_much_held_is_an_overflow() -> None:
+    sequence = ChannelSequence()
+    overflow = [sequence.live(m(offset), 0.0).overflow for offset in range(1, MAX_HELD + 2)]
+    assert overflow[-1] and not any(overflow[:-1])
