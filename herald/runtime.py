@@ -23,12 +23,25 @@ log = logging.getLogger("herald.runtime")
 
 STOP_TIMEOUT_S = 10.0
 
+_stop: asyncio.Event | None = None
+_exit_code = 0
+
+
+def fail(reason: str) -> None:
+    """Stop this process with a non-zero exit code, so its supervisor restarts it."""
+    global _exit_code
+    log.error("stopping on a fatal condition: %s", reason)
+    _exit_code = 1
+    if _stop is not None:
+        _stop.set()
+
 
 @dataclass(frozen=True)
 class Part:
     name: str
     start: Callable[[], Awaitable[None]]
     stop: Callable[[], Awaitable[None]]
+    stop_timeout_s: float = STOP_TIMEOUT_S
 
 
 class _QuietServer(uvicorn.Server):
@@ -84,8 +97,10 @@ async def run_parts(
     on_started: Callable[[], None] | None = None,
     stop_event: asyncio.Event | None = None,
 ) -> int:
-    """Run until a signal (or ``stop_event``); return the process exit code."""
-    stop = stop_event or asyncio.Event()
+    """Run until a signal (or ``stop_event``, or ``fail``); return the process exit code."""
+    global _stop, _exit_code
+    stop = _stop = stop_event or asyncio.Event()
+    _exit_code = 0
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(RuntimeError, ValueError):
@@ -107,11 +122,12 @@ async def run_parts(
     finally:
         for part in reversed(started):
             try:
-                await asyncio.wait_for(part.stop(), STOP_TIMEOUT_S)
+                await asyncio.wait_for(part.stop(), part.stop_timeout_s)
             except Exception:
                 log.exception("stopping %s failed", part.name)
                 code = code or 1
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-    return code
+        _stop = None
+    return code or _exit_code

@@ -51,6 +51,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_TOKEN_TTL_S", "3600", "connect token lifetime when `ttl_s` is not given"),
     Variable("HERALD_PREFETCH", "64", "bus messages a consumer holds unacknowledged"),
     Variable("HERALD_STORE_TIMEOUT_S", "3", "how long a store call may wait for its server before 503"),
+    Variable("HERALD_DRAIN_S", "10", "on SIGTERM, how long a push node waits for its clients to go (close 1012)"),
 )
 
 
@@ -103,6 +104,7 @@ class Settings:
     token_ttl_s: int = 3600
     prefetch: int = 64
     store_timeout_s: float = 3.0
+    drain_s: float = 10.0
 
     @property
     def presence_ttl_s(self) -> float:
@@ -165,6 +167,7 @@ class Settings:
             token_ttl_s=parse("HERALD_TOKEN_TTL_S", "3600", lambda n, r: _int(n, r, 1, 365 * 86400)),
             prefetch=parse("HERALD_PREFETCH", "64", lambda n, r: _int(n, r, 1, 65535)),
             store_timeout_s=parse("HERALD_STORE_TIMEOUT_S", "3", lambda n, r: _float(n, r, 0.1, 120)),
+            drain_s=parse("HERALD_DRAIN_S", "10", lambda n, r: _float(n, r, 0, 600)),
         )
         settings.check_cluster_requirements()
         return settings

@@ -44,8 +44,13 @@ class Directory(ABC):
         """Forget these connections (disconnect)."""
 
     @abstractmethod
-    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> None:
-        """Heartbeat: mark the node alive for ``ttl_s`` and re-assert all its connections."""
+    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
+        """Heartbeat: mark the node alive for ``ttl_s`` and re-assert all its connections.
+
+        Returns whether the node was still known alive. False means its routes were lost
+        (expired, flushed, removed) since the last heartbeat: messages dispatched in that
+        window reached none of its connections live, and the node must catch them up.
+        """
 
     @abstractmethod
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:

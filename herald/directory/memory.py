@@ -59,9 +59,12 @@ class MemoryDirectory(Directory):
             if routes is not None:
                 routes.nodes_by_conn.pop(conn.conn_id, None)
 
-    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> None:
-        self._sweep(time.monotonic())
+    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
+        now = time.monotonic()
+        self._sweep(now)
+        was_alive = self._alive(node_id, now)
         self._assert(node_id, conns, ttl_s)
+        return was_alive
 
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:
         self._heartbeats.pop(node_id, None)

@@ -112,9 +112,9 @@ class RedisDirectory(Directory):
         with _unavailable("removing connections"):
             await pipe.execute()
 
-    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> None:
+    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
         with _unavailable("refreshing a node"):
-            await self._assert(node_id, conns, ttl_s)
+            return await self._assert(node_id, conns, ttl_s)
 
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -160,16 +160,18 @@ class RedisDirectory(Directory):
             alive = await self._alive(registered)
         return [node for node in registered if node in alive]
 
-    async def _assert(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> None:
-        """Heartbeat and (re-)write the node's connections in one round trip."""
+    async def _assert(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
+        """Heartbeat and (re-)write the node's connections in one round trip; True if the
+        node's heartbeat key was still there (SET ... GET returns the old value)."""
         ttl_ms = _ttl_ms(ttl_s)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms)
+        pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms, get=True)
         pipe.sadd(self._names.nodes_key, node_id)
         for key, conn_ids in self._conn_ids_by_key(conns).items():
             pipe.hset(key, mapping=dict.fromkeys(conn_ids, node_id))
             pipe.pexpire(key, ttl_ms)
-        await pipe.execute()
+        results = await pipe.execute()
+        return results[0] is not None
 
     async def _alive(self, nodes: Sequence[str]) -> set[str]:
         # EXISTS per key in a pipeline rather than one MGET: node keys carry no common hash

@@ -14,7 +14,7 @@ from services.push.server import PushServer
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
     bus, directory, store = adapters.bus, adapters.directory, adapters.store
     assert bus is not None and directory is not None and store is not None
-    node = PushNode(settings.node_id, directory, store, settings.heartbeat_s)
+    node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
     checker = TokenChecker(settings.auth_url, settings.service_token)
 
     async def consuming() -> None:
@@ -27,17 +27,13 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
         settings.host,
         settings.port,
         settings.heartbeat_s,
+        settings.drain_s,
         readiness=[directory.ping, bus.ping, consuming],
     )
-
-    async def start_consuming() -> None:
-        await bus.consume_node(settings.node_id, node.handle)
-
     return [
         Part("token-checker", _nothing, checker.close),
         Part("push-node", node.start, node.stop),
-        Part("push-queue", start_consuming, bus.stop_consuming),
-        Part("push-server", server.start, server.stop),
+        Part("push-server", server.start, server.stop, stop_timeout_s=settings.drain_s + 5),
     ]
 
 

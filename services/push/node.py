@@ -20,7 +20,8 @@ from typing import Any
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
-from herald import codec, metrics
+from herald import codec, metrics, runtime
+from herald.bus.base import Bus
 from herald.directory.base import Directory
 from herald.errors import Unavailable
 from herald.model import parse_channel
@@ -35,14 +36,22 @@ SEND_BUFFER_LIMIT = 1024 * 1024
 # Acks are flushed, and waits on missing offsets checked, this often.
 TICK_S = 1.0
 STORE_RETRY_S = 1.0
+# Store reads in flight at once: a catch-up of every connection must not flood the store.
+MAX_CONCURRENT_FETCHES = 16
+# Heartbeats a lost broker subscription may stay lost before the node exits non-zero.
+MAX_FAILED_RECOVERIES = 6
 
 
 class PushNode:
-    def __init__(self, node_id: str, directory: Directory, store: Store, heartbeat_s: float) -> None:
+    def __init__(self, node_id: str, bus: Bus, directory: Directory, store: Store, heartbeat_s: float) -> None:
         self.node_id = node_id
         self.connections = LocalConnections()
+        self._bus = bus
         self._directory = directory
         self._store = store
+        self.routable = False
+        self._failed_recoveries = 0
+        self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         self._heartbeat_s = heartbeat_s
         self._acks: dict[tuple[str, str], dict[str, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,7 +103,8 @@ class PushNode:
         """Read the store for what the connection misses; retried while the store is down."""
         while conn.ws.protocol.state is State.OPEN:
             try:
-                page = await self._store.read_channel(conn.app_id, channel, after, PAGE, time.time())
+                async with self._fetch_slots:
+                    page = await self._store.read_channel(conn.app_id, channel, after, PAGE, time.time())
             except Unavailable:
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
@@ -175,7 +185,9 @@ class PushNode:
 
     # Node-wide loops --------------------------------------------------------
     async def start(self) -> None:
+        await self._bus.consume_node(self.node_id, self.handle)
         await self._directory.refresh_node(self.node_id, [], self._heartbeat_s * 3)
+        self.routable = True
         self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="push-heartbeat"))
         self._loops.append(asyncio.create_task(self._tick_loop(), name="push-tick"))
 
@@ -186,16 +198,67 @@ class PushNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.flush_acks()
+        await self.withdraw()
+        await self._bus.stop_consuming()
+
+    async def withdraw(self) -> None:
+        """Stop being routed to: dispatch forgets this node at once (drain, dead consumer)."""
+        self.routable = False
         with contextlib.suppress(Unavailable):
             await self._directory.remove_node(self.node_id, self.connections.presences())
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
+            if not self._bus.consuming():
+                await self._recover_subscription()
+            if not self.routable:
+                continue
             try:
-                await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
+                known = await self._directory.refresh_node(
+                    self.node_id, self.connections.presences(), self._heartbeat_s * 3
+                )
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
+                continue
+            if not known:
+                log.warning("this node's routes were lost (directory flushed or expired); catching up")
+                self.catch_up_all()
+
+    async def _recover_subscription(self) -> None:
+        """The broker consumer is gone (channel closed, consumer cancelled, broker restarting):
+        messages routed here would pile up unread. Leave routing and subscribe again; exit
+        non-zero if that keeps failing, so a supervisor restarts the node."""
+        if self.routable:
+            log.error("node queue consumer is gone; withdrawing from routing and re-subscribing")
+            await self.withdraw()
+        try:
+            await self._bus.stop_consuming()
+            await self._bus.consume_node(self.node_id, self.handle)
+        except Exception as exc:
+            log.warning("re-subscribing failed: %s", exc)
+        if not self._bus.consuming():
+            self._failed_recoveries += 1
+            if self._failed_recoveries >= MAX_FAILED_RECOVERIES:
+                runtime.fail(f"node queue consumer not restored after {self._failed_recoveries} heartbeats")
+            return
+        self._failed_recoveries = 0
+        try:
+            await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
+        except Unavailable:
+            return  # routable stays False: the next heartbeat tries again
+        self.routable = True
+        log.warning("node queue consumer restored; catching up what was routed elsewhere meanwhile")
+        self.catch_up_all()
+
+    def catch_up_all(self) -> None:
+        """Read every connection's channels from the store after what it was sent: whatever
+        was dispatched while this node could not be routed to arrives now, in order."""
+        now = time.monotonic()
+        for conn in self.connections:
+            for channel, sequence in list(conn.sequences.items()):
+                if sequence.started and not sequence.fetching:
+                    self._apply(conn, channel, sequence.start(sequence.sent, now), {})
 
     async def _tick_loop(self) -> None:
         while True:

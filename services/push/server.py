@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 from herald import codec, metrics
 from herald.errors import HeraldError, Unavailable
 from herald.protocol import (
+    CLOSE_DRAINING,
     PONG_FRAME,
     Ack,
     ClientFrame,
@@ -73,6 +74,7 @@ class PushServer:
         host: str,
         port: int,
         heartbeat_s: float,
+        drain_s: float,
         readiness: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.node = node
@@ -80,6 +82,7 @@ class PushServer:
         self._host = host
         self._port = port
         self._heartbeat_s = heartbeat_s
+        self._drain_s = drain_s
         self._readiness = readiness
         self._server: Server | None = None
 
@@ -103,10 +106,22 @@ class PushServer:
         )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 10)
+        """Drain: stop accepting, leave routing, ask every client to reconnect elsewhere (1012),
+        and wait for them up to the deadline. They resume on another node: nothing is lost."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        await self.node.withdraw()
+        closing = [conn.ws.close(CLOSE_DRAINING, "node draining") for conn in self.node.connections]
+        if closing:
+            log.info("draining %d connections", len(closing))
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(close) for close in closing], timeout=max(self._drain_s, 0.1)
+            )
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 5)
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

@@ -146,13 +146,20 @@ async def test_refresh_restores_connections_after_the_data_is_lost(subject: Subj
     assert await directory.nodes_for([(APP, "u1"), (APP, "u2")]) == {}
     assert await directory.live_nodes() == []
 
-    await directory.refresh_node("node-a", conns, TTL_S)
+    assert await directory.refresh_node("node-a", conns, TTL_S) is False
 
     assert await directory.nodes_for([(APP, "u1"), (APP, "u2")]) == {
         (APP, "u1"): {"node-a"},
         (APP, "u2"): {"node-a"},
     }
     assert await directory.live_nodes() == ["node-a"]
+
+
+async def test_a_heartbeat_says_whether_the_node_was_still_known_alive(directory: Directory) -> None:
+    assert await directory.refresh_node("node-a", [], TTL_S) is False
+    assert await directory.refresh_node("node-a", [], TTL_S) is True
+    await directory.remove_node("node-a", [])
+    assert await directory.refresh_node("node-a", [], TTL_S) is False
 
 
 async def test_removed_node_is_not_routed(directory: Directory) -> None:
