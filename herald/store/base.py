@@ -87,6 +87,11 @@ class Store(ABC):
         """Move messages forward to ``status``; a message already past it keeps its status."""
 
     @abstractmethod
+    async def unpublished(self, before_ts: int, limit: int, now: float) -> list[Message]:
+        """Unexpired messages never confirmed by the bus and accepted before ``before_ts``
+        (epoch milliseconds), oldest first: the outbox sweeper's work."""
+
+    @abstractmethod
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         """Record that the bus confirmed these messages (``published`` becomes "yes")."""
 

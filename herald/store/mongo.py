@@ -236,6 +236,14 @@ class MongoStore(Store):
                 {"_id": {"$in": list(message_ids)}, "status": {"$in": earlier}}, {"$set": {"status": status}}
             )
 
+    async def unpublished(self, before_ts: int, limit: int, now: float) -> list[Message]:
+        if limit <= 0:
+            return []
+        query = {"published": "pending", "ts": {"$lt": before_ts}, "expires_at": {"$gt": _to_datetime(now)}}
+        with _translated():
+            cursor = self._db.messages.find(query).sort("ts", ASCENDING).limit(limit)
+            return [_message_from(doc) async for doc in cursor]
+
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         if not message_ids:
             return

@@ -333,6 +333,19 @@ class SqliteStore(Store):
 
         await self._run(work)
 
+    async def unpublished(self, before_ts: int, limit: int, now: float) -> list[Message]:
+        if limit <= 0:
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE published = 'pending' AND ts < ? AND expires_at > ? ORDER BY ts LIMIT ?",
+                (before_ts, now, limit),
+            ).fetchall()
+
+        return [_message_from(row) for row in await self._run(work)]
+
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         def work(conn: sqlite3.Connection) -> None:
             with _transaction(conn):

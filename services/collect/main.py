@@ -7,6 +7,7 @@ from herald.adapters import Adapters
 from herald.runtime import HttpServer, Part
 from herald.settings import Settings
 from services.collect.app import create_app
+from services.collect.outbox import OutboxSweeper
 
 
 def body_limit(settings: Settings) -> int:
@@ -19,4 +20,5 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     acceptor = Acceptor(adapters.store, adapters.bus)
     app = create_app(settings, adapters.store, acceptor)
     server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings))
-    return [server.part()]
+    outbox = OutboxSweeper(adapters.store, acceptor)
+    return [Part("outbox", outbox.start, outbox.stop), server.part()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -14,12 +15,13 @@ from herald.accept import Acceptor
 from herald.bus.memory import MemoryBus
 from herald.credentials import secret_hash
 from herald.errors import Unavailable
-from herald.model import App
+from herald.model import App, now_ms
 from herald.settings import Settings
 from herald.store.base import Store
 from herald.store.mongo import MongoStore
 from herald.store.sqlite import SqliteStore
 from services.collect.app import create_app
+from services.collect.outbox import OutboxSweeper
 from tests.support.servers import MongoWire
 
 KEY = "hk_test-key"
@@ -126,3 +128,18 @@ async def test_a_published_message_is_marked_published(sqlite_store: SqliteStore
     assert stored is not None and stored.published == "yes"
     [wire] = codec.decode_batch(bus._dispatch._items[0])
     assert (wire["id"], wire["offset"], wire["app"]) == (accepted["id"], accepted["offset"], APP_ID)
+
+
+async def test_the_outbox_publishes_what_the_bus_missed_once_it_is_back(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
+    async with _client(store, BrokenBus()) as collect:
+        accepted = [(await collect.post("/v1/messages", json=_send(f"u{n}"))).json()["messages"][0] for n in range(3)]
+    healthy = MemoryBus()
+    await healthy.start()
+    sweeper = OutboxSweeper(store, Acceptor(store, healthy))
+    assert await sweeper.sweep() == 0, "messages younger than MIN_AGE_S may still be on their way"
+    with patch("services.collect.outbox.MIN_AGE_S", 0.0):
+        assert await sweeper.sweep() == 3
+    queued = [wire["id"] for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
+    assert queued == [a["id"] for a in accepted]
+    assert await store.unpublished(now_ms() + 1, 10, time.time()) == []

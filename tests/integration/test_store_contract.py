@@ -229,6 +229,18 @@ async def test_mark_published(store: Store, now: float) -> None:
     assert [m.published for m in found if m is not None] == ["yes", "pending"]
 
 
+async def test_unpublished_lists_old_enough_pending_messages_oldest_first(store: Store, now: float) -> None:
+    first, second, confirmed, recent = (message(now, offset) for offset in (1, 2, 3, 4))
+    expired = message(now, 5, expires_at=now - 1)
+    await store.insert_messages([first, second, confirmed, recent, expired])
+    await store.mark_published([confirmed.id])
+
+    found = await store.unpublished(recent.ts, 10, now)
+
+    assert [m.id for m in found] == [first.id, second.id]
+    assert [m.id for m in await store.unpublished(recent.ts, 1, now)] == [first.id]
+
+
 # Cursors ---------------------------------------------------------------------
 
 

@@ -1,0 +1,68 @@
+"""The outbox sweeper: publish what the store accepted but the bus never confirmed.
+
+A message is in the store before its 202; if the broker was down, or the process died
+between the store write and the confirm, it stays ``published: "pending"``. Every collect
+replica sweeps such messages once they are ``MIN_AGE_S`` old (younger ones may still be
+on their way) and publishes them again. Two replicas may both publish one: dispatch and
+push drop duplicates by offset, so that costs a little work, never a duplicate frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from herald.accept import Acceptor
+from herald.errors import Unavailable
+from herald.model import now_ms
+from herald.store.base import Store
+
+log = logging.getLogger("herald.outbox")
+
+INTERVAL_S = 2.0
+MIN_AGE_S = 5.0
+PAGE = 500
+
+
+class OutboxSweeper:
+    def __init__(self, store: Store, acceptor: Acceptor, interval_s: float = INTERVAL_S) -> None:
+        self._store = store
+        self._acceptor = acceptor
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+        self.republished = 0
+
+    async def sweep(self) -> int:
+        """Publish every pending message old enough; returns how many were published."""
+        published = 0
+        cutoff = now_ms() - int(MIN_AGE_S * 1000)
+        while True:
+            pending = await self._store.unpublished(cutoff, PAGE, time.time())
+            if not pending or not await self._acceptor.publish(pending):
+                break
+            published += len(pending)
+            if len(pending) < PAGE:
+                break
+        if published:
+            log.info("outbox published %d messages", published, extra={"count": published})
+        self.republished += published
+        return published
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.sweep()
+            except Unavailable as exc:
+                log.warning("outbox sweep skipped: %s", exc.message)
