@@ -6,11 +6,17 @@ code, so callers branch on ``code`` rather than on message text.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from typing import Any
 
 import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-__all__ = ["HeraldAPIError", "Operator", "Publisher"]
+__all__ = ["HeraldAPIError", "Operator", "Publisher", "Subscriber"]
 
 TIMEOUT_S = 10.0
 
@@ -119,3 +125,93 @@ class Publisher:
     async def history(self, channel: str, since: int = 0, limit: int = 100) -> dict[str, Any]:
         params = {"since": since, "limit": limit}
         return _check(await self._collect.get(f"/v1/channels/{channel}/messages", params=params))
+
+
+class Subscriber:
+    """A user's live messages, with reconnect, resume, ack and dedupe.
+
+    Iterate it to get message frames, each once and in offset order per channel, across
+    reconnects: it keeps the highest offset per channel, sends those positions in a
+    ``resume`` frame first thing on every connect, drops anything at or below them, and
+    acknowledges what was handed out. On a closed connection it tries the next URL of
+    ``urls`` with exponential backoff and jitter (a draining node closes with 1012; a
+    killed one just drops).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        token: str,
+        *,
+        ack: bool = True,
+        backoff_s: tuple[float, float] = (0.05, 2.0),
+        max_buffer: int = 10_000,
+    ) -> None:
+        self.urls = urls
+        self.token = token
+        self.ack = ack
+        self.positions: dict[str, int] = {}
+        self.duplicates = 0
+        self.connects = 0
+        self.closes: list[int | None] = []
+        self._backoff = backoff_s
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_buffer)
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+
+    async def start(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run(), name="herald-subscriber")
+        await asyncio.wait_for(self._connected.wait(), TIMEOUT_S)
+        return self
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def __aenter__(self) -> Subscriber:
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._queue.get()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            url = self.urls[(self.connects + attempt) % len(self.urls)]
+            try:
+                async with connect(f"{url}?token={self.token}", open_timeout=TIMEOUT_S, max_size=None) as ws:
+                    await ws.send(orjson.dumps({"type": "resume", "positions": self.positions}).decode())
+                    self.connects += 1
+                    attempt = 0
+                    self._connected.set()
+                    await self._receive(ws)
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                code = exc.rcvd.code if isinstance(exc, ConnectionClosed) and exc.rcvd else None
+                self.closes.append(code)
+            attempt += 1
+            delay = min(self._backoff[1], self._backoff[0] * 2 ** min(attempt, 10))
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            frame = orjson.loads(raw)
+            if frame.get("type") != "message":
+                continue
+            channel, offset = frame["channel"], frame["offset"]
+            if offset <= self.positions.get(channel, 0):
+                self.duplicates += 1
+                continue
+            self.positions[channel] = offset
+            await self._queue.put(frame)
+            if self.ack:
+                await ws.send(orjson.dumps({"type": "ack", "channel": channel, "offset": offset}).decode())

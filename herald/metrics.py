@@ -13,6 +13,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 push_bus_messages = Counter("herald_push_bus_messages", "Messages this node received from its queue", registry=REGISTRY)
 push_frames_sent = Counter("herald_push_frames_sent", "Message frames written to sockets", registry=REGISTRY)
 push_connections = Gauge("herald_push_connections", "Open WebSocket connections on this node", registry=REGISTRY)
+push_closes = Counter(
+    "herald_push_closes", "Connections the node closed, by close code", ["code"], registry=REGISTRY
+)
 push_handshakes_rejected = Counter(
     "herald_push_handshakes_rejected", "Handshakes refused before the upgrade", ["reason"], registry=REGISTRY
 )
@@ -23,9 +26,13 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def sample(text: str, name: str) -> float:
-    """Read one unlabelled sample from exposition text (for tests and `herald status`)."""
+def sample(text: str, name: str, labels: str = "") -> float:
+    """Read one sample from exposition text (for tests and `herald status`); ``labels`` as
+    written there, e.g. ``code="4008"``. An absent labelled sample reads as 0."""
+    wanted = f"{name}{{{labels}}} " if labels else f"{name} "
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{}"):
+        if line.startswith(wanted):
             return float(line.rsplit(" ", 1)[1])
+    if labels:
+        return 0.0
     raise KeyError(name)

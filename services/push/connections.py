@@ -20,6 +20,7 @@ class Connection:
     user_id: str
     device: str | None
     since: float = field(default_factory=time.time)
+    closing: bool = False
     # Per channel: what was written and what waits (see herald.sequencing).
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
 

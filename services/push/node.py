@@ -33,13 +33,15 @@ from services.push.connections import Connection, LocalConnections
 log = logging.getLogger("herald.push")
 
 SEND_BUFFER_LIMIT = 1024 * 1024
+SLOW_CLOSE_TIMEOUT_S = 10.0
 # Acks are flushed, and waits on missing offsets checked, this often.
 TICK_S = 1.0
 STORE_RETRY_S = 1.0
 # Store reads in flight at once: a catch-up of every connection must not flood the store.
 MAX_CONCURRENT_FETCHES = 16
-# Heartbeats a lost broker subscription may stay lost before the node exits non-zero.
-MAX_FAILED_RECOVERIES = 6
+# How long a lost broker subscription may stay lost (a broker restart takes seconds)
+# before the node exits non-zero for its supervisor to restart it.
+RECOVERY_BUDGET_S = 60.0
 
 
 class PushNode:
@@ -50,7 +52,7 @@ class PushNode:
         self._directory = directory
         self._store = store
         self.routable = False
-        self._failed_recoveries = 0
+        self._lost_since: float | None = None
         self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         self._heartbeat_s = heartbeat_s
         self._acks: dict[tuple[str, str], dict[str, int]] = {}
@@ -82,6 +84,8 @@ class PushNode:
 
     def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> None:
         """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
+        if conn.closing:
+            return
         if step.overflow:
             self._close_soon(conn, CLOSE_SLOW_CONSUMER, "slow consumer: resume later")
             return
@@ -125,7 +129,15 @@ class PushNode:
             self._close_soon(conn, CLOSE_SLOW_CONSUMER, "slow consumer: resume later")
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
         if conn.ws.protocol.state is State.OPEN:
+            if code == CLOSE_SLOW_CONSUMER:
+                # The close frame waits behind everything the client has not read yet;
+                # give it time to get there before the connection is cut.
+                conn.ws.close_timeout = SLOW_CLOSE_TIMEOUT_S
+            metrics.push_closes.labels(str(code)).inc()
             self._spawn(conn.ws.close(code, reason), f"close-{conn.conn_id}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -238,11 +250,12 @@ class PushNode:
         except Exception as exc:
             log.warning("re-subscribing failed: %s", exc)
         if not self._bus.consuming():
-            self._failed_recoveries += 1
-            if self._failed_recoveries >= MAX_FAILED_RECOVERIES:
-                runtime.fail(f"node queue consumer not restored after {self._failed_recoveries} heartbeats")
+            now = time.monotonic()
+            self._lost_since = self._lost_since or now
+            if now - self._lost_since >= RECOVERY_BUDGET_S:
+                runtime.fail(f"node queue consumer not restored within {RECOVERY_BUDGET_S:.0f} s")
             return
-        self._failed_recoveries = 0
+        self._lost_since = None
         try:
             await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
         except Unavailable:

@@ -12,13 +12,14 @@ from herald import codec
 WAIT_S = 10.0
 
 
-async def open_ws(url: str, token: str, how: str = "query") -> ClientConnection:
+async def open_ws(url: str, token: str, how: str = "query", max_queue: int = 16) -> ClientConnection:
     """Connect as browsers (``query`` or ``subprotocol``) or servers (``header``) do."""
+    options = {"open_timeout": WAIT_S, "max_queue": max_queue}
     if how == "header":
-        return await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=WAIT_S)
+        return await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **options)
     if how == "subprotocol":
-        return await connect(url, subprotocols=["herald", token], open_timeout=WAIT_S)  # type: ignore[list-item]
-    return await connect(f"{url}?token={token}", open_timeout=WAIT_S)
+        return await connect(url, subprotocols=["herald", token], **options)  # type: ignore[list-item]
+    return await connect(f"{url}?token={token}", **options)
 
 
 async def next_frame(ws: ClientConnection, kind: str | None = None, timeout_s: float = WAIT_S) -> dict[str, Any]:

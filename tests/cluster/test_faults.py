@@ -1,0 +1,197 @@
+"""Nothing acknowledged is lost when parts of the cluster fail. Each test breaks a fresh
+cluster on purpose and reports sent/accepted/received/duplicates in its assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from herald.client import HeraldAPIError, Publisher
+from herald.metrics import sample
+from herald.names import Names
+from tests.cluster.conftest import Cluster
+from tests.support.traffic import produce, subscribe, users
+from tests.support.ws import collect_messages, next_frame, open_ws
+
+
+def _spread(cluster: Cluster, people: list[str]) -> dict[str, list[str]]:
+    """Half the users live on push-a, half on push-b; each reconnects to the other."""
+    a, b = cluster.ws_url("push-a"), cluster.ws_url("push-b")
+    return {user: ([a, b] if index % 2 == 0 else [b, a]) for index, user in enumerate(people)}
+
+
+async def test_killing_a_push_node_loses_nothing(own_cluster: Cluster, own_publisher: Publisher) -> None:
+    people = users(200)
+    audience = await subscribe(own_publisher, _spread(own_cluster, people))
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        killed_at.append(time.monotonic())
+        own_cluster.kill("push-a")
+
+    try:
+        tally = await produce(own_publisher, people, rate=500, seconds=6, at={2.0: kill})
+        await audience.wait_for(tally, 30)
+        report = audience.report(tally)
+        on_a = [user for index, user in enumerate(people) if index % 2 == 0]
+        resumed = [
+            min(t for _, t in audience.received[user] if t > killed_at[0]) - killed_at[0]
+            for user in on_a
+            if any(t > killed_at[0] for _, t in audience.received[user])
+        ]
+        print(
+            f"\nkill -9 push-a: {report}; reconnect+resume after kill: "
+            f"median {sorted(resumed)[len(resumed) // 2]:.2f}s max {max(resumed):.2f}s over {len(resumed)} users"
+        )
+        assert not audience.missing(tally), report
+        assert tally.accepted_count >= 2500, report
+        assert audience.out_of_order() == 0, report
+    finally:
+        await audience.close()
+
+
+async def test_a_draining_node_closes_with_1012_and_its_clients_lose_nothing(
+    own_cluster: Cluster, own_publisher: Publisher
+) -> None:
+    people = users(40)
+    audience = await subscribe(own_publisher, _spread(own_cluster, people))
+    codes: list[int | None] = []
+
+    async def drain() -> None:
+        codes.append(await asyncio.to_thread(own_cluster.terminate, "push-a"))
+
+    try:
+        tally = await produce(own_publisher, people, rate=200, seconds=5, at={1.5: drain})
+        await audience.wait_for(tally, 30)
+        report = audience.report(tally)
+        closes = [code for s in audience.subscribers.values() for code in s.closes]
+        assert codes == [0], f"push-a exit code on SIGTERM: {codes}"
+        assert closes.count(1012) == len(people) // 2, f"close codes seen: {closes}"
+        assert not audience.missing(tally), report
+    finally:
+        await audience.close()
+
+
+@pytest.fixture
+def rabbitmq_restored() -> Iterator[None]:
+    """Whatever happens in the test, the machine's RabbitMQ is running afterwards."""
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+
+
+async def test_a_rabbitmq_restart_mid_stream_loses_nothing(
+    own_cluster: Cluster, own_publisher: Publisher, rabbitmq_restored: None
+) -> None:
+    people = users(40)
+    audience = await subscribe(own_publisher, _spread(own_cluster, people))
+
+    async def restart() -> None:
+        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], capture_output=True, timeout=120)
+        await asyncio.sleep(1)
+        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+
+    try:
+        tally = await produce(own_publisher, people, rate=100, seconds=8, at={1.0: restart})
+        await audience.wait_for(tally, 60)
+        report = audience.report(tally)
+        assert not audience.missing(tally), f"{report}\n{own_cluster.logs()}"
+        assert tally.refused == 0, f"collect must accept while the broker is down: {report}"
+    finally:
+        await audience.close()
+
+
+async def test_losing_every_redis_key_mid_stream_heals_within_a_heartbeat(
+    own_cluster: Cluster, own_publisher: Publisher, redis_url: str
+) -> None:
+    people = users(40)
+    audience = await subscribe(own_publisher, _spread(own_cluster, people))
+    names = Names(own_cluster.namespace)
+    redis = aioredis.from_url(redis_url)
+    healed_after: list[float] = []
+
+    async def flush() -> None:
+        keys = [key async for key in redis.scan_iter(match=names.key_pattern)]
+        await redis.delete(*keys)
+        flushed = time.monotonic()
+        while not await redis.exists(names.node_key(own_cluster.node_id("push-a"))):
+            await asyncio.sleep(0.05)
+        healed_after.append(time.monotonic() - flushed)
+
+    try:
+        tally = await produce(own_publisher, people, rate=200, seconds=5, at={1.5: flush})
+        await audience.wait_for(tally, 30)
+        report = audience.report(tally)
+        heartbeat = float(own_cluster.env["HERALD_HEARTBEAT_S"])
+        assert healed_after and healed_after[0] <= heartbeat * 1.5, f"presence back after {healed_after}s"
+        assert not audience.missing(tally), report
+    finally:
+        await audience.close()
+        await redis.aclose()
+
+
+async def test_mongodb_down_means_503_nothing_half_accepted_and_live_connections_stay_up(
+    own_cluster: Cluster, own_publisher: Publisher
+) -> None:
+    user = users(1)[0]
+    ws = await open_ws(own_cluster.ws_url("push-a"), await own_publisher.token(user))
+    await next_frame(ws, "welcome")
+    [before] = await own_publisher.send([user], "before")
+    assert (await next_frame(ws, "message"))["offset"] == before["offset"]
+    assert own_cluster.mongo is not None
+    own_cluster.mongo.stop()
+    refused = 0
+    try:
+        for _ in range(3):
+            with pytest.raises(HeraldAPIError) as info:
+                await own_publisher.send([user], "during")
+            assert info.value.status == 503, info.value
+            refused += 1
+        await ws.send('{"type":"ping"}')
+        assert await next_frame(ws, "pong") == {"type": "pong"}
+    finally:
+        own_cluster.mongo.start()
+    [after] = await own_publisher.send([user], "after")
+    got = await collect_messages(ws, 1)
+    assert [f["event"] for f in got] == ["after"], f"refused={refused} received={got}"
+    history = await own_publisher.history(f"user:{user}")
+    assert [m["event"] for m in history["messages"]] == ["before", "after"], f"refused={refused}"
+    assert after["offset"] > before["offset"]
+    await ws.close()
+
+
+async def test_a_client_that_never_reads_is_closed_with_4008_and_others_are_unaffected(
+    own_cluster: Cluster, own_publisher: Publisher, http: httpx.AsyncClient
+) -> None:
+    slow_user, fine_user = users(2)
+    slow = await open_ws(own_cluster.ws_url("push-a"), await own_publisher.token(slow_user), max_queue=1)
+    await next_frame(slow, "welcome")
+    audience = await subscribe(own_publisher, {fine_user: [own_cluster.ws_url("push-a")]})
+    big = "x" * 60_000
+    try:
+        # Loopback's socket buffers swallow a few MB; flood past them before the slow
+        # client's missed pings (it reads nothing) could close it first.
+        for _ in range(30):
+            await own_publisher.send_batch([{"to": {"users": [slow_user]}, "event": "big", "data": big}] * 10)
+        tally = await produce(own_publisher, [fine_user], rate=100, seconds=3)
+        await audience.wait_for(tally, 20)
+        assert not audience.missing(tally), audience.report(tally)
+        metrics = (await http.get(own_cluster.url("push-a") + "/metrics")).text
+        assert sample(metrics, "herald_push_closes_total", 'code="4008"') == 1
+        code = None
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    await slow.recv()
+        except Exception:
+            code = slow.close_code
+        assert code == 4008, f"slow client closed with {code}; fine user: {audience.report(tally)}"
+    finally:
+        await audience.close()
