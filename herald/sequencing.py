@@ -10,7 +10,11 @@ and whether to read the store. The rules:
 - Missing offsets are read from the store. An offset the store does not have either is
   still being written by a concurrent request (it will arrive live within the store's
   timeout) or never will be (its write failed, or it expired). After ``HOLE_WAIT_S`` and
-  one last read it is skipped.
+  one last read it is skipped; at once if the message after it was accepted more than
+  ``HOLE_WAIT_S`` ago, since offsets are allocated before a message's ``ts`` is taken,
+  so the request that held the missing one has long finished.
+
+Times (``now``) are wall-clock epoch seconds, comparable with messages' ``ts``.
 - Until the connection's starting position is known (the client may still send
   ``resume``), live messages are held.
 """
@@ -99,8 +103,8 @@ class ChannelSequence:
         if not self._held:
             self.hole_since = None
             return step
-        if after_read and self._final_read:
-            # The last read did not find the missing offsets either: they do not exist.
+        if after_read and (self._final_read or self._settled_gap(now)):
+            # The store does not have the missing offsets and never will: skip them.
             self.sent = min(self._held) - 1
             self.hole_since = None
             step.write.extend(self._release())
@@ -110,6 +114,11 @@ class ChannelSequence:
             if not after_read:
                 step.fetch_after = self._fetch(now, final=False).fetch_after
         return step
+
+    def _settled_gap(self, now: float) -> bool:
+        """Whether the message after the gap is old enough that nothing can still fill it."""
+        accepted_ms = self._held[min(self._held)].get("ts")
+        return isinstance(accepted_ms, int | float) and accepted_ms / 1000 < now - HOLE_WAIT_S
 
     def _release(self) -> list[Wire]:
         out = []

@@ -115,6 +115,7 @@ class _Consumer:
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._tag: str | None = None
         self._stopping = False
+        self._cancelled_by_broker = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -125,13 +126,27 @@ class _Consumer:
         self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{self.name}")
         try:
             self._tag = await self._queue.consume(self._on_delivery, timeout=OPERATION_TIMEOUT_S)
+            underlay = await self._queue.channel.get_underlay_channel()
         except BaseException:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             raise
+        # The broker can cancel a consumer on its own (its queue deleted, say) while the
+        # channel stays open: nothing would arrive again and nothing else would tell.
+        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+
+    async def _on_broker_cancel(self, frame: Any) -> None:
+        if getattr(frame, "consumer_tag", None) == self._tag:
+            log.error("consumer %s: cancelled by the broker", self.name)
+            self._cancelled_by_broker = True
 
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done() and not self._queue.channel.is_closed
+        return (
+            self._task is not None
+            and not self._task.done()
+            and not self._cancelled_by_broker
+            and not self._queue.channel.is_closed
+        )
 
     async def stop(self) -> None:
         """Cancel at the broker, let the handler in flight finish and settle, requeue the rest."""

@@ -73,7 +73,7 @@ class PushNode:
         self.deliver(messages)
 
     def deliver(self, messages: Iterable[dict[str, Any]]) -> None:
-        now = time.monotonic()
+        now = time.time()
         frames: dict[str, bytes] = {}
         for message in messages:
             kind, name = parse_channel(message["channel"])
@@ -113,12 +113,12 @@ class PushNode:
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
             wires = [message.to_wire() for message in page]
-            self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.monotonic()), {})
+            self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.time()), {})
             return
 
     def begin(self, conn: Connection, positions: dict[str, int]) -> None:
         """Start (or restart) the connection's channels after the given positions."""
-        now = time.monotonic()
+        now = time.time()
         for channel, position in positions.items():
             self._apply(conn, channel, conn.sequence(channel).start(position, now), {})
 
@@ -146,7 +146,7 @@ class PushNode:
         task.add_done_callback(self._tasks.discard)
 
     def _tick_holes(self) -> None:
-        now = time.monotonic()
+        now = time.time()
         for conn, channel in list(self._holes):
             sequence = conn.sequences.get(channel)
             if sequence is None or sequence.hole_since is None or conn.ws.protocol.state is not State.OPEN:
@@ -267,7 +267,7 @@ class PushNode:
     def catch_up_all(self) -> None:
         """Read every connection's channels from the store after what it was sent: whatever
         was dispatched while this node could not be routed to arrives now, in order."""
-        now = time.monotonic()
+        now = time.time()
         for conn in self.connections:
             for channel, sequence in list(conn.sequences.items()):
                 if sequence.started and not sequence.fetching:

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -74,6 +75,31 @@ async def test_a_draining_node_closes_with_1012_and_its_clients_lose_nothing(
         assert codes == [0], f"push-a exit code on SIGTERM: {codes}"
         assert closes.count(1012) == len(people) // 2, f"close codes seen: {closes}"
         assert not audience.missing(tally), report
+    finally:
+        await audience.close()
+
+
+async def test_a_node_whose_consumer_was_cancelled_recovers_and_loses_nothing(
+    own_cluster: Cluster, own_publisher: Publisher, amqp_url: str
+) -> None:
+    people = users(40)
+    audience = await subscribe(own_publisher, _spread(own_cluster, people))
+    queue = Names(own_cluster.namespace).node_queue(own_cluster.node_id("push-a"))
+
+    async def cancel_consumer() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(queue)
+
+    try:
+        tally = await produce(own_publisher, people, rate=200, seconds=5, at={1.5: cancel_consumer})
+        await audience.wait_for(tally, 30)
+        report = audience.report(tally)
+        assert not audience.missing(tally), f"{report}\n{own_cluster.logs()}"
+        assert audience.reconnects == 0, f"the node recovers in place, its clients stay connected: {report}"
+        log = own_cluster.processes["push-a"].log_tail(200)
+        assert "node queue consumer restored" in log, log
     finally:
         await audience.close()
 

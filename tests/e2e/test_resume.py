@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from herald import codec
-from herald.client import Publisher
+from herald.client import HeraldAPIError, Publisher
+from herald.sequencing import HOLE_WAIT_S
 from tests.support.procs import Standalone
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 
@@ -122,3 +125,21 @@ def _first_anomaly(offsets: list[int]) -> int | None:
         if offset != index + 1:
             return index
     return None
+
+
+async def test_an_expired_message_is_neither_replayed_nor_listed(standalone: Standalone, publisher: Publisher) -> None:
+    user = _user()
+    [short] = await publisher.send([user], "short", ttl_s=1)
+    [kept] = await publisher.send([user], "kept")
+    await asyncio.sleep(1.3)
+    ws = await open_ws(standalone.ws_url, await publisher.token(user))
+    await ws.send(_resume(user, 0))
+    # The expired offset looks like a write still in flight until HOLE_WAIT_S has passed.
+    got = await collect_messages(ws, 2, timeout_s=HOLE_WAIT_S + 2)
+    assert [f["id"] for f in got] == [kept["id"]]
+    history = await publisher.history(f"user:{user}")
+    assert [m["id"] for m in history["messages"]] == [kept["id"]]
+    with pytest.raises(HeraldAPIError) as info:
+        await publisher.message(short["id"])
+    assert info.value.status == 404
+    await ws.close()

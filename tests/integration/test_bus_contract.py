@@ -303,6 +303,21 @@ async def test_a_closed_bus_refuses_to_publish(broker: Broker) -> None:
 # RabbitMQ only ---------------------------------------------------------------------------
 
 
+async def test_a_consumer_cancelled_by_the_broker_is_reported_dead(namespace: str, amqp_url: str) -> None:
+    bus = AmqpBus(amqp_url, Names(namespace))
+    await bus.start()
+    try:
+        await bus.consume_node("node-a", Inbox())
+        assert bus.consuming()
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(Names(namespace).node_queue("node-a"))
+        await eventually(lambda: not bus.consuming())
+    finally:
+        await bus.close()
+
+
 async def test_publish_to_an_unreachable_broker_is_unavailable(namespace: str) -> None:
     bus = AmqpBus(f"amqp://guest:guest@127.0.0.1:{free_port()}/", Names(namespace))
 

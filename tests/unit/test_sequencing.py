@@ -101,3 +101,20 @@ def test_too_much_held_is_an_overflow() -> None:
     sequence = ChannelSequence()
     overflow = [sequence.live(m(offset), 0.0).overflow for offset in range(1, MAX_HELD + 2)]
     assert overflow[-1] and not any(overflow[:-1])
+
+
+def test_a_gap_before_a_message_accepted_long_ago_is_skipped_at_once() -> None:
+    now = 1_000_000.0
+    old = {**m(2), "ts": int((now - HOLE_WAIT_S - 1) * 1000)}
+    sequence = ChannelSequence()
+    sequence.start(0, now)
+    assert offsets(sequence.fetched([old], now)) == [2]
+
+
+def test_a_gap_before_a_recent_message_is_waited_for() -> None:
+    now = 1_000_000.0
+    recent = {**m(2), "ts": int((now - 1) * 1000)}
+    sequence = ChannelSequence()
+    sequence.start(0, now)
+    assert offsets(sequence.fetched([recent], now)) == []
+    assert sequence.hole_since == now
