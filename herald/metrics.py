@@ -13,9 +13,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 push_bus_messages = Counter("herald_push_bus_messages", "Messages this node received from its queue", registry=REGISTRY)
 push_frames_sent = Counter("herald_push_frames_sent", "Message frames written to sockets", registry=REGISTRY)
 push_connections = Gauge("herald_push_connections", "Open WebSocket connections on this node", registry=REGISTRY)
-push_closes = Counter(
-    "herald_push_closes", "Connections the node closed, by close code", ["code"], registry=REGISTRY
-)
+push_closes = Counter("herald_push_closes", "Connections the node closed, by close code", ["code"], registry=REGISTRY)
 push_handshakes_rejected = Counter(
     "herald_push_handshakes_rejected", "Handshakes refused before the upgrade", ["reason"], registry=REGISTRY
 )

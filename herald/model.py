@@ -134,3 +134,29 @@ class TokenRecord:
     user_id: str
     expires_at: float
     created_at: float = field(default=0.0)
+
+
+# How long per-device delivery records are kept (status detail, not replayable data).
+DELIVERY_RETENTION_S = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message written to one connection: the per-device detail behind its status."""
+
+    message_id: str
+    app_id: str
+    channel: str
+    offset: int
+    conn_id: str
+    device: str | None
+    delivered_at: float
+    acked_at: float = 0.0  # 0 until that connection acknowledged it
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "conn_id": self.conn_id,
+            "device": self.device,
+            "delivered_at": self.delivered_at,
+            "acked_at": self.acked_at or None,
+        }

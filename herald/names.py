@@ -24,6 +24,11 @@ class Names:
         return f"{self.namespace}.dispatch"
 
     @property
+    def receipts_queue(self) -> str:
+        """Deliveries and acks reported by push nodes, bound to the dispatch exchange."""
+        return f"{self.namespace}.receipts"
+
+    @property
     def nodes_exchange(self) -> str:
         return f"{self.namespace}.nodes"
 

@@ -5,6 +5,8 @@ Topology (every name from ``herald.names.Names``):
 - ``dispatch_exchange`` (direct, durable) -> ``dispatch_queue`` (durable): collect's
   batches, persistent, published with ``mandatory`` so a missing queue is an error
   rather than a silent loss;
+- ``dispatch_exchange`` -> ``receipts_queue`` (durable), routing key = its name: push
+  nodes' deliveries and acks, persistent and confirmed like collect's batches;
 - ``nodes_exchange`` (direct, durable) -> ``node_queue(node)``, routing key = node id:
   not durable, not exclusive, with ``x-expires`` so the queue of a node that died goes
   away on its own; publishes to a node without a queue are dropped by the broker.
@@ -86,6 +88,7 @@ class _Topology:
     dispatch_exchange: AbstractRobustExchange
     nodes_exchange: AbstractRobustExchange
     dispatch_queue: AbstractRobustQueue
+    receipts_queue: AbstractRobustQueue
 
 
 def _stale(message: AbstractIncomingMessage) -> bool:
@@ -282,6 +285,17 @@ class AmqpBus(Bus):
             [publisher.dispatch_exchange.publish(message, self._dispatch_routing_key, mandatory=True)]
         )
 
+    async def publish_receipts(self, body: bytes) -> None:
+        publisher = self._require(self._publisher)
+        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
+        await self._confirmed(
+            [publisher.dispatch_exchange.publish(message, self._names.receipts_queue, mandatory=True)]
+        )
+
+    async def consume_receipts(self, handler: Handler) -> None:
+        subscriber = self._require(self._subscriber)
+        await self._subscribe(subscriber.receipts_queue, handler)
+
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
         if not bodies:
             return
@@ -332,7 +346,9 @@ class AmqpBus(Bus):
         nodes_exchange = await channel.declare_exchange(self._names.nodes_exchange, ExchangeType.DIRECT, durable=True)
         dispatch_queue = await channel.declare_queue(self._names.dispatch_queue, durable=True)
         await dispatch_queue.bind(dispatch_exchange, routing_key=self._dispatch_routing_key)
-        return _Topology(channel, dispatch_exchange, nodes_exchange, dispatch_queue)
+        receipts_queue = await channel.declare_queue(self._names.receipts_queue, durable=True)
+        await receipts_queue.bind(dispatch_exchange, routing_key=self._names.receipts_queue)
+        return _Topology(channel, dispatch_exchange, nodes_exchange, dispatch_queue, receipts_queue)
 
     async def _subscribe(self, queue: AbstractRobustQueue, handler: Handler) -> None:
         consumer = _Consumer(queue, handler)

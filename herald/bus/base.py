@@ -1,8 +1,10 @@
 """The bus: queues between services. RabbitMQ for clusters, asyncio queues for standalone.
 
-Two routes:
+Three routes:
 - the dispatch queue: durable, competing consumers (every dispatch worker), fed by
   collect with publisher confirms;
+- the receipts queue: durable, competing consumers (dispatch workers again), fed by push
+  nodes with what they delivered and what clients acknowledged;
 - one queue per push node, fed by dispatch with the node id as routing key. A node's
   queue disappears some time after its node stops consuming; messages published to a
   node that has no queue are dropped (its users resume from the store on reconnect).
@@ -41,6 +43,14 @@ class Bus(ABC):
     @abstractmethod
     async def publish_dispatch(self, body: bytes) -> None:
         """Queue ``body`` for dispatch; returns once the broker confirmed it."""
+
+    @abstractmethod
+    async def publish_receipts(self, body: bytes) -> None:
+        """Queue a batch of receipts; returns once the broker confirmed it."""
+
+    @abstractmethod
+    async def consume_receipts(self, handler: Handler) -> None:
+        """Start consuming the receipts queue (competing with other workers); returns at once."""
 
     @abstractmethod
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:

@@ -123,6 +123,7 @@ class _Consumer:
 class MemoryBus(Bus):
     def __init__(self) -> None:
         self._dispatch = _Mailbox()
+        self._receipts = _Mailbox()
         self._nodes: dict[str, _Mailbox] = {}
         self._consumers: list[_Consumer] = []
         self._closed = False
@@ -151,6 +152,14 @@ class MemoryBus(Bus):
                 await asyncio.gather(*puts)
         except TimeoutError as exc:
             raise Unavailable("a node queue stayed full; its node is not keeping up") from exc
+
+    async def publish_receipts(self, body: bytes) -> None:
+        self._check_open()
+        await self._receipts.put(body)
+
+    async def consume_receipts(self, handler: Handler) -> None:
+        self._check_open()
+        self._consumers.append(_Consumer("receipts", self._receipts, handler))
 
     async def consume_dispatch(self, handler: Handler) -> None:
         self._check_open()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
-from herald.model import App, Message, TokenRecord
+from herald.model import App, Delivery, Message, TokenRecord
 
 # Longer than any request may take (store and bus calls time out in seconds), short
 # enough that a retry after a crash is not refused for long.
@@ -94,6 +94,25 @@ class Store(ABC):
     @abstractmethod
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         """Record that the bus confirmed these messages (``published`` becomes "yes")."""
+
+    # Receipts -----------------------------------------------------------------
+    @abstractmethod
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Remember each (message, connection) write and move those messages to "delivered".
+
+        Idempotent: a delivery reported twice keeps its first time.
+        """
+
+    @abstractmethod
+    async def record_ack(
+        self, app_id: str, user_id: str, conn_id: str, positions: Mapping[str, int], at: float
+    ) -> None:
+        """A connection acknowledged each channel up to an offset: raise the user's cursors,
+        stamp that connection's deliveries at or below it, move those messages to "acked"."""
+
+    @abstractmethod
+    async def deliveries_of(self, app_id: str, message_id: str) -> list[Delivery]:
+        """The per-connection detail of one message, in delivery order."""
 
     # Acknowledged positions -------------------------------------------------
     @abstractmethod

@@ -35,7 +35,7 @@ from pymongo.errors import (
 
 from herald import codec
 from herald.errors import Conflict, Unavailable
-from herald.model import STATUSES, App, Message, TokenRecord, status_rank
+from herald.model import DELIVERY_RETENTION_S, STATUSES, App, Delivery, Message, TokenRecord, status_rank
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 # Faults worth retrying: the server is unreachable, slow, or changing primaries.
@@ -97,6 +97,9 @@ class MongoStore(Store):
             await db.messages.create_index([("published", ASCENDING), ("ts", ASCENDING)])
             await db.cursors.create_index([("app", ASCENDING), ("user", ASCENDING)])
             await db.idempotency.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await db.deliveries.create_index([("message", ASCENDING)])
+            await db.deliveries.create_index([("conn", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)])
+            await db.deliveries.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
     async def close(self) -> None:
         await self._client.close()
@@ -249,6 +252,70 @@ class MongoStore(Store):
             return
         with _translated():
             await self._db.messages.update_many({"_id": {"$in": list(message_ids)}}, {"$set": {"published": "yes"}})
+
+    # Receipts -----------------------------------------------------------------
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        docs = [
+            {
+                "_id": f"{d.message_id}|{d.conn_id}",
+                "message": d.message_id,
+                "app": d.app_id,
+                "channel": d.channel,
+                "offset": d.offset,
+                "conn": d.conn_id,
+                "device": d.device or "",
+                "delivered_at": d.delivered_at,
+                "acked_at": d.acked_at,
+                "expires_at": _to_datetime(d.delivered_at + DELIVERY_RETENTION_S),
+            }
+            for d in deliveries
+        ]
+        with _translated():
+            try:
+                await self._db.deliveries.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                # Reported twice (a receipts batch redelivered): the first record stands.
+                if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                    raise
+        await self.advance_status(list({d.message_id for d in deliveries}), "delivered")
+
+    async def record_ack(
+        self, app_id: str, user_id: str, conn_id: str, positions: Mapping[str, int], at: float
+    ) -> None:
+        if not positions:
+            return
+        await self.save_cursors(app_id, user_id, positions)
+        earlier = list(STATUSES[: status_rank("acked")])
+        with _translated():
+            for channel, offset in positions.items():
+                await self._db.deliveries.update_many(
+                    {"conn": conn_id, "channel": channel, "offset": {"$lte": offset}, "acked_at": 0},
+                    {"$set": {"acked_at": at}},
+                )
+                await self._db.messages.update_many(
+                    {"app": app_id, "channel": channel, "offset": {"$lte": offset}, "status": {"$in": earlier}},
+                    {"$set": {"status": "acked"}},
+                )
+
+    async def deliveries_of(self, app_id: str, message_id: str) -> list[Delivery]:
+        with _translated():
+            cursor = self._db.deliveries.find({"message": message_id, "app": app_id}).sort("delivered_at", ASCENDING)
+            docs = [doc async for doc in cursor]
+        return [
+            Delivery(
+                message_id=doc["message"],
+                app_id=doc["app"],
+                channel=doc["channel"],
+                offset=doc["offset"],
+                conn_id=doc["conn"],
+                device=doc["device"] or None,
+                delivered_at=doc["delivered_at"],
+                acked_at=doc["acked_at"],
+            )
+            for doc in docs
+        ]
 
     # Acknowledged positions -------------------------------------------------
     async def save_cursors(self, app_id: str, user_id: str, positions: Mapping[str, int]) -> None:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from herald import codec
 from herald.errors import Conflict, Unavailable
-from herald.model import STATUSES, App, Message, TokenRecord, status_rank
+from herald.model import DELIVERY_RETENTION_S, STATUSES, App, Delivery, Message, TokenRecord, status_rank
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 T = TypeVar("T")
@@ -79,6 +79,20 @@ CREATE TABLE IF NOT EXISTS cursors (
     "offset" INTEGER NOT NULL,
     PRIMARY KEY (app_id, user_id, channel)
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_id TEXT NOT NULL,
+    conn_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    device TEXT,
+    delivered_at REAL NOT NULL,
+    acked_at REAL NOT NULL DEFAULT 0,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (message_id, conn_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_conn ON deliveries (conn_id, channel, "offset");
+CREATE INDEX IF NOT EXISTS deliveries_expires_at ON deliveries (expires_at);
 CREATE TABLE IF NOT EXISTS idempotency (
     app_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -90,7 +104,12 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_expires_at ON idempotency (expires_at);
 """
 
-_EXPIRING_TABLES = ("messages", "tokens", "idempotency")
+# A cursor only ever moves forward.
+_RAISE_CURSOR = (
+    'INSERT INTO cursors (app_id, user_id, channel, "offset") VALUES (?, ?, ?, ?)'
+    ' ON CONFLICT (app_id, user_id, channel) DO UPDATE SET "offset" = MAX("offset", excluded."offset")'
+)
+_EXPIRING_TABLES = ("messages", "tokens", "idempotency", "deliveries")
 _MESSAGE_COLUMNS = 'id, app_id, channel, "offset", event, data, ts, expires_at, status, idempotency_key, published'
 
 
@@ -355,14 +374,91 @@ class SqliteStore(Store):
             await self._run(work)
 
     # Acknowledged positions -------------------------------------------------
+    async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        rows = [
+            (
+                d.message_id,
+                d.conn_id,
+                d.app_id,
+                d.channel,
+                d.offset,
+                d.device,
+                d.delivered_at,
+                d.acked_at,
+                d.delivered_at + DELIVERY_RETENTION_S,
+            )
+            for d in deliveries
+        ]
+        earlier = STATUSES[: status_rank("delivered")]
+        marks = ", ".join("?" * len(earlier))
+        ids = sorted({d.message_id for d in deliveries})
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    'INSERT OR IGNORE INTO deliveries (message_id, conn_id, app_id, channel, "offset", device,'
+                    " delivered_at, acked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.executemany(
+                    f"UPDATE messages SET status = 'delivered' WHERE id = ? AND status IN ({marks})",
+                    [(i, *earlier) for i in ids],
+                )
+
+        if rows:
+            await self._run(work)
+
+    async def record_ack(
+        self, app_id: str, user_id: str, conn_id: str, positions: Mapping[str, int], at: float
+    ) -> None:
+        earlier = STATUSES[: status_rank("acked")]
+        marks = ", ".join("?" * len(earlier))
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for channel, offset in positions.items():
+                    conn.execute(_RAISE_CURSOR, (app_id, user_id, channel, offset))
+                    conn.execute(
+                        'UPDATE deliveries SET acked_at = ? WHERE conn_id = ? AND channel = ? AND "offset" <= ?'
+                        " AND acked_at = 0",
+                        (at, conn_id, channel, offset),
+                    )
+                    conn.execute(
+                        f"UPDATE messages SET status = 'acked' WHERE app_id = ? AND channel = ? AND \"offset\" <= ?"
+                        f" AND status IN ({marks})",
+                        (app_id, channel, offset, *earlier),
+                    )
+
+        if positions:
+            await self._run(work)
+
+    async def deliveries_of(self, app_id: str, message_id: str) -> list[Delivery]:
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                'SELECT message_id, app_id, channel, "offset", conn_id, device, delivered_at, acked_at'
+                " FROM deliveries WHERE message_id = ? AND app_id = ? ORDER BY delivered_at",
+                (message_id, app_id),
+            ).fetchall()
+
+        return [
+            Delivery(
+                message_id=row["message_id"],
+                app_id=row["app_id"],
+                channel=row["channel"],
+                offset=int(row["offset"]),
+                conn_id=row["conn_id"],
+                device=row["device"],
+                delivered_at=row["delivered_at"],
+                acked_at=row["acked_at"],
+            )
+            for row in await self._run(work)
+        ]
+
     async def save_cursors(self, app_id: str, user_id: str, positions: Mapping[str, int]) -> None:
         def work(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.executemany(
-                    'INSERT INTO cursors (app_id, user_id, channel, "offset") VALUES (?, ?, ?, ?)'
-                    " ON CONFLICT (app_id, user_id, channel)"
-                    ' DO UPDATE SET "offset" = MAX("offset", excluded."offset")',
-                    [(app_id, user_id, channel, offset) for channel, offset in positions.items()],
+                    _RAISE_CURSOR, [(app_id, user_id, channel, offset) for channel, offset in positions.items()]
                 )
 
         if positions:

@@ -116,6 +116,20 @@ async def test_dispatch_messages_reach_a_consumer_in_order(broker: Broker) -> No
     assert inbox.bodies == numbered(50)
 
 
+async def test_receipts_reach_their_own_consumer_in_order_and_never_dispatch(broker: Broker) -> None:
+    bus = await broker.open()
+    receipts, dispatch = Inbox(), Inbox()
+    await bus.consume_receipts(receipts)
+    await bus.consume_dispatch(dispatch)
+
+    for body in numbered(20):
+        await bus.publish_receipts(body)
+
+    await eventually(lambda: len(receipts.bodies) >= 20)
+    assert receipts.bodies == numbered(20)
+    assert dispatch.bodies == []
+
+
 async def test_competing_dispatch_consumers_share_the_work(broker: Broker) -> None:
     first, second = Inbox(delay_s=0.005), Inbox(delay_s=0.005)
     await (await broker.open()).consume_dispatch(first)

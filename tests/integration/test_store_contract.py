@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from herald.errors import Conflict, Unavailable
-from herald.model import App, Message, TokenRecord
+from herald.model import App, Delivery, Message, TokenRecord
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 from herald.store.mongo import MongoStore
 from herald.store.sqlite import SqliteStore
@@ -239,6 +239,64 @@ async def test_unpublished_lists_old_enough_pending_messages_oldest_first(store:
 
     assert [m.id for m in found] == [first.id, second.id]
     assert [m.id for m in await store.unpublished(recent.ts, 1, now)] == [first.id]
+
+
+# Receipts --------------------------------------------------------------------
+
+
+def delivery(m: Message, conn_id: str, at: float, device: str | None = "phone") -> Delivery:
+    return Delivery(m.id, m.app_id, m.channel, m.offset, conn_id, device, at)
+
+
+async def test_a_delivery_moves_the_message_to_delivered_with_per_device_detail(store: Store, now: float) -> None:
+    m = message(now, 1)
+    await store.insert_messages([m])
+    await store.record_deliveries([delivery(m, "c1", now, "phone"), delivery(m, "c2", now + 1, None)])
+
+    assert await statuses(store, now, m) == ["delivered"]
+    detail = await store.deliveries_of(APP, m.id)
+    assert [(d.conn_id, d.device, d.delivered_at, d.acked_at) for d in detail] == [
+        ("c1", "phone", now, 0.0),
+        ("c2", None, now + 1, 0.0),
+    ]
+
+
+async def test_a_delivery_reported_twice_keeps_its_first_time(store: Store, now: float) -> None:
+    m = message(now, 1)
+    await store.insert_messages([m])
+    await store.record_deliveries([delivery(m, "c1", now)])
+    await store.record_deliveries([delivery(m, "c1", now + 5), delivery(m, "c2", now + 5)])
+
+    assert [(d.conn_id, d.delivered_at) for d in await store.deliveries_of(APP, m.id)] == [
+        ("c1", now),
+        ("c2", now + 5),
+    ]
+
+
+async def test_an_ack_covers_everything_up_to_its_offset_for_that_connection(store: Store, now: float) -> None:
+    first, second, third = (message(now, offset) for offset in (1, 2, 3))
+    await store.insert_messages([first, second, third])
+    await store.record_deliveries([delivery(m, c, now) for m in (first, second, third) for c in ("c1", "c2")])
+
+    await store.record_ack(APP, "ann", "c1", {"user:ann": 2}, now + 3)
+
+    assert await statuses(store, now, first, second, third) == ["acked", "acked", "delivered"]
+    acked = {d.conn_id: d.acked_at for d in await store.deliveries_of(APP, second.id)}
+    assert acked == {"c1": now + 3, "c2": 0.0}
+    assert await store.get_cursors(APP, "ann") == {"user:ann": 2}
+
+
+async def test_an_older_ack_never_moves_the_cursor_back(store: Store, now: float) -> None:
+    await store.record_ack(APP, "ann", "c1", {"user:ann": 5}, now)
+    await store.record_ack(APP, "ann", "c2", {"user:ann": 3}, now)
+    assert await store.get_cursors(APP, "ann") == {"user:ann": 5}
+
+
+async def test_deliveries_of_another_app_are_invisible(store: Store, now: float) -> None:
+    m = message(now, 1)
+    await store.insert_messages([m])
+    await store.record_deliveries([delivery(m, "c1", now)])
+    assert await store.deliveries_of(OTHER_APP, m.id) == []
 
 
 # Cursors ---------------------------------------------------------------------

@@ -37,6 +37,7 @@ async def _drop_amqp(names: Names, url: str) -> None:
     try:
         channel = await connection.channel()
         await channel.queue_delete(names.dispatch_queue)
+        await channel.queue_delete(names.receipts_queue)
         await channel.exchange_delete(names.dispatch_exchange)
         await channel.exchange_delete(names.nodes_exchange)
     finally:
