@@ -178,7 +178,7 @@ class Settings:
             return
         needs: dict[str, tuple[str, ...]] = {
             "auth": ("HERALD_MONGO_URL", "HERALD_ADMIN_TOKEN", "HERALD_SERVICE_TOKEN"),
-            "collect": ("HERALD_MONGO_URL", "HERALD_AMQP_URL"),
+            "collect": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
             "dispatch": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
             "push": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL", "HERALD_SERVICE_TOKEN"),
         }

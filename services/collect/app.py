@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from herald import codec
 from herald.accept import Acceptor, Draft, Limits, draft_for_users
 from herald.apikeys import AppKeys
-from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge
+from herald.directory.base import Directory
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, Unavailable
 from herald.http import ERROR_RESPONSES, create_api
 from herald.model import Message, parse_channel
 from herald.settings import Settings
@@ -50,6 +51,9 @@ class Accepted(BaseModel):
     id: str
     channel: str
     offset: int
+    online: bool | None = Field(
+        description="whether the recipient had a live connection when it was accepted (null: unknown)"
+    )
 
 
 class SendResult(BaseModel):
@@ -65,6 +69,13 @@ class BatchResult(BaseModel):
     results: list[ItemResult]
 
 
+class DeviceDelivery(BaseModel):
+    conn_id: str
+    device: str | None
+    delivered_at: float
+    acked_at: float | None
+
+
 class StoredMessage(BaseModel):
     id: str
     channel: str
@@ -73,7 +84,11 @@ class StoredMessage(BaseModel):
     data: Any
     ts: int
     expires_at: float
-    status: str
+    status: str = Field(description="accepted, dispatched, delivered (written to a socket) or acked")
+
+
+class MessageStatus(StoredMessage):
+    deliveries: list[DeviceDelivery] = Field(description="one entry per connection it was written to")
 
 
 class History(BaseModel):
@@ -82,11 +97,11 @@ class History(BaseModel):
     next: int = Field(description="pass as `since` to read on")
 
 
-def _accepted(messages: list[Message]) -> list[dict[str, Any]]:
-    return [{"id": m.id, "channel": m.channel, "offset": m.offset} for m in messages]
+def _accepted(messages: list[Message], online: dict[str, bool | None]) -> list[dict[str, Any]]:
+    return [{"id": m.id, "channel": m.channel, "offset": m.offset, "online": online[m.channel]} for m in messages]
 
 
-def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
+def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: Directory) -> FastAPI:
     api = create_api("Herald collect", "Send messages to users; read their status and history.", checks=[store.ping])
     AppId = Annotated[str, Depends(AppKeys(store).dependency())]
     limits = Limits(settings.max_payload, settings.max_batch, settings.message_ttl_s)
@@ -94,10 +109,24 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
     def draft(item: SendMessage) -> Draft:
         return draft_for_users(item.to.users, item.event, item.data, item.ttl_s, limits)
 
+    async def accept(app_id: str, drafts: list[Draft]) -> list[list[dict[str, Any]]]:
+        accepted = await acceptor.accept(app_id, drafts)
+        online = await presence(app_id, [m.channel for group in accepted for m in group])
+        return [_accepted(group, online) for group in accepted]
+
+    async def presence(app_id: str, channels: list[str]) -> dict[str, bool | None]:
+        """Per recipient channel: connected right now? None when the directory cannot say."""
+        recipients = [(app_id, parse_channel(channel)[1]) for channel in channels]
+        try:
+            nodes = await directory.nodes_for(recipients)
+        except Unavailable:
+            return dict.fromkeys(channels)
+        return {channel: recipient in nodes for channel, recipient in zip(channels, recipients, strict=True)}
+
     async def send_idempotent(app_id: str, item: SendMessage, draft_: Draft) -> list[dict[str, Any]]:
         key = item.idempotency_key
         if key is None:
-            return _accepted((await acceptor.accept(app_id, [draft_]))[0])
+            return (await accept(app_id, [draft_]))[0]
         now = time.time()
         earlier = await store.reserve_idempotency(app_id, key, now + draft_.ttl_s, now)
         if earlier == "":
@@ -105,7 +134,7 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
         if earlier is not None:
             return codec.loads(earlier)
         try:
-            result = _accepted((await acceptor.accept(app_id, [draft_]))[0])
+            result = (await accept(app_id, [draft_]))[0]
         except BaseException:
             with contextlib.suppress(HeraldError):
                 await store.release_idempotency(app_id, key)
@@ -162,14 +191,14 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
                 code="batch_too_large",
             )
         if plain:
-            accepted = await acceptor.accept(app_id, [d for _, d in plain])
+            accepted = await accept(app_id, [d for _, d in plain])
             for (index, _), messages in zip(plain, accepted, strict=True):
-                results[index] = {"messages": _accepted(messages)}
+                results[index] = {"messages": messages}
         return {"results": results}
 
     @api.get(
         "/v1/messages/{message_id}",
-        response_model=StoredMessage,
+        response_model=MessageStatus,
         responses=ERROR_RESPONSES,
         tags=["messages"],
         summary="A message and its delivery status",
@@ -178,7 +207,8 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor) -> FastAPI:
         message = await store.get_message(app_id, message_id, time.time())
         if message is None:
             raise NotFound("no such message (or it expired)", code="unknown_message")
-        return message.to_public()
+        deliveries = await store.deliveries_of(app_id, message_id)
+        return {**message.to_public(), "deliveries": [d.to_public() for d in deliveries]}
 
     @api.get(
         "/v1/channels/{channel}/messages",

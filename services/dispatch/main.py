@@ -7,6 +7,7 @@ from herald.errors import Unavailable
 from herald.http import create_api
 from herald.runtime import HttpServer, Part
 from herald.settings import Settings
+from services.dispatch.receipts import ReceiptsWorker
 from services.dispatch.worker import DispatchWorker
 
 
@@ -26,7 +27,10 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     )
     server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
 
+    receipts = ReceiptsWorker(store)
+
     async def start_worker() -> None:
         await bus.consume_dispatch(worker.handle)
+        await bus.consume_receipts(receipts.handle)
 
     return [Part("dispatch-worker", start_worker, bus.stop_consuming), server.part()]

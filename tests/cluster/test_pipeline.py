@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -102,3 +103,23 @@ async def test_every_service_is_healthy_and_ready(cluster: Cluster, http: httpx.
         assert (await http.get(cluster.url(name) + "/healthz")).status_code == 200, name
         ready = await http.get(cluster.url(name) + "/readyz")
         assert ready.status_code == 200, f"{name}: {ready.text}"
+
+
+async def test_receipts_cross_processes_delivered_then_acked(cluster: Cluster, publisher: Publisher) -> None:
+    user = _user("fred")
+    ws = await open_ws(cluster.ws_url("push-b"), await publisher.token(user), device="tablet")
+    await next_frame(ws, "welcome")
+    [accepted] = await publisher.send([user], "receipted")
+    assert accepted["online"] is True
+    frame = await next_frame(ws, "message")
+    await ws.send(f'{{"type":"ack","channel":"{frame["channel"]}","offset":{frame["offset"]}}}')
+    message: dict = {}
+    for _ in range(60):
+        message = await publisher.message(accepted["id"])
+        if message["status"] == "acked":
+            break
+        await asyncio.sleep(0.1)
+    assert message["status"] == "acked", message
+    [device] = message["deliveries"]
+    assert device["device"] == "tablet" and device["acked_at"] >= device["delivered_at"]
+    await ws.close()

@@ -14,6 +14,7 @@ from herald import codec
 from herald.accept import Acceptor
 from herald.bus.memory import MemoryBus
 from herald.credentials import secret_hash
+from herald.directory.memory import MemoryDirectory
 from herald.errors import Unavailable
 from herald.model import App, now_ms
 from herald.settings import Settings
@@ -44,7 +45,7 @@ async def _seed(store: Store) -> None:
 
 
 def _client(store: Store, bus: MemoryBus) -> httpx.AsyncClient:
-    app = create_app(Settings.from_env("standalone", {}), store, Acceptor(store, bus))
+    app = create_app(Settings.from_env("standalone", {}), store, Acceptor(store, bus), MemoryDirectory())
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://collect", headers={"authorization": f"Bearer {KEY}"}
     )

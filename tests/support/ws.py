@@ -12,9 +12,15 @@ from herald import codec
 WAIT_S = 10.0
 
 
-async def open_ws(url: str, token: str, how: str = "query", max_queue: int = 16) -> ClientConnection:
+async def open_ws(
+    url: str, token: str, how: str = "query", max_queue: int = 16, device: str | None = None
+) -> ClientConnection:
     """Connect as browsers (``query`` or ``subprotocol``) or servers (``header``) do."""
     options = {"open_timeout": WAIT_S, "max_queue": max_queue}
+    if device is not None:
+        url = f"{url}?device={device}"
+        if how == "query":
+            return await connect(f"{url}&token={token}", **options)
     if how == "header":
         return await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **options)
     if how == "subprotocol":
