@@ -20,16 +20,16 @@ from typing import Any
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
-from herald import codec, metrics, receipts, runtime
+from herald import codec, metrics, runtime
 from herald.bus.base import Bus
 from herald.directory.base import Directory
 from herald.errors import Unavailable
 from herald.model import Delivery, parse_channel
 from herald.protocol import CLOSE_SLOW_CONSUMER, message_frame
-from herald.receipts import AckReport, ReceiptBatch
 from herald.sequencing import PAGE, Step
 from herald.store.base import Store
 from services.push.connections import Connection, LocalConnections
+from services.push.receipts import ReceiptBuffer
 
 log = logging.getLogger("herald.push")
 
@@ -38,8 +38,6 @@ SLOW_CLOSE_TIMEOUT_S = 10.0
 # Acks are flushed, and waits on missing offsets checked, this often.
 TICK_S = 1.0
 STORE_RETRY_S = 1.0
-# Delivery receipts kept while the bus refuses them; the oldest go first past this.
-MAX_PENDING_DELIVERIES = 100_000
 # Store reads in flight at once: a catch-up of every connection must not flood the store.
 MAX_CONCURRENT_FETCHES = 16
 # How long a lost broker subscription may stay lost (a broker restart takes seconds)
@@ -58,9 +56,7 @@ class PushNode:
         self._lost_since: float | None = None
         self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         self._heartbeat_s = heartbeat_s
-        # Receipts waiting for the next flush onto the bus.
-        self._acks: dict[tuple[str, str, str], dict[str, int]] = {}  # (app, user, conn) -> positions
-        self._deliveries: list[Delivery] = []
+        self._receipts = ReceiptBuffer()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._holes: set[tuple[Connection, str]] = set()
@@ -101,7 +97,7 @@ class PushNode:
                 if frame is None:
                     frame = frames[message["id"]] = message_frame(message).encode()
                 broadcast([conn.ws], frame, text=True)
-                self._deliveries.append(
+                self._receipts.delivered(
                     Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
                 )
             self.delivered += len(step.write)
@@ -193,17 +189,13 @@ class PushNode:
             log.warning("directory unavailable at disconnect", extra={"conn_id": conn.conn_id})
 
     def record_ack(self, conn: Connection, channel: str, offset: int) -> None:
-        positions = self._acks.setdefault((conn.app_id, conn.user_id, conn.conn_id), {})
-        if offset > positions.get(channel, -1):
-            positions[channel] = offset
+        self._receipts.acked(conn.app_id, conn.user_id, conn.conn_id, channel, offset)
 
     async def positions(self, app_id: str, user_id: str) -> dict[str, int]:
         """The user's acknowledged positions, including acks not flushed yet."""
         stored = await self._store.get_cursors(app_id, user_id)
-        for (app, user, _), positions in self._acks.items():
-            if (app, user) == (app_id, user_id):
-                for channel, offset in positions.items():
-                    stored[channel] = max(offset, stored.get(channel, 0))
+        for channel, offset in self._receipts.pending_positions(app_id, user_id).items():
+            stored[channel] = max(offset, stored.get(channel, 0))
         return stored
 
     # Node-wide loops --------------------------------------------------------
@@ -291,24 +283,4 @@ class PushNode:
             await self.flush_receipts()
 
     async def flush_receipts(self) -> None:
-        """Publish what was delivered and acknowledged since the last flush, as one batch.
-        If the bus refuses, keep it for the next flush (deliveries bounded, acks merged)."""
-        batch = ReceiptBatch(
-            deliveries=self._deliveries,
-            acks=[
-                AckReport(app, user, conn, positions, time.time())
-                for (app, user, conn), positions in self._acks.items()
-            ],
-        )
-        if not batch:
-            return
-        self._deliveries, self._acks = [], {}
-        try:
-            await self._bus.publish_receipts(receipts.encode(batch))
-        except Unavailable as exc:
-            log.warning("receipts kept for the next flush: %s", exc.message)
-            self._deliveries = (batch.deliveries + self._deliveries)[-MAX_PENDING_DELIVERIES:]
-            for ack in batch.acks:
-                kept = self._acks.setdefault((ack.app_id, ack.user_id, ack.conn_id), {})
-                for channel, offset in ack.positions.items():
-                    kept[channel] = max(offset, kept.get(channel, -1))
+        await self._receipts.flush(self._bus)

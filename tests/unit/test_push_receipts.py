@@ -1,0 +1,60 @@
+from herald import receipts
+from herald.bus.memory import MemoryBus
+from herald.errors import Unavailable
+from herald.model import Delivery
+from services.push.receipts import ReceiptBuffer
+
+
+class RefusingBus(MemoryBus):
+    async def publish_receipts(self, body: bytes) -> None:
+        raise Unavailable("broker down")
+
+
+class RecordingBus(MemoryBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    async def publish_receipts(self, body: bytes) -> None:
+        self.bodies.append(body)
+
+
+def _delivery(n: int) -> Delivery:
+    return Delivery(f"m{n}", "a1", "user:7", n, "c1", None, float(n))
+
+
+async def test_acks_merge_to_the_highest_offset_per_connection_and_channel() -> None:
+    buffer = ReceiptBuffer()
+    for offset in (3, 5, 4):
+        buffer.acked("a1", "7", "c1", "user:7", offset)
+    bus = RecordingBus()
+    await buffer.flush(bus)
+    [ack] = receipts.decode(bus.bodies[0]).acks
+    assert ack.positions == {"user:7": 5}
+
+
+async def test_pending_positions_cover_every_connection_of_the_user() -> None:
+    buffer = ReceiptBuffer()
+    buffer.acked("a1", "7", "c1", "user:7", 3)
+    buffer.acked("a1", "7", "c2", "user:7", 6)
+    buffer.acked("a1", "8", "c3", "user:8", 9)
+    assert buffer.pending_positions("a1", "7") == {"user:7": 6}
+
+
+async def test_a_refused_flush_keeps_everything_for_the_next_one() -> None:
+    buffer = ReceiptBuffer()
+    buffer.delivered(_delivery(1))
+    buffer.acked("a1", "7", "c1", "user:7", 1)
+    await buffer.flush(RefusingBus())
+    buffer.delivered(_delivery(2))
+    bus = RecordingBus()
+    await buffer.flush(bus)
+    batch = receipts.decode(bus.bodies[0])
+    assert [d.offset for d in batch.deliveries] == [1, 2]
+    assert [a.positions for a in batch.acks] == [{"user:7": 1}]
+
+
+async def test_nothing_to_report_publishes_nothing() -> None:
+    bus = RecordingBus()
+    await ReceiptBuffer().flush(bus)
+    assert bus.bodies == []
