@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from herald.credentials import secret_hash
+from herald.credentials import new_api_key, secret_hash
 from herald.errors import Unauthorized
 from herald.store.base import Store
 
@@ -21,6 +21,14 @@ CACHE_S = 2.0
 CACHE_MAX = 10_000
 
 bearer_scheme = HTTPBearer(auto_error=False, description="an app's API key")
+
+
+async def issue_api_key(store: Store, app_id: str) -> str:
+    """A new key for the app, replacing its others; only the hash is stored, so this is
+    the one time anybody sees the key."""
+    key = new_api_key()
+    await store.replace_api_key(app_id, secret_hash(key))
+    return key
 
 
 class AppKeys:

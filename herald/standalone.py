@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from herald.adapters import NEEDS, Adapters, make_adapters
-from herald.credentials import new_api_key, new_app_id, secret_hash
+from herald.apikeys import issue_api_key
+from herald.credentials import new_app_id, secret_hash
 from herald.model import App
 from herald.runtime import Part
 from herald.settings import ROLES, Settings, generate_secret
@@ -77,9 +78,7 @@ async def ensure_demo_app(store: Store, data_dir: str) -> dict[str, str]:
     if app_id is None:
         app_id = new_app_id()
         await store.insert_app(App(app_id, DEMO_APP_NAME, time.time()))
-    key = new_api_key()
-    await store.replace_api_key(app_id, secret_hash(key))
-    demo = {"app_id": app_id, "api_key": key}
+    demo = {"app_id": app_id, "api_key": await issue_api_key(store, app_id)}
     _save_json(path, demo)
     return demo
 

@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from herald.apikeys import AppKeys
-from herald.credentials import new_api_key, new_app_id, new_connect_token, secret_hash
+from herald.apikeys import AppKeys, issue_api_key
+from herald.credentials import new_app_id, new_connect_token, secret_hash
 from herald.errors import NotFound
 from herald.http import ERROR_RESPONSES, create_api, require_secret
 from herald.model import USER_ID_RE, App, TokenRecord
@@ -81,8 +81,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     async def create_app_(body: NewApp) -> AppCreated:
         app = App(app_id=new_app_id(), name=body.name, created_at=time.time())
         await store.insert_app(app)
-        key = new_api_key()
-        await store.replace_api_key(app.app_id, secret_hash(key))
+        key = await issue_api_key(store, app.app_id)
         return AppCreated(app_id=app.app_id, name=app.name, api_key=key)
 
     @api.post(
@@ -97,8 +96,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     async def rotate_key(app_id: str) -> KeyRotated:
         if len(app_id) > 64 or await store.get_app(app_id) is None:
             raise NotFound("no such app", code="unknown_app")
-        key = new_api_key()
-        await store.replace_api_key(app_id, secret_hash(key))
+        key = await issue_api_key(store, app_id)
         keys.forget(app_id)
         return KeyRotated(app_id=app_id, api_key=key)
 
