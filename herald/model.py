@@ -51,6 +51,16 @@ def check_user_id(user_id: Any) -> str:
     return user_id
 
 
+def check_group(group: Any) -> str:
+    if not isinstance(group, str) or not GROUP_RE.match(group):
+        raise BadRequest(
+            "group names are 1-128 characters of letters, digits and _.:-",
+            code="invalid_group",
+            details={"group": group if isinstance(group, str) else repr(group)},
+        )
+    return group
+
+
 def parse_channel(channel: Any) -> tuple[str, str]:
     """Split a channel name into (kind, name) or refuse it: ``user:7`` -> ("user", "7")."""
     if channel == BROADCAST:
@@ -123,6 +133,58 @@ class App:
     app_id: str
     name: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AppLimits:
+    """Per-app limits. Zero (or None for the payload and batch) means "the process default"."""
+
+    messages_per_s: float = 0.0  # token bucket refill rate shared by every collect replica; 0: unlimited
+    burst: int = 0  # bucket size; 0: one second's worth
+    max_payload: int | None = None
+    max_batch: int | None = None
+    connections_per_user: int = 0  # 0: unlimited
+    groups_per_user: int = 0  # 0: unlimited
+    frames_per_s: float = 0.0  # per connection, frames from the client; 0: the node default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages_per_s": self.messages_per_s,
+            "burst": self.burst,
+            "max_payload": self.max_payload,
+            "max_batch": self.max_batch,
+            "connections_per_user": self.connections_per_user,
+            "groups_per_user": self.groups_per_user,
+            "frames_per_s": self.frames_per_s,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AppLimits:
+        known = cls().to_dict()
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """What an operator sets per app: where its webhooks go, how they are signed, its limits.
+
+    Stored as one JSON document per app (``Store.get_app_config``); services cache it briefly.
+    """
+
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    limits: AppLimits = field(default_factory=AppLimits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"webhook_url": self.webhook_url, "webhook_secret": self.webhook_secret, "limits": self.limits.to_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AppConfig:
+        return cls(
+            webhook_url=raw.get("webhook_url"),
+            webhook_secret=raw.get("webhook_secret"),
+            limits=AppLimits.from_dict(raw.get("limits") or {}),
+        )
 
 
 @dataclass(frozen=True, slots=True)

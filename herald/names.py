@@ -35,10 +35,43 @@ class Names:
     def node_queue(self, node_id: str) -> str:
         return f"{self.namespace}.node.{node_id}"
 
+    @property
+    def events_exchange(self) -> str:
+        """Topic exchange of notifications; routing keys in ``herald.events``."""
+        return f"{self.namespace}.events"
+
+    def events_queue(self, group: str) -> str:
+        """The durable queue one consumer group (say, the webhook senders) shares."""
+        return f"{self.namespace}.events.{group}"
+
     # Redis -----------------------------------------------------------------
     def conns_key(self, app_id: str, user_id: str) -> str:
         """Hash conn_id -> node_id: every live connection of one user."""
         return f"{self.namespace}:{{{app_id}}}:conns:{user_id}"
+
+    def online_key(self, app_id: str) -> str:
+        """Sorted set user_id -> expiry (epoch ms): the app's users with a live connection."""
+        return f"{self.namespace}:{{{app_id}}}:online"
+
+    def channel_nodes_key(self, app_id: str, channel: str) -> str:
+        """Hash node_id -> number of that node's connections reading a group or broadcast channel."""
+        return f"{self.namespace}:{{{app_id}}}:chan:{channel}"
+
+    def rate_key(self, app_id: str) -> str:
+        """Hash of the app's message token bucket (tokens, last refill)."""
+        return f"{self.namespace}:{{{app_id}}}:rate"
+
+    def node_conns_key(self, node_id: str) -> str:
+        """Hash conn_id -> "app\tuser" of one node: what to clean up if it dies."""
+        return f"{self.namespace}:nodeconns:{node_id}"
+
+    def node_channels_key(self, node_id: str) -> str:
+        """Set of "app\tchannel" one node has counts in: what to clean up if it dies."""
+        return f"{self.namespace}:nodechans:{node_id}"
+
+    def reap_key(self, node_id: str) -> str:
+        """Claim on cleaning up after a dead node, so only one caller does it."""
+        return f"{self.namespace}:reap:{node_id}"
 
     def node_key(self, node_id: str) -> str:
         """A push node's heartbeat: present while the node is alive."""

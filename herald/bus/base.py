@@ -1,6 +1,6 @@
 """The bus: queues between services. RabbitMQ for clusters, asyncio queues for standalone.
 
-Three routes:
+Four routes:
 - the dispatch queue: durable, competing consumers (every dispatch worker), fed by
   collect with publisher confirms;
 - the receipts queue: durable, competing consumers (dispatch workers again), fed by push
@@ -9,7 +9,11 @@ Three routes:
   queue disappears some time after its node stops consuming; messages published to a
   node that has no queue are dropped (its users resume from the store on reconnect).
 
-Consumers get raw bodies and process them one at a time, in order (so a node writes a
+- the events topic exchange: notifications for webhooks and for anyone binding a queue
+  (routing keys in ``herald.events``).
+
+Node queues carry two kinds of body: message batches and control batches (join, leave,
+kick; ``herald.codec``). Consumers get raw bodies and process them one at a time, in order (so a node writes a
 channel's messages in the order dispatch routed them). A handler that returns has its
 message acknowledged; one that raises has it rejected and redelivered after a short
 pause. Publishes return only once the broker confirmed them and raise
@@ -19,7 +23,7 @@ pause. Publishes return only once the broker confirmed them and raise
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 Handler = Callable[[bytes], Awaitable[None]]
 
@@ -63,6 +67,20 @@ class Bus(ABC):
     @abstractmethod
     async def consume_node(self, node_id: str, handler: Handler) -> None:
         """Declare this node's queue and start consuming it; returns at once."""
+
+    @abstractmethod
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        """Publish on the events topic exchange (keys: ``herald.events``); confirmed.
+
+        Events are notifications (online, offline, joined, left, acked): an event with no
+        bound queue is dropped, as a topic exchange does.
+        """
+
+    @abstractmethod
+    async def consume_events(self, group: str, patterns: Sequence[str], handler: Handler) -> None:
+        """Consume the events matching any of ``patterns`` (AMQP topic syntax: ``*`` one
+        word, ``#`` any number) from the durable queue of ``group``: every consumer of a
+        group competes for the same events, each group gets its own copy. Returns at once."""
 
     @abstractmethod
     async def stop_consuming(self) -> None:

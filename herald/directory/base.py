@@ -12,17 +12,38 @@ Raises ``herald.errors.Unavailable`` when the server cannot be reached.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """One live connection."""
+    """One live connection. ``device`` and ``since`` are what presence queries show."""
 
     app_id: str
     user_id: str
     conn_id: str
+    device: str | None = None
+    since: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """One live connection as presence queries see it: where it is and since when."""
+
+    conn_id: str
+    node_id: str
+    device: str | None
+    since: float
+
+
+ChannelKey = tuple[str, str]  # (app_id, channel), channel being group:<name> or broadcast
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed
 
 
 class Directory(ABC):
@@ -36,12 +57,18 @@ class Directory(ABC):
     async def ping(self) -> None: ...
 
     @abstractmethod
-    async def add_connections(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> None:
-        """Route these connections' users to ``node_id`` (a node calls this at connect)."""
+    async def add_connections(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> list[Presence]:
+        """Route these connections' users to ``node_id`` (a node calls this at connect).
+
+        Returns the connections that are their user's first (the user came online): the
+        check and the write are one atomic step, so two nodes adding a user's first two
+        connections at once report exactly one of them.
+        """
 
     @abstractmethod
-    async def remove_connections(self, node_id: str, conns: Sequence[Presence]) -> None:
-        """Forget these connections (disconnect)."""
+    async def remove_connections(self, node_id: str, conns: Sequence[Presence]) -> list[Presence]:
+        """Forget these connections (disconnect). Returns those that were their user's last
+        (the user went offline), atomically as above."""
 
     @abstractmethod
     async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
@@ -67,3 +94,40 @@ class Directory(ABC):
     @abstractmethod
     async def live_nodes(self) -> list[str]:
         """Ids of the nodes whose heartbeat has not expired."""
+
+    @abstractmethod
+    async def reap_dead_nodes(self) -> list[Presence]:
+        """Clean up after nodes whose heartbeat expired (crashed, not drained).
+
+        Removes their connections, their channel counts and their registration. At most one
+        caller reaps a given node (a claim with a TTL). Returns the reaped connections that
+        were their user's last, so the caller can announce those users offline.
+        """
+
+    # Presence queries ---------------------------------------------------------
+    @abstractmethod
+    async def connections_of(self, app_id: str, user_id: str) -> list[Located]:
+        """The user's connections on live nodes, oldest first."""
+
+    @abstractmethod
+    async def online(self, app_id: str, user_ids: Sequence[str] | None, limit: int) -> dict[str, int]:
+        """Connection counts (on live nodes) of online users: of ``user_ids`` when given,
+        else of the whole app (at most ``limit`` users, in user id order)."""
+
+    # Channel routes (groups and broadcast) -------------------------------------
+    @abstractmethod
+    async def set_channel_counts(self, node_id: str, counts: Mapping[ChannelKey, int], ttl_s: float) -> None:
+        """How many local connections of ``node_id`` read each channel; 0 removes the node
+        from that channel's routes. Routes expire ``ttl_s`` after the last write, like
+        connections, so every heartbeat re-asserts them."""
+
+    @abstractmethod
+    async def nodes_for_channels(self, channels: Sequence[ChannelKey]) -> dict[ChannelKey, set[str]]:
+        """For each channel: the live nodes with at least one reader. Absent: none."""
+
+    # Rate limits ----------------------------------------------------------------
+    @abstractmethod
+    async def take(self, app_id: str, cost: int, rate_per_s: float, burst: int) -> RateDecision:
+        """Token bucket per app, shared by every caller: take ``cost`` tokens if there are
+        that many (refilled at ``rate_per_s`` up to ``burst``), else refuse and say when
+        there will be. A refused call takes nothing."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
-from herald.model import App, Delivery, Message, TokenRecord
+from herald.model import App, AppConfig, Delivery, Message, TokenRecord
 
 # Longer than any request may take (store and bus calls time out in seconds), short
 # enough that a retry after a crash is not refused for long.
@@ -48,6 +48,14 @@ class Store(ABC):
     async def app_for_key(self, key_hash: str) -> str | None:
         """The app id owning the key with this hash, or None."""
 
+    @abstractmethod
+    async def get_app_config(self, app_id: str) -> AppConfig:
+        """The app's webhook and limits; the defaults (``AppConfig()``) if never set."""
+
+    @abstractmethod
+    async def set_app_config(self, app_id: str, config: AppConfig) -> None:
+        """Replace the app's config as a whole (stored as one JSON string, not as fields)."""
+
     # User connect tokens ----------------------------------------------------
     @abstractmethod
     async def insert_token(self, token: TokenRecord) -> None: ...
@@ -60,6 +68,10 @@ class Store(ABC):
     async def delete_token(self, token_hash: str) -> bool:
         """True if a token was deleted."""
 
+    @abstractmethod
+    async def delete_user_tokens(self, app_id: str, user_id: str) -> int:
+        """Delete every token of that app's user; how many there were."""
+
     # Offsets ----------------------------------------------------------------
     @abstractmethod
     async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
@@ -68,6 +80,32 @@ class Store(ABC):
         The caller owns offsets ``new - count + 1 .. new``. Counters start at 0, so the
         first message of a channel has offset 1. Concurrent callers never overlap.
         """
+
+    @abstractmethod
+    async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
+        """Each channel's last allocated offset (0 for a channel never written), in one query."""
+
+    # Groups -----------------------------------------------------------------
+    @abstractmethod
+    async def add_member(self, app_id: str, group: str, user_id: str, joined_after: int, now: float) -> bool:
+        """Make the user a member; True if they were not one already.
+
+        ``joined_after`` is the group channel's last offset when they joined: a member
+        with no acknowledged position starts reading after it, not from the group's first
+        message. Joining again keeps the first record.
+        """
+
+    @abstractmethod
+    async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
+        """True if the user was a member."""
+
+    @abstractmethod
+    async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
+        """Member user ids greater than ``after``, ascending, at most ``limit`` (paging)."""
+
+    @abstractmethod
+    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+        """The user's groups: group name -> ``joined_after`` offset."""
 
     # Messages ---------------------------------------------------------------
     @abstractmethod
