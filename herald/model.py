@@ -196,6 +196,7 @@ class TokenRecord:
     user_id: str
     expires_at: float
     created_at: float = field(default=0.0)
+    device: str | None = None  # a label shown in presence (a connection's ?device= overrides it)
 
 
 # How long per-device delivery records are kept (status detail, not replayable data).

@@ -3,7 +3,11 @@
 The operations used are deliberately few (DESIGN.md section 9): string ``_id``s, inserts,
 ``$set``/``$inc``/``$max`` updates, ``find_one_and_update`` with ``$inc`` and upsert, range
 queries with sort and limit, unique and TTL indexes. That keeps the contract tests, which
-also run against the ``nx-27017`` stand-in, meaningful for a real mongod.
+also run against the ``nx-27017`` stand-in, meaningful for a real mongod. "Insert if absent"
+is ``insert_one`` catching ``DuplicateKeyError`` on the ``_id``, never ``$setOnInsert``.
+
+Composite ``_id``s join their parts with ``|``: app ids, user ids, group names and channel
+names cannot contain it (herald.model's patterns), so each ``_id`` names one record only.
 
 Expiring documents carry a BSON datetime in ``expires_at`` for the TTL indexes, and every
 read also filters ``expires_at > now`` because TTL deletion is lazy. A datetime is only
@@ -35,7 +39,7 @@ from pymongo.errors import (
 
 from herald import codec
 from herald.errors import Conflict, Unavailable
-from herald.model import DELIVERY_RETENTION_S, STATUSES, App, Delivery, Message, TokenRecord, status_rank
+from herald.model import DELIVERY_RETENTION_S, STATUSES, App, AppConfig, Delivery, Message, TokenRecord, status_rank
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 # Faults worth retrying: the server is unreachable, slow, or changing primaries.
@@ -90,6 +94,7 @@ class MongoStore(Store):
         with _translated():
             await db.api_keys.create_index([("app", ASCENDING)])
             await db.tokens.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await db.tokens.create_index([("app", ASCENDING), ("user", ASCENDING)])
             await db.messages.create_index(
                 [("app", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)], unique=True
             )
@@ -100,6 +105,8 @@ class MongoStore(Store):
             await db.deliveries.create_index([("message", ASCENDING)])
             await db.deliveries.create_index([("conn", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)])
             await db.deliveries.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await db.members.create_index([("app", ASCENDING), ("group", ASCENDING), ("user", ASCENDING)], unique=True)
+            await db.members.create_index([("app", ASCENDING), ("user", ASCENDING)])
 
     async def close(self) -> None:
         await self._client.close()
@@ -132,6 +139,21 @@ class MongoStore(Store):
             doc = await self._db.api_keys.find_one({"_id": key_hash})
         return None if doc is None else doc["app"]
 
+    async def get_app_config(self, app_id: str) -> AppConfig:
+        with _translated():
+            doc = await self._db.app_configs.find_one({"_id": app_id})
+        return AppConfig() if doc is None else AppConfig.from_dict(codec.loads(doc["config"]))
+
+    async def set_app_config(self, app_id: str, config: AppConfig) -> None:
+        # Its own collection, not a field of the app's document: an upsert into ``apps``
+        # would create a nameless app for an id never inserted and make insert_app refuse
+        # it later. One JSON string, so a $set replaces the whole config and no field of
+        # an earlier one survives.
+        with _translated():
+            await self._db.app_configs.update_one(
+                {"_id": app_id}, {"$set": {"config": codec.dumps_text(config.to_dict())}}, upsert=True
+            )
+
     # User connect tokens ----------------------------------------------------
     async def insert_token(self, token: TokenRecord) -> None:
         doc = {
@@ -140,6 +162,7 @@ class MongoStore(Store):
             "user": token.user_id,
             "expires_at": _to_datetime(token.expires_at),
             "created_at": token.created_at,
+            "device": token.device,
         }
         with _translated():
             await self._db.tokens.insert_one(doc)
@@ -155,12 +178,18 @@ class MongoStore(Store):
             user_id=doc["user"],
             expires_at=_to_epoch(doc["expires_at"]),
             created_at=doc["created_at"],
+            device=doc.get("device"),
         )
 
     async def delete_token(self, token_hash: str) -> bool:
         with _translated():
             result = await self._db.tokens.delete_one({"_id": token_hash})
         return result.deleted_count > 0
+
+    async def delete_user_tokens(self, app_id: str, user_id: str) -> int:
+        with _translated():
+            result = await self._db.tokens.delete_many({"app": app_id, "user": user_id})
+        return result.deleted_count
 
     # Offsets ----------------------------------------------------------------
     async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
@@ -173,7 +202,7 @@ class MongoStore(Store):
 
     async def _increment(self, app_id: str, channel: str, count: int) -> int:
         args: dict[str, Any] = {
-            "filter": {"_id": f"{app_id}|{channel}"},
+            "filter": {"_id": _counter_id(app_id, channel)},
             "update": {"$inc": {"n": count}},
             "upsert": True,
             "return_document": ReturnDocument.AFTER,
@@ -185,6 +214,51 @@ class MongoStore(Store):
             # before 4.2 do not retry that upsert themselves. The counter exists now.
             doc = await self._db.counters.find_one_and_update(**args)
         return int(doc["n"])
+
+    async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
+        ids = {_counter_id(app_id, channel): channel for channel in channels}
+        if not ids:
+            return {}
+        with _translated():
+            cursor = self._db.counters.find({"_id": {"$in": list(ids)}})
+            found = {ids[doc["_id"]]: int(doc["n"]) async for doc in cursor}
+        # A channel never written has no counter yet: its head is 0, the offset before the first.
+        return {channel: found.get(channel, 0) for channel in ids.values()}
+
+    # Groups -----------------------------------------------------------------
+    async def add_member(self, app_id: str, group: str, user_id: str, joined_after: int, now: float) -> bool:
+        doc = {
+            "_id": _member_id(app_id, group, user_id),
+            "app": app_id,
+            "group": group,
+            "user": user_id,
+            "joined_after": joined_after,
+            "joined_at": now,
+        }
+        with _translated():
+            try:
+                await self._db.members.insert_one(doc)
+            except DuplicateKeyError:
+                return False  # already a member: the first record and its joined_after stand
+        return True
+
+    async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
+        with _translated():
+            result = await self._db.members.delete_one({"_id": _member_id(app_id, group, user_id)})
+        return result.deleted_count > 0
+
+    async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
+        if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+            return []
+        query = {"app": app_id, "group": group, "user": {"$gt": after}}
+        with _translated():
+            cursor = self._db.members.find(query).sort("user", ASCENDING).limit(limit)
+            return [doc["user"] async for doc in cursor]
+
+    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+        with _translated():
+            cursor = self._db.members.find({"app": app_id, "user": user_id})
+            return {doc["group"]: int(doc["joined_after"]) async for doc in cursor}
 
     # Messages ---------------------------------------------------------------
     async def insert_messages(self, messages: Sequence[Message]) -> None:
@@ -376,6 +450,14 @@ class MongoStore(Store):
     async def release_idempotency(self, app_id: str, key: str) -> None:
         with _translated():
             await self._db.idempotency.delete_one({"_id": f"{app_id}|{key}"})
+
+
+def _counter_id(app_id: str, channel: str) -> str:
+    return f"{app_id}|{channel}"
+
+
+def _member_id(app_id: str, group: str, user_id: str) -> str:
+    return f"{app_id}|{group}|{user_id}"
 
 
 def _message_doc(message: Message) -> dict[str, Any]:

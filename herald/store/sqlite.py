@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from herald import codec
 from herald.errors import Conflict, Unavailable
-from herald.model import DELIVERY_RETENTION_S, STATUSES, App, Delivery, Message, TokenRecord, status_rank
+from herald.model import DELIVERY_RETENTION_S, STATUSES, App, AppConfig, Delivery, Message, TokenRecord, status_rank
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 
 T = TypeVar("T")
@@ -42,20 +42,35 @@ CREATE TABLE IF NOT EXISTS api_keys (
     app_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_keys_app ON api_keys (app_id);
+CREATE TABLE IF NOT EXISTS app_configs (
+    app_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
     app_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     expires_at REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    device TEXT
 );
 CREATE INDEX IF NOT EXISTS tokens_expires_at ON tokens (expires_at);
+CREATE INDEX IF NOT EXISTS tokens_app_user ON tokens (app_id, user_id);
 CREATE TABLE IF NOT EXISTS counters (
     app_id TEXT NOT NULL,
     channel TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (app_id, channel)
 );
+CREATE TABLE IF NOT EXISTS members (
+    app_id TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    joined_after INTEGER NOT NULL,
+    joined_at REAL NOT NULL,
+    PRIMARY KEY (app_id, group_name, user_id)
+);
+CREATE INDEX IF NOT EXISTS members_user ON members (app_id, user_id);
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
     app_id TEXT NOT NULL,
@@ -126,6 +141,18 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+# Columns added after a table was first released: (table, column, declaration).
+_ADDED_COLUMNS = (("tokens", "device", "TEXT"),)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a data directory written by an earlier version up to the current schema."""
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self._path = path
@@ -175,6 +202,7 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(SCHEMA)
+            _migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -233,13 +261,35 @@ class SqliteStore(Store):
         row = await self._run(work)
         return None if row is None else row["app_id"]
 
+    async def get_app_config(self, app_id: str) -> AppConfig:
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            return conn.execute("SELECT config FROM app_configs WHERE app_id = ?", (app_id,)).fetchone()
+
+        row = await self._run(work)
+        return AppConfig() if row is None else AppConfig.from_dict(codec.loads(row["config"]))
+
+    async def set_app_config(self, app_id: str, config: AppConfig) -> None:
+        # One JSON text, as the MongoDB store keeps it: new settings need no migration.
+        text = codec.dumps_text(config.to_dict())
+
+        def work(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO app_configs (app_id, config) VALUES (?, ?)"
+                    " ON CONFLICT (app_id) DO UPDATE SET config = excluded.config",
+                    (app_id, text),
+                )
+
+        await self._run(work)
+
     # User connect tokens ----------------------------------------------------
     async def insert_token(self, token: TokenRecord) -> None:
         def work(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.execute(
-                    "INSERT INTO tokens (token_hash, app_id, user_id, expires_at, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (token.token_hash, token.app_id, token.user_id, token.expires_at, token.created_at),
+                    "INSERT INTO tokens (token_hash, app_id, user_id, expires_at, created_at, device)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (token.token_hash, token.app_id, token.user_id, token.expires_at, token.created_at, token.device),
                 )
 
         await self._run(work)
@@ -259,12 +309,20 @@ class SqliteStore(Store):
             user_id=row["user_id"],
             expires_at=row["expires_at"],
             created_at=row["created_at"],
+            device=row["device"],
         )
 
     async def delete_token(self, token_hash: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
                 return conn.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,)).rowcount > 0
+
+        return await self._run(work)
+
+    async def delete_user_tokens(self, app_id: str, user_id: str) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.execute("DELETE FROM tokens WHERE app_id = ? AND user_id = ?", (app_id, user_id)).rowcount
 
         return await self._run(work)
 
@@ -283,6 +341,68 @@ class SqliteStore(Store):
             return allocated
 
         return await self._run(work)
+
+    async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(channels))
+        if not wanted:
+            return {}
+
+        # The channels go in as one JSON array: one statement for any number of them,
+        # never past SQLite's limit on bound parameters.
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT channel, n FROM counters WHERE app_id = ? AND channel IN (SELECT value FROM json_each(?))",
+                (app_id, codec.dumps_text(wanted)),
+            ).fetchall()
+
+        found = {row["channel"]: int(row["n"]) for row in await self._run(work)}
+        # A channel never written has no counter yet: its head is 0, the offset before the first.
+        return {channel: found.get(channel, 0) for channel in wanted}
+
+    # Groups -----------------------------------------------------------------
+    async def add_member(self, app_id: str, group: str, user_id: str, joined_after: int, now: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                # Already a member: nothing is written, the first record and its joined_after stand.
+                inserted = conn.execute(
+                    "INSERT INTO members (app_id, group_name, user_id, joined_after, joined_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, group_name, user_id) DO NOTHING",
+                    (app_id, group, user_id, joined_after, now),
+                )
+                return inserted.rowcount > 0
+
+        return await self._run(work)
+
+    async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                deleted = conn.execute(
+                    "DELETE FROM members WHERE app_id = ? AND group_name = ? AND user_id = ?", (app_id, group, user_id)
+                )
+                return deleted.rowcount > 0
+
+        return await self._run(work)
+
+    async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
+        if limit <= 0:  # SQLite reads a negative limit as "no limit"
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT user_id FROM members WHERE app_id = ? AND group_name = ? AND user_id > ?"
+                " ORDER BY user_id LIMIT ?",
+                (app_id, group, after, limit),
+            ).fetchall()
+
+        return [row["user_id"] for row in await self._run(work)]
+
+    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(
+                "SELECT group_name, joined_after FROM members WHERE app_id = ? AND user_id = ?", (app_id, user_id)
+            ).fetchall()
+
+        return {row["group_name"]: int(row["joined_after"]) for row in await self._run(work)}
 
     # Messages ---------------------------------------------------------------
     async def insert_messages(self, messages: Sequence[Message]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from herald.errors import Conflict, Unavailable
-from herald.model import App, Delivery, Message, TokenRecord
+from herald.model import App, AppConfig, AppLimits, Delivery, Message, TokenRecord
 from herald.store.base import CLAIM_TIMEOUT_S, Store
 from herald.store.mongo import MongoStore
 from herald.store.sqlite import SqliteStore
@@ -115,6 +115,30 @@ async def test_channels_have_independent_counters(store: Store) -> None:
 async def test_apps_have_independent_counters(store: Store) -> None:
     await store.allocate_offsets(APP, {"user:ann": 7})
     assert await store.allocate_offsets(OTHER_APP, {"user:ann": 1}) == {"user:ann": 1}
+
+
+async def test_channel_heads_are_the_last_allocated_offsets(store: Store) -> None:
+    await store.allocate_offsets(APP, {"user:ann": 3, "group:ops": 2})
+    await store.allocate_offsets(APP, {"group:ops": 4})
+    assert await store.channel_heads(APP, ["user:ann", "group:ops"]) == {"user:ann": 3, "group:ops": 6}
+
+
+async def test_channel_heads_of_never_written_channels_are_zero(store: Store) -> None:
+    await store.allocate_offsets(APP, {"user:ann": 2})
+    await store.allocate_offsets(OTHER_APP, {"broadcast": 5})
+    heads = await store.channel_heads(APP, ["user:ann", "user:bob", "broadcast"])
+    assert heads == {"user:ann": 2, "user:bob": 0, "broadcast": 0}
+
+
+async def test_channel_heads_of_no_channels_are_empty(store: Store) -> None:
+    assert await store.channel_heads(APP, []) == {}
+
+
+async def test_channel_heads_cover_many_channels_at_once(store: Store) -> None:
+    written = {f"user:u{i}": i + 1 for i in range(0, 1200, 2)}
+    await store.allocate_offsets(APP, written)
+    wanted = [f"user:u{i}" for i in range(1200)]
+    assert await store.channel_heads(APP, wanted) == {channel: written.get(channel, 0) for channel in wanted}
 
 
 # Messages --------------------------------------------------------------------
@@ -345,6 +369,45 @@ async def test_replaced_api_key_stops_working(store: Store) -> None:
     assert await store.app_for_key("hash-other") == OTHER_APP
 
 
+async def test_app_config_is_the_default_until_set(store: Store, now: float) -> None:
+    await store.insert_app(App(app_id=APP, name="Shop", created_at=now))
+    assert await store.get_app_config(APP) == AppConfig()
+    assert await store.get_app_config("app_ffffffffffffffff") == AppConfig()  # no such app
+
+
+async def test_app_config_reads_back_as_set(store: Store) -> None:
+    config = AppConfig(
+        webhook_url="https://shop.example/hooks?tag=ü&x=1",
+        webhook_secret="s3cr€t",
+        limits=AppLimits(messages_per_s=12.5, burst=40, max_payload=65536, connections_per_user=3, frames_per_s=2.0),
+    )
+    await store.set_app_config(APP, config)
+    assert await store.get_app_config(APP) == config
+
+
+async def test_setting_app_config_replaces_it_whole(store: Store) -> None:
+    await store.set_app_config(APP, AppConfig(webhook_url="https://a.example/", limits=AppLimits(burst=9)))
+    replacement = AppConfig(webhook_secret="only-this")
+    await store.set_app_config(APP, replacement)
+    assert await store.get_app_config(APP) == replacement
+
+
+async def test_app_config_of_one_app_leaves_others_at_default(store: Store) -> None:
+    await store.set_app_config(APP, AppConfig(webhook_url="https://a.example/"))
+    assert await store.get_app_config(OTHER_APP) == AppConfig()
+
+
+async def test_setting_app_config_leaves_the_app_record_alone(store: Store, now: float) -> None:
+    """Config may be set before the app is inserted; inserting it must still work, and once."""
+    await store.set_app_config(APP, AppConfig(webhook_url="https://a.example/"))
+    app = App(app_id=APP, name="Shop", created_at=now)
+    await store.insert_app(app)
+    await store.set_app_config(APP, AppConfig(webhook_url="https://b.example/"))
+    assert await store.get_app(APP) == app
+    with pytest.raises(Conflict):
+        await store.insert_app(App(app_id=APP, name="again", created_at=now))
+
+
 # Tokens ----------------------------------------------------------------------
 
 
@@ -356,6 +419,12 @@ async def test_token_expires(store: Store, now: float) -> None:
     assert await store.get_token("t1", now + 300) is None
 
 
+async def test_a_token_keeps_its_device_label(store: Store, now: float) -> None:
+    token = TokenRecord("t2", APP, "ann", now + 300, now, device="phone")
+    await store.insert_token(token)
+    assert await store.get_token("t2", now) == token
+
+
 async def test_deleted_token_is_gone(store: Store, now: float) -> None:
     await store.insert_token(TokenRecord("t1", APP, "ann", now + HOUR, now))
     await store.insert_token(TokenRecord("t2", APP, "ann", now + HOUR, now))
@@ -364,6 +433,114 @@ async def test_deleted_token_is_gone(store: Store, now: float) -> None:
     assert await store.get_token("t1", now) is None
     assert await store.delete_token("t1") is False
     assert await store.get_token("t2", now) is not None
+
+
+async def test_deleting_a_users_tokens_deletes_all_of_them_and_counts_them(store: Store, now: float) -> None:
+    for token_hash in ("t1", "t2", "t3"):
+        await store.insert_token(TokenRecord(token_hash, APP, "ann", now + HOUR, now))
+
+    assert await store.delete_user_tokens(APP, "ann") == 3
+    assert [await store.get_token(t, now) for t in ("t1", "t2", "t3")] == [None, None, None]
+    assert await store.delete_user_tokens(APP, "ann") == 0
+
+
+async def test_deleting_a_users_tokens_spares_other_users_and_apps(store: Store, now: float) -> None:
+    await store.insert_token(TokenRecord("mine", APP, "ann", now + HOUR, now))
+    others = [TokenRecord("bob", APP, "bob", now + HOUR, now), TokenRecord("ann-b", OTHER_APP, "ann", now + HOUR, now)]
+    for token in others:
+        await store.insert_token(token)
+
+    assert await store.delete_user_tokens(APP, "ann") == 1
+    assert [await store.get_token(t.token_hash, now) for t in others] == others
+
+
+# Groups ----------------------------------------------------------------------
+
+
+async def test_joining_a_group_makes_a_member(store: Store, now: float) -> None:
+    assert await store.add_member(APP, "ops", "ann", 7, now) is True
+    assert await store.list_members(APP, "ops", "", 10) == ["ann"]
+    assert await store.groups_of(APP, "ann") == {"ops": 7}
+
+
+async def test_joining_twice_keeps_the_first_record(store: Store, now: float) -> None:
+    assert await store.add_member(APP, "ops", "ann", 7, now) is True
+    assert await store.add_member(APP, "ops", "ann", 12, now + 5) is False
+    assert await store.groups_of(APP, "ann") == {"ops": 7}
+    assert await store.list_members(APP, "ops", "", 10) == ["ann"]
+
+
+async def test_concurrent_joins_of_one_user_have_one_winner(store: Store, now: float) -> None:
+    results = await asyncio.gather(*(store.add_member(APP, "ops", "ann", k, now) for k in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+    joined_after = (await store.groups_of(APP, "ann"))["ops"]
+    assert results[joined_after] is True  # the record kept is the winner's
+
+
+async def test_a_removed_member_is_gone(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 0, now)
+    await store.add_member(APP, "ops", "bob", 0, now)
+
+    assert await store.remove_member(APP, "ops", "ann") is True
+    assert await store.remove_member(APP, "ops", "ann") is False
+    assert await store.list_members(APP, "ops", "", 10) == ["bob"]
+    assert await store.groups_of(APP, "ann") == {}
+
+
+async def test_removing_a_non_member_changes_nothing(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 0, now)
+    assert await store.remove_member(APP, "ops", "bob") is False
+    assert await store.remove_member(APP, "dev", "ann") is False
+    assert await store.list_members(APP, "ops", "", 10) == ["ann"]
+
+
+async def test_a_member_who_left_can_join_again_from_a_new_position(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 3, now)
+    await store.remove_member(APP, "ops", "ann")
+    assert await store.add_member(APP, "ops", "ann", 9, now + 1) is True
+    assert await store.groups_of(APP, "ann") == {"ops": 9}
+
+
+async def test_list_members_pages_in_ascending_order(store: Store, now: float) -> None:
+    users = ["zed", "ann", "bob@x.io", "Carl", "ann.b", "u:1", "u-2", "u+3", "u=4", "u_5", "009"]
+    for user in users:
+        await store.add_member(APP, "ops", user, 0, now)
+    await store.add_member(APP, "dev", "aaa", 0, now)
+
+    pages, after = [], ""
+    while page := await store.list_members(APP, "ops", after, 3):
+        assert len(page) <= 3
+        pages.append(page)
+        after = page[-1]
+    # Plain code point (byte) order, the same in both stores: capitals before lower case.
+    assert [user for page in pages for user in page] == sorted(users)
+    assert len(pages) == 4
+    assert await store.list_members(APP, "ops", "u:1", 10) == ["u=4", "u_5", "zed"]
+
+
+async def test_list_members_with_a_limit_of_zero_returns_nothing(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 0, now)
+    assert await store.list_members(APP, "ops", "", 0) == []
+
+
+async def test_groups_of_maps_each_group_to_its_joined_after(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 4, now)
+    await store.add_member(APP, "dev:eu", "ann", 0, now)
+    await store.add_member(APP, "ops", "bob", 8, now)
+    assert await store.groups_of(APP, "ann") == {"ops": 4, "dev:eu": 0}
+    assert await store.groups_of(APP, "nobody") == {}
+
+
+async def test_groups_of_one_app_are_invisible_to_another(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 4, now)
+
+    assert await store.list_members(OTHER_APP, "ops", "", 10) == []
+    assert await store.groups_of(OTHER_APP, "ann") == {}
+    assert await store.remove_member(OTHER_APP, "ops", "ann") is False
+    assert await store.add_member(OTHER_APP, "ops", "ann", 1, now) is True
+
+    assert await store.groups_of(APP, "ann") == {"ops": 4}
+    assert await store.groups_of(OTHER_APP, "ann") == {"ops": 1}
 
 
 # Idempotency -----------------------------------------------------------------
