@@ -17,9 +17,15 @@ So ``app_123.#`` is everything of one app, ``*.user.*`` every presence change of
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from herald import codec
+from herald.bus.base import Bus
+from herald.errors import Unavailable
 from herald.model import now_ms
+
+log = logging.getLogger("herald.events")
 
 USER_ONLINE = "user.online"
 USER_OFFLINE = "user.offline"
@@ -35,6 +41,16 @@ def event(kind: str, app_id: str, **fields: Any) -> dict[str, Any]:
 
 def routing_key(value: dict[str, Any]) -> str:
     return f"{value['app_id']}.{value['type']}"
+
+
+async def publish(bus: Bus, value: dict[str, Any]) -> bool:
+    """Publish one event; a broker outage loses the notification, never the request."""
+    try:
+        await bus.publish_event(routing_key(value), codec.dumps(value))
+    except Unavailable as exc:
+        log.warning("could not publish a %s event: %s", value["type"], exc.message)
+        return False
+    return True
 
 
 def topic_matches(pattern: str, key: str) -> bool:

@@ -18,6 +18,11 @@ push_handshakes_rejected = Counter(
     "herald_push_handshakes_rejected", "Handshakes refused before the upgrade", ["reason"], registry=REGISTRY
 )
 
+# Each event ends as exactly one of delivered, failed (refused or out of attempts) or dropped
+# (no room to retry, malformed, or abandoned at shutdown); ``retried`` counts failed attempts
+# that will be tried again.
+webhooks = Counter("herald_webhooks", "Webhook outcomes", ["outcome"], registry=REGISTRY)
+
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type."""

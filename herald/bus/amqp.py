@@ -9,7 +9,12 @@ Topology (every name from ``herald.names.Names``):
   nodes' deliveries and acks, persistent and confirmed like collect's batches;
 - ``nodes_exchange`` (direct, durable) -> ``node_queue(node)``, routing key = node id:
   not durable, not exclusive, with ``x-expires`` so the queue of a node that died goes
-  away on its own; publishes to a node without a queue are dropped by the broker.
+  away on its own; publishes to a node without a queue are dropped by the broker;
+- ``events_exchange`` (topic, durable) -> ``events_queue(group)`` (durable, one per
+  consumer group, bound once per pattern): notifications, persistent and confirmed; an
+  event no queue is bound for is dropped by the broker. A group's queue keeps at most
+  ``EVENTS_QUEUE_MAX`` events (oldest dropped first), so a group whose consumers are gone
+  for good cannot fill the broker's disk with notifications nobody will read.
 
 Two channels: one with publisher confirms for publishing, one with a bounded prefetch
 for consuming, so a slow consumer never delays a confirm. Both declare the topology, and
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +83,9 @@ OPERATION_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 5.0
 # How long stopping lets a handler in flight finish before cancelling it.
 HANDLER_GRACE_S = 10.0
+# Events one group's queue keeps before the broker drops the oldest (``x-max-length``,
+# overflow ``drop-head``, RabbitMQ's default). The same bound as ``MemoryBus``.
+EVENTS_QUEUE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,7 @@ class _Topology:
     channel: AbstractRobustChannel
     dispatch_exchange: AbstractRobustExchange
     nodes_exchange: AbstractRobustExchange
+    events_exchange: AbstractRobustExchange
     dispatch_queue: AbstractRobustQueue
     receipts_queue: AbstractRobustQueue
 
@@ -332,6 +341,28 @@ class AmqpBus(Bus):
             self._node_queues.append(name)
         await self._subscribe(queue, handler)
 
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        publisher = self._require(self._publisher)
+        # Not mandatory: an event nobody bound a queue for is dropped, as the contract says.
+        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
+        await self._confirmed([publisher.events_exchange.publish(message, routing_key, mandatory=False)])
+
+    async def consume_events(self, group: str, patterns: Sequence[str], handler: Handler) -> None:
+        subscriber = self._require(self._subscriber)
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                queue = await subscriber.channel.declare_queue(
+                    self._names.events_queue(group),
+                    durable=True,
+                    arguments={"x-max-length": EVENTS_QUEUE_MAX},
+                )
+                for pattern in patterns:
+                    # The robust queue records its bindings and replays them after a reconnect.
+                    await queue.bind(subscriber.events_exchange, routing_key=pattern)
+        except RETRYABLE as exc:
+            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+        await self._subscribe(queue, handler)
+
     async def stop_consuming(self) -> None:
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(consumer.stop() for consumer in consumers))
@@ -344,11 +375,12 @@ class AmqpBus(Bus):
             self._names.dispatch_exchange, ExchangeType.DIRECT, durable=True
         )
         nodes_exchange = await channel.declare_exchange(self._names.nodes_exchange, ExchangeType.DIRECT, durable=True)
+        events_exchange = await channel.declare_exchange(self._names.events_exchange, ExchangeType.TOPIC, durable=True)
         dispatch_queue = await channel.declare_queue(self._names.dispatch_queue, durable=True)
         await dispatch_queue.bind(dispatch_exchange, routing_key=self._dispatch_routing_key)
         receipts_queue = await channel.declare_queue(self._names.receipts_queue, durable=True)
         await receipts_queue.bind(dispatch_exchange, routing_key=self._names.receipts_queue)
-        return _Topology(channel, dispatch_exchange, nodes_exchange, dispatch_queue, receipts_queue)
+        return _Topology(channel, dispatch_exchange, nodes_exchange, events_exchange, dispatch_queue, receipts_queue)
 
     async def _subscribe(self, queue: AbstractRobustQueue, handler: Handler) -> None:
         consumer = _Consumer(queue, handler)

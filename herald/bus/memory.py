@@ -11,6 +11,13 @@ waits up to ``PUBLISH_TIMEOUT_S`` for room, then raises ``Unavailable`` (dispatc
 requeues and retries) instead of dropping anything. The dispatch queue is unbounded:
 everything in it is already in the store, so its size is bounded by what collect
 accepted, and refusing it here would only move the same backlog to the outbox.
+
+Events: ``consume_events`` declares its group's queue (once, then it stays, as a durable
+queue does) and adds its patterns to the group's bindings; ``publish_event`` puts a copy
+in every group with a matching pattern (``herald.events.topic_matches``) and drops the
+event when none matches, as an unbound topic exchange does. A group's queue keeps at most
+``EVENTS_QUEUE_MAX`` events and then drops the oldest (RabbitMQ's ``x-max-length``): a
+notification must never make its publisher (a push node) wait for a slow webhook.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from herald.bus.base import REDELIVERY_PAUSE_S, Bus, Handler
 from herald.errors import Unavailable
+from herald.events import topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,8 @@ NODE_QUEUE_MAX = 10_000
 PUBLISH_TIMEOUT_S = 5.0
 # How long stop_consuming lets a handler in flight finish before cancelling it.
 HANDLER_GRACE_S = 10.0
+# Events one group's queue keeps before dropping the oldest; the same bound as AmqpBus.
+EVENTS_QUEUE_MAX = 100_000
 
 
 class _Mailbox:
@@ -49,6 +60,15 @@ class _Mailbox:
             await self._writable.wait()
         self._items.append(body)
         self._changed()
+
+    def put_dropping_head(self, body: bytes) -> bool:
+        """Append without waiting; when full, drop the oldest first. True if one was dropped."""
+        dropped = bool(self._maxsize) and len(self._items) >= self._maxsize
+        if dropped:
+            self._items.popleft()
+        self._items.append(body)
+        self._changed()
+        return dropped
 
     def put_front(self, body: bytes) -> None:
         """Return a message taken with ``get``; its room was never given away, so no wait."""
@@ -120,11 +140,23 @@ class _Consumer:
                 self._mailbox.put_front(body)
 
 
+@dataclass(slots=True)
+class _EventGroup:
+    """One group's queue and the patterns bound to it."""
+
+    mailbox: _Mailbox = field(default_factory=lambda: _Mailbox(EVENTS_QUEUE_MAX))
+    patterns: set[str] = field(default_factory=set)
+
+    def wants(self, routing_key: str) -> bool:
+        return any(topic_matches(pattern, routing_key) for pattern in self.patterns)
+
+
 class MemoryBus(Bus):
     def __init__(self) -> None:
         self._dispatch = _Mailbox()
         self._receipts = _Mailbox()
         self._nodes: dict[str, _Mailbox] = {}
+        self._event_groups: dict[str, _EventGroup] = {}
         self._consumers: list[_Consumer] = []
         self._closed = False
 
@@ -169,6 +201,18 @@ class MemoryBus(Bus):
         self._check_open()
         mailbox = self._nodes.setdefault(node_id, _Mailbox(NODE_QUEUE_MAX))
         self._consumers.append(_Consumer(f"node:{node_id}", mailbox, handler))
+
+    async def publish_event(self, routing_key: str, body: bytes) -> None:
+        self._check_open()
+        for name, group in self._event_groups.items():
+            if group.wants(routing_key) and group.mailbox.put_dropping_head(body):
+                log.warning("events queue %s is full (%s); dropped its oldest event", name, EVENTS_QUEUE_MAX)
+
+    async def consume_events(self, group: str, patterns: Sequence[str], handler: Handler) -> None:
+        self._check_open()
+        declared = self._event_groups.setdefault(group, _EventGroup())
+        declared.patterns.update(patterns)
+        self._consumers.append(_Consumer(f"events:{group}", declared.mailbox, handler))
 
     async def stop_consuming(self) -> None:
         consumers, self._consumers = self._consumers, []

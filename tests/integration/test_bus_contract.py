@@ -7,6 +7,7 @@ a new connection; in memory one process has one bus, so every ``open()`` returns
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -24,6 +25,9 @@ from tests.support.servers import free_port
 WAIT_S = 15.0
 # Long enough for a stray delivery to show up; used only to check that none does.
 QUIET_S = 0.5
+# Every events group these tests use: their durable queues are deleted after each test
+# (tests/support/cleanup.py does not know about events yet).
+GROUPS = ("webhooks", "audit", "presence", "everything")
 
 
 class Broker:
@@ -68,6 +72,20 @@ async def broker(request: pytest.FixtureRequest, namespace: str, amqp_url: str) 
         yield broker
     finally:
         await broker.close_all()
+
+
+@pytest.fixture(autouse=True)
+async def _drop_events_topology(namespace: str, amqp_url: str) -> AsyncIterator[None]:
+    """Delete the events exchange and queues once the test's buses are closed."""
+    yield
+    names = Names(namespace)
+    with contextlib.suppress(Exception):
+        connection = await aio_pika.connect(amqp_url, timeout=5)
+        async with connection:
+            channel = await connection.channel()
+            for group in GROUPS:
+                await asyncio.wait_for(channel.queue_delete(names.events_queue(group)), 5)
+            await asyncio.wait_for(channel.exchange_delete(names.events_exchange), 5)
 
 
 class Inbox:
@@ -312,6 +330,141 @@ async def test_a_closed_bus_refuses_to_publish(broker: Broker) -> None:
 
     with pytest.raises(Unavailable):
         await bus.publish_dispatch(b"late")
+
+
+# Events ----------------------------------------------------------------------------------
+
+
+async def test_an_event_reaches_a_matching_group_and_no_other(broker: Broker) -> None:
+    matching, other = Inbox(), Inbox()
+    await (await broker.open()).consume_events("webhooks", ["app_1.user.*"], matching)
+    await (await broker.open()).consume_events("audit", ["app_2.#"], other)
+    publisher = await broker.open()
+
+    await publisher.publish_event("app_1.user.online", b"online")
+
+    await eventually(lambda: len(matching.bodies) >= 1)
+    await asyncio.sleep(QUIET_S)
+    assert matching.bodies == [b"online"]
+    assert other.bodies == []
+
+
+async def test_every_group_gets_its_own_copy(broker: Broker) -> None:
+    webhooks, audit = Inbox(), Inbox()
+    await (await broker.open()).consume_events("webhooks", ["#"], webhooks)
+    await (await broker.open()).consume_events("audit", ["app_1.#"], audit)
+    publisher = await broker.open()
+
+    for body in numbered(10):
+        await publisher.publish_event("app_1.group.joined", body)
+
+    await eventually(lambda: len(webhooks.bodies) >= 10 and len(audit.bodies) >= 10)
+    assert webhooks.bodies == numbered(10)
+    assert audit.bodies == numbered(10)
+
+
+async def test_consumers_of_one_group_share_its_events(broker: Broker) -> None:
+    first, second = Inbox(delay_s=0.005), Inbox(delay_s=0.005)
+    await (await broker.open()).consume_events("webhooks", ["*.user.*"], first)
+    await (await broker.open()).consume_events("webhooks", ["*.user.*"], second)
+    publisher = await broker.open()
+
+    for body in numbered(40):
+        await publisher.publish_event("app_1.user.offline", body)
+
+    await eventually(lambda: len(first.bodies) + len(second.bodies) >= 40)
+    await asyncio.sleep(QUIET_S)
+    assert sorted(first.bodies + second.bodies) == numbered(40)
+    assert first.bodies and second.bodies
+
+
+async def test_star_is_one_word_and_hash_is_any_number(broker: Broker) -> None:
+    star, hash_tail, one_word, every = Inbox(), Inbox(), Inbox(), Inbox()
+    bus = await broker.open()
+    await bus.consume_events("presence", ["*.user.*"], star)
+    await bus.consume_events("audit", ["app_1.#"], hash_tail)
+    await bus.consume_events("webhooks", ["app_1.*"], one_word)
+    await bus.consume_events("everything", ["#"], every)
+    keys = ["app_1.user.online", "app_2.user.offline", "app_1.group.joined", "app_1", "app_2.message.acked"]
+
+    for key in keys:
+        await bus.publish_event(key, key.encode())
+
+    await eventually(lambda: len(every.bodies) >= len(keys))
+    await asyncio.sleep(QUIET_S)
+    assert every.bodies == [key.encode() for key in keys]
+    assert star.bodies == [b"app_1.user.online", b"app_2.user.offline"]
+    assert hash_tail.bodies == [b"app_1.user.online", b"app_1.group.joined", b"app_1"]
+    assert one_word.bodies == []
+
+
+async def test_each_pattern_of_a_group_is_bound(broker: Broker) -> None:
+    inbox = Inbox()
+    bus = await broker.open()
+    await bus.consume_events("webhooks", ["*.user.online", "app_2.#"], inbox)
+
+    for key in ["app_1.user.online", "app_1.user.offline", "app_2.group.left"]:
+        await bus.publish_event(key, key.encode())
+
+    await eventually(lambda: len(inbox.bodies) >= 2)
+    await asyncio.sleep(QUIET_S)
+    assert inbox.bodies == [b"app_1.user.online", b"app_2.group.left"]
+
+
+async def test_events_before_a_group_exists_are_dropped_and_after_it_they_wait(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.publish_event("app_1.user.online", b"nobody-bound")
+    first = Inbox()
+    await bus.consume_events("webhooks", ["app_1.#"], first)
+    await bus.publish_event("app_1.user.online", b"seen")
+    await eventually(lambda: len(first.bodies) >= 1)
+
+    await bus.stop_consuming()
+    await bus.publish_event("app_1.user.offline", b"waits")
+    await asyncio.sleep(QUIET_S)
+    later = Inbox()
+    await bus.consume_events("webhooks", ["app_1.#"], later)
+
+    await eventually(lambda: len(later.bodies) >= 1)
+    await asyncio.sleep(QUIET_S)
+    assert first.bodies == [b"seen"]
+    assert later.bodies == [b"waits"]
+
+
+async def test_a_failing_event_handler_gets_the_event_again(broker: Broker) -> None:
+    bus = await broker.open()
+    attempts: list[bytes] = []
+
+    async def fails_once(body: bytes) -> None:
+        attempts.append(body)
+        if len(attempts) == 1:
+            raise RuntimeError("the store is down")
+
+    await bus.consume_events("webhooks", ["#"], fails_once)
+    await bus.publish_event("app_1.user.online", b"e")
+
+    await eventually(lambda: len(attempts) >= 2)
+    assert attempts == [b"e", b"e"]
+
+
+async def test_consuming_covers_event_consumers(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.consume_events("webhooks", ["#"], Inbox())
+    assert bus.consuming()
+
+    await broker.kill_consumers(bus)
+    await eventually(lambda: not bus.consuming())
+
+    await bus.stop_consuming()
+    assert not bus.consuming()
+
+
+async def test_a_closed_bus_refuses_to_publish_events(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.close()
+
+    with pytest.raises(Unavailable):
+        await bus.publish_event("app_1.user.online", b"late")
 
 
 # RabbitMQ only ---------------------------------------------------------------------------

@@ -22,6 +22,11 @@ async def drop_namespace(namespace: str, *, amqp_url: str, redis_url: str, mongo
         await asyncio.wait_for(_drop_mongo(namespace, mongo_url), 10)
 
 
+# Consumer groups of the events exchange that tests and services declare: dispatch's
+# webhook senders, and the queues tests bind to watch events.
+EVENT_GROUPS = ("webhooks", "watch")
+
+
 async def _drop_redis(names: Names, url: str) -> None:
     client = aioredis.from_url(url)
     try:
@@ -40,6 +45,9 @@ async def _drop_amqp(names: Names, url: str) -> None:
         await channel.queue_delete(names.receipts_queue)
         await channel.exchange_delete(names.dispatch_exchange)
         await channel.exchange_delete(names.nodes_exchange)
+        for group in EVENT_GROUPS:
+            await channel.queue_delete(names.events_queue(group))
+        await channel.exchange_delete(names.events_exchange)
     finally:
         await connection.close()
 

@@ -1,0 +1,274 @@
+"""Webhooks against a real HTTP receiver on the loopback: what arrives, how often, and when not.
+
+The receiver is a few lines of asyncio HTTP/1.1 (one request per connection) so a test
+can script its answers (500, 500, 200), make it slow, and see every byte it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from herald import codec, events, metrics, webhooks
+from herald.model import AppConfig
+from tests.support.servers import free_port
+
+WAIT_S = 10.0
+# Long enough for a stray retry to show up (the delays below are about 10 ms); used only
+# to check that none does.
+QUIET_S = 0.3
+SECRET = "whsec_test"
+FAST = {"base_delay_s": 0.01, "max_delay_s": 0.05, "timeout_s": 2.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """An HTTP endpoint answering with the scripted statuses in turn, then ``then``."""
+
+    def __init__(self, script: list[int] | None = None, then: int = 200, delays_s: list[float] | None = None) -> None:
+        self.script = list(script or [])
+        self.then = then
+        self.delays_s = list(delays_s or [])
+        self.requests: list[Received] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hooks/herald?token=t"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await asyncio.wait_for(self._server.wait_closed(), WAIT_S)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(WAIT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in lines if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.requests.append(Received(method, target, headers, body))
+                if self.delays_s:
+                    await asyncio.sleep(self.delays_s.pop(0))
+                status = self.script.pop(0) if self.script else self.then
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".encode())
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = Receiver()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def sender_for(config: AppConfig, **options: float) -> AsyncIterator[webhooks.WebhookSender]:
+    async def config_of(app_id: str) -> AppConfig:
+        assert app_id == "app_1"
+        return config
+
+    sender = webhooks.WebhookSender(config_of, **{**FAST, **options})  # type: ignore[arg-type]
+    await sender.start()
+    try:
+        yield sender
+    finally:
+        await asyncio.wait_for(sender.close(), WAIT_S)
+
+
+def an_event(kind: str = events.USER_ONLINE) -> bytes:
+    return codec.dumps(events.event(kind, "app_1", user_id="u7", conn_id="c1", node_id="n1"))
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    async def poll() -> None:
+        while not check():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+def counts() -> dict[str, float]:
+    text = metrics.exposition()[0].decode()
+    return {
+        outcome: metrics.sample(text, "herald_webhooks_total", f'outcome="{outcome}"')
+        for outcome in ("delivered", "retried", "failed", "dropped")
+    }
+
+
+def changes(before: dict[str, float]) -> dict[str, float]:
+    after = counts()
+    return {outcome: after[outcome] - before[outcome] for outcome in after if after[outcome] != before[outcome]}
+
+
+async def test_the_event_arrives_signed_with_the_apps_secret(receiver: Receiver) -> None:
+    body = an_event()
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=receiver.url, webhook_secret=SECRET)) as sender:
+        await asyncio.wait_for(sender.handle(body), WAIT_S)
+
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    assert (request.method, request.path) == ("POST", "/hooks/herald?token=t")
+    assert request.body == body
+    assert webhooks.verify(SECRET, request.body, request.headers["x-herald-signature"])
+    assert not webhooks.verify("another secret", request.body, request.headers["x-herald-signature"])
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-herald-event"] == "user.online"
+    assert request.headers["user-agent"] == "herald-webhooks"
+    uuid.UUID(request.headers["x-herald-delivery"])
+    assert changes(before) == {"delivered": 1}
+
+
+async def test_server_errors_are_retried_with_the_same_delivery_id(receiver: Receiver) -> None:
+    receiver.script = [500, 500]
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=receiver.url, webhook_secret=SECRET)) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        # handle() returned after the first attempt: the retries go on without it.
+        assert len(receiver.requests) == 1
+        assert sender.pending == 1
+        await eventually(lambda: len(receiver.requests) >= 3 and sender.pending == 0)
+        await asyncio.sleep(QUIET_S)
+
+    assert len(receiver.requests) == 3
+    assert len({request.headers["x-herald-delivery"] for request in receiver.requests}) == 1
+    assert {request.body for request in receiver.requests} == {receiver.requests[0].body}
+    assert changes(before) == {"retried": 2, "delivered": 1}
+
+
+@pytest.mark.parametrize("status", [408, 429, 503])
+async def test_timeouts_and_slow_downs_are_retried(receiver: Receiver, status: int) -> None:
+    receiver.script = [status]
+
+    async with sender_for(AppConfig(webhook_url=receiver.url)) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await eventually(lambda: len(receiver.requests) >= 2 and sender.pending == 0)
+
+
+@pytest.mark.parametrize("status", [400, 404, 410])
+async def test_a_client_error_is_not_retried(receiver: Receiver, status: int) -> None:
+    receiver.script = [status]
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=receiver.url)) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        assert sender.pending == 0
+        await asyncio.sleep(QUIET_S)
+
+    assert len(receiver.requests) == 1
+    assert changes(before) == {"failed": 1}
+
+
+async def test_the_sender_gives_up_after_its_attempts(receiver: Receiver) -> None:
+    receiver.then = 503
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=receiver.url), attempts=4) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await eventually(lambda: sender.pending == 0)
+        await asyncio.sleep(QUIET_S)
+
+    assert len(receiver.requests) == 4
+    assert changes(before) == {"retried": 3, "failed": 1}
+
+
+async def test_a_single_attempt_means_no_retry(receiver: Receiver) -> None:
+    receiver.then = 500
+
+    async with sender_for(AppConfig(webhook_url=receiver.url), attempts=1) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        assert sender.pending == 0
+
+    assert len(receiver.requests) == 1
+
+
+async def test_no_webhook_url_means_no_request(receiver: Receiver) -> None:
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=None, webhook_secret=SECRET)) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        assert sender.pending == 0
+        await asyncio.sleep(QUIET_S)
+
+    assert receiver.requests == []
+    assert changes(before) == {}
+
+
+async def test_an_endpoint_nobody_listens_on_is_retried_then_given_up() -> None:
+    before = counts()
+
+    async with sender_for(AppConfig(webhook_url=f"http://127.0.0.1:{free_port()}/in"), attempts=3) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await eventually(lambda: sender.pending == 0)
+
+    assert changes(before) == {"retried": 2, "failed": 1}
+
+
+async def test_a_receiver_slower_than_the_timeout_is_retried(receiver: Receiver) -> None:
+    receiver.delays_s = [2.0]
+
+    async with sender_for(AppConfig(webhook_url=receiver.url), timeout_s=0.2) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await eventually(lambda: len(receiver.requests) >= 2 and sender.pending == 0)
+
+
+async def test_beyond_max_pending_an_event_is_dropped_and_close_abandons_the_rest(receiver: Receiver) -> None:
+    receiver.then = 500
+    before = counts()
+
+    # Delays of seconds: the first event is still waiting for its retry when the second fails.
+    async with sender_for(
+        AppConfig(webhook_url=receiver.url), max_pending=1, base_delay_s=5.0, max_delay_s=5.0
+    ) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await asyncio.wait_for(sender.handle(an_event(events.USER_OFFLINE)), WAIT_S)
+        assert sender.pending == 1
+
+    assert len(receiver.requests) == 2
+    # One retried (then abandoned at close), one dropped for want of room without a retry.
+    assert changes(before) == {"retried": 1, "dropped": 2}
+
+
+async def test_a_dead_endpoint_does_not_hold_up_the_next_event(receiver: Receiver) -> None:
+    receiver.script = [500]
+
+    async with sender_for(AppConfig(webhook_url=receiver.url), base_delay_s=1.0, max_delay_s=1.0) as sender:
+        await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
+        await asyncio.wait_for(sender.handle(an_event(events.GROUP_JOINED)), WAIT_S)
+        # The second was delivered while the first still waits for its retry.
+        assert [request.headers["x-herald-event"] for request in receiver.requests] == ["user.online", "group.joined"]
+        assert sender.pending == 1
