@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from herald import codec
 from herald.bus.base import Bus
 from herald.errors import BadRequest, PayloadTooLarge, Unavailable
-from herald.model import EVENT_RE, Message, check_user_id, new_message_id, now_ms, user_channel
+from herald.model import (
+    BROADCAST,
+    EVENT_RE,
+    Message,
+    check_group,
+    check_user_id,
+    group_channel,
+    new_message_id,
+    now_ms,
+    user_channel,
+)
 from herald.offsets import assign_offsets, count_per_channel
 from herald.store.base import Store
 
@@ -47,6 +57,36 @@ def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | No
         raise BadRequest("`to.users` must be a non-empty list of user ids", code="invalid_recipients")
     if len(users) > limits.max_recipients:
         raise PayloadTooLarge(f"at most {limits.max_recipients} users per message", code="too_many_recipients")
+    channels = tuple(dict.fromkeys(user_channel(check_user_id(user)) for user in users))
+    return _draft(channels, event, data, ttl_s, limits)
+
+
+def draft_for_group(group: Any, event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
+    """One message on ``group:<name>``: one offset, read by every member's connections."""
+    return _draft((group_channel(check_group(group)),), event, data, ttl_s, limits)
+
+
+def draft_for_broadcast(event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
+    return _draft((BROADCAST,), event, data, ttl_s, limits)
+
+
+def draft_for(to: Mapping[str, Any], event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
+    """An item addressed by a ``to`` object: exactly one of ``users``, ``group``, ``broadcast: true``."""
+    given = [key for key in ("users", "group", "broadcast") if to.get(key) not in (None, False)]
+    if len(given) != 1:
+        raise BadRequest(
+            "`to` takes exactly one of `users`, `group` or `broadcast: true`", code="invalid_recipients"
+        )
+    if given == ["users"]:
+        return draft_for_users(to["users"], event, data, ttl_s, limits)
+    if given == ["group"]:
+        return draft_for_group(to["group"], event, data, ttl_s, limits)
+    if to["broadcast"] is not True:
+        raise BadRequest("`to.broadcast` must be true", code="invalid_recipients")
+    return draft_for_broadcast(event, data, ttl_s, limits)
+
+
+def _draft(channels: tuple[str, ...], event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
     if not isinstance(event, str) or not EVENT_RE.match(event):
         raise BadRequest("`event` is 1-64 characters of letters, digits and _.:/-", code="invalid_event")
     size = codec.encoded_size(data)
@@ -55,7 +95,6 @@ def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | No
             f"`data` is {size} bytes of JSON; the limit is {limits.max_payload}",
             details={"size": size, "limit": limits.max_payload},
         )
-    channels = tuple(dict.fromkeys(user_channel(check_user_id(user)) for user in users))
     return Draft(channels, event, data, ttl_s or limits.default_ttl_s)
 
 

@@ -15,7 +15,7 @@ from herald.store.base import Store
 
 # What each service opens. A service never gets an adapter it has no use for.
 NEEDS: dict[str, frozenset[str]] = {
-    "auth": frozenset({"store"}),
+    "auth": frozenset({"store", "directory", "bus"}),  # revoking a token closes its connections
     "collect": frozenset({"store", "directory", "bus"}),
     "dispatch": frozenset({"store", "directory", "bus"}),
     "push": frozenset({"store", "directory", "bus"}),

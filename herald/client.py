@@ -22,12 +22,15 @@ TIMEOUT_S = 10.0
 
 
 class HeraldAPIError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after_s = retry_after_s  # from Retry-After on a 429
 
 
 def _check(response: httpx.Response) -> Any:
@@ -36,8 +39,13 @@ def _check(response: httpx.Response) -> Any:
             error = response.json()["error"]
         except (ValueError, KeyError, TypeError):
             error = {"code": "http_error", "message": response.text[:200]}
+        retry_after = response.headers.get("retry-after")
         raise HeraldAPIError(
-            response.status_code, error.get("code", ""), error.get("message", ""), error.get("details")
+            response.status_code,
+            error.get("code", ""),
+            error.get("message", ""),
+            error.get("details"),
+            float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     if response.status_code == 204 or not response.content:
         return None
@@ -71,6 +79,26 @@ class Operator:
     async def rotate_key(self, app_id: str) -> dict[str, str]:
         return _check(await self._http.post(f"/v1/apps/{app_id}/keys"))
 
+    async def app_settings(self, app_id: str) -> dict[str, Any]:
+        return _check(await self._http.get(f"/v1/apps/{app_id}"))
+
+    async def configure(
+        self,
+        app_id: str,
+        *,
+        webhook_url: str | None = None,
+        limits: dict[str, Any] | None = None,
+        rotate_webhook_secret: bool = False,
+    ) -> dict[str, Any]:
+        """Set the app's webhook URL ("" turns webhooks off) and/or limits; returns the
+        settings, including the webhook secret receivers verify signatures with."""
+        body: dict[str, Any] = {"rotate_webhook_secret": rotate_webhook_secret}
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        if limits is not None:
+            body["limits"] = limits
+        return _check(await self._http.patch(f"/v1/apps/{app_id}", json=body))
+
 
 class Publisher:
     """An app's client: connect tokens from auth, messages through collect."""
@@ -89,14 +117,61 @@ class Publisher:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def token(self, user_id: str, ttl_s: int | None = None) -> str:
+    async def token(self, user_id: str, ttl_s: int | None = None, device: str | None = None) -> str:
         body: dict[str, Any] = {"user_id": user_id}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
+        if device is not None:
+            body["device"] = device
         return _check(await self._auth.post("/v1/tokens", json=body))["token"]
 
     async def revoke(self, token: str) -> None:
+        """Revoke one token; connections using it close with 4003."""
         _check(await self._auth.delete(f"/v1/tokens/{token}"))
+
+    async def revoke_user(self, user_id: str) -> None:
+        """Revoke every token of the user; all their connections close with 4003."""
+        _check(await self._auth.delete(f"/v1/users/{user_id}/tokens"))
+
+    async def send_to_group(self, group: str, event: str, data: Any = None, **options: Any) -> dict[str, Any]:
+        """One message on ``group:<group>``; returns ``{id, channel, offset}``."""
+        return (await self._send({"group": group}, event, data, **options))[0]
+
+    async def broadcast(self, event: str, data: Any = None, **options: Any) -> dict[str, Any]:
+        """One message on ``broadcast``, read by every connected user of the app."""
+        return (await self._send({"broadcast": True}, event, data, **options))[0]
+
+    async def _send(
+        self, to: dict[str, Any], event: str, data: Any, *, ttl_s: int | None = None, idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"to": to, "event": event, "data": data}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return _check(await self._collect.post("/v1/messages", json=body))["messages"]
+
+    async def join(self, group: str, user_id: str) -> dict[str, Any]:
+        return _check(await self._collect.put(f"/v1/groups/{group}/members/{user_id}"))
+
+    async def leave(self, group: str, user_id: str) -> None:
+        _check(await self._collect.delete(f"/v1/groups/{group}/members/{user_id}"))
+
+    async def members(self, group: str, after: str = "", limit: int = 100) -> dict[str, Any]:
+        params = {"after": after, "limit": limit}
+        return _check(await self._collect.get(f"/v1/groups/{group}/members", params=params))
+
+    async def online(self, group: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if group is not None:
+            params["group"] = group
+        return _check(await self._collect.get("/v1/online", params=params))
+
+    async def presence(self, user_id: str) -> dict[str, Any]:
+        return _check(await self._collect.get(f"/v1/users/{user_id}/presence"))
+
+    async def kick(self, user_id: str) -> dict[str, Any]:
+        return _check(await self._collect.post(f"/v1/users/{user_id}/kick"))
 
     async def send(
         self,
@@ -107,13 +182,8 @@ class Publisher:
         ttl_s: int | None = None,
         idempotency_key: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Send one event to users; returns ``[{id, channel, offset}]``, one per user."""
-        body: dict[str, Any] = {"to": {"users": users}, "event": event, "data": data}
-        if ttl_s is not None:
-            body["ttl_s"] = ttl_s
-        if idempotency_key is not None:
-            body["idempotency_key"] = idempotency_key
-        return _check(await self._collect.post("/v1/messages", json=body))["messages"]
+        """Send one event to users; returns ``[{id, channel, offset, online}]``, one per user."""
+        return await self._send({"users": users}, event, data, ttl_s=ttl_s, idempotency_key=idempotency_key)
 
     async def send_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each item is a /v1/messages body; each result has ``messages`` or ``error``."""

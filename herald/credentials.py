@@ -42,3 +42,8 @@ def bearer(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value:
         return None
     return value
+
+
+def new_webhook_secret() -> str:
+    """The HMAC key of an app's webhooks; shown to the operator, who gives it to the receiver."""
+    return f"whsec_{secrets.token_urlsafe(32)}"

@@ -8,6 +8,7 @@
     ├── Forbidden           403  a valid credential that may not do this
     ├── NotFound            404
     ├── Conflict            409
+    ├── TooManyRequests     429  a rate limit; ``retry_after_s`` says when to try again
     └── Unavailable         503  a dependency (store, bus) is down: retry later
 
 Handlers turn any ``HeraldError`` into ``{"error": {"code", "message", "details"}}``
@@ -71,6 +72,15 @@ class NotFound(HeraldError):
 class Conflict(HeraldError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(HeraldError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(HeraldError):

@@ -8,6 +8,7 @@ only a bug is 500 (logged with its traceback, answered without it).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald import codec
 from herald.credentials import bearer, same_secret
-from herald.errors import Forbidden, HeraldError, PayloadTooLarge, Unauthorized
+from herald.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized
 
 log = logging.getLogger("herald.http")
 
@@ -45,6 +46,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "conflict"),
         (413, "too large"),
         (422, "body or parameters fail validation"),
+        (429, "a rate limit; the Retry-After header says when to try again"),
         (503, "a dependency is unavailable; retry"),
     )
 }
@@ -67,7 +69,10 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HeraldError)
     async def herald_error(_: Request, exc: HeraldError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status)
+        headers = None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -46,7 +46,7 @@ class Names:
 
     # Redis -----------------------------------------------------------------
     def conns_key(self, app_id: str, user_id: str) -> str:
-        """Hash conn_id -> node_id: every live connection of one user."""
+        """Hash conn_id -> [node_id, since, device]: every live connection of one user."""
         return f"{self.namespace}:{{{app_id}}}:conns:{user_id}"
 
     def online_key(self, app_id: str) -> str:

@@ -1,9 +1,10 @@
 """Routing decisions: which push node receives which message. Pure: data in, plan out.
 
-Dispatch looks up the nodes of every recipient in the directory (one pipelined call),
-then asks ``plan_routes`` where to send what. A node receives each message at most once,
-however many of the user's connections it holds; a recipient with no connection gets
-nothing routed (they recover from the store when they connect).
+Dispatch looks up where each message's readers are in the directory (one pipelined call
+for users, one for group and broadcast channels), then asks ``plan_routes`` where to send
+what. A node receives each message at most once, however many of its connections read
+the channel; a channel nobody reads gets nothing routed (readers recover from the store
+when they connect).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from herald.model import parse_channel
 
 Recipient = tuple[str, str]  # (app_id, user_id)
+ChannelKey = tuple[str, str]  # (app_id, channel) for group:<name> and broadcast
 
 
 def recipients_of(messages: Iterable[Mapping[str, Any]]) -> list[Recipient]:
@@ -26,16 +28,29 @@ def recipients_of(messages: Iterable[Mapping[str, Any]]) -> list[Recipient]:
     return list(seen)
 
 
+def shared_channels_of(messages: Iterable[Mapping[str, Any]]) -> list[ChannelKey]:
+    """The group and broadcast channels whose nodes must be looked up, each once."""
+    seen: dict[ChannelKey, None] = {}
+    for message in messages:
+        kind, _ = parse_channel(message["channel"])
+        if kind != "user":
+            seen.setdefault((message["app"], message["channel"]), None)
+    return list(seen)
+
+
 def plan_routes(
     messages: Iterable[Mapping[str, Any]],
     nodes_by_recipient: Mapping[Recipient, Iterable[str]],
+    nodes_by_channel: Mapping[ChannelKey, Iterable[str]] | None = None,
 ) -> dict[str, list[Mapping[str, Any]]]:
     """Group messages by destination node, preserving their order within each node."""
     routes: dict[str, list[Mapping[str, Any]]] = {}
     for message in messages:
         kind, name = parse_channel(message["channel"])
-        if kind != "user":
-            continue
-        for node in nodes_by_recipient.get((message["app"], name), ()):
+        if kind == "user":
+            nodes = nodes_by_recipient.get((message["app"], name), ())
+        else:
+            nodes = (nodes_by_channel or {}).get((message["app"], message["channel"]), ())
+        for node in nodes:
             routes.setdefault(node, []).append(message)
     return routes

@@ -51,6 +51,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_TOKEN_TTL_S", "3600", "connect token lifetime when `ttl_s` is not given"),
     Variable("HERALD_PREFETCH", "64", "bus messages a consumer holds unacknowledged"),
     Variable("HERALD_STORE_TIMEOUT_S", "3", "how long a store call may wait for its server before 503"),
+    Variable("HERALD_RATE_PER_S", "0", "default messages per second per app, shared by all collect replicas; 0: none"),
+    Variable("HERALD_MAX_CONNECTIONS_PER_USER", "100", "default live connections per user; more get 429 at connect"),
+    Variable("HERALD_MAX_GROUPS_PER_USER", "1000", "default groups one user may belong to"),
+    Variable("HERALD_CLIENT_FRAMES_PER_S", "50", "default frames per second from one client; more get an error frame"),
     Variable("HERALD_DRAIN_S", "10", "on SIGTERM, how long a push node waits for its clients to go (close 1012)"),
 )
 
@@ -105,6 +109,10 @@ class Settings:
     prefetch: int = 64
     store_timeout_s: float = 3.0
     drain_s: float = 10.0
+    rate_per_s: float = 0.0
+    max_connections_per_user: int = 100
+    max_groups_per_user: int = 1000
+    client_frames_per_s: float = 50.0
 
     @property
     def presence_ttl_s(self) -> float:
@@ -168,6 +176,12 @@ class Settings:
             prefetch=parse("HERALD_PREFETCH", "64", lambda n, r: _int(n, r, 1, 65535)),
             store_timeout_s=parse("HERALD_STORE_TIMEOUT_S", "3", lambda n, r: _float(n, r, 0.1, 120)),
             drain_s=parse("HERALD_DRAIN_S", "10", lambda n, r: _float(n, r, 0, 600)),
+            rate_per_s=parse("HERALD_RATE_PER_S", "0", lambda n, r: _float(n, r, 0, 1e9)),
+            max_connections_per_user=parse(
+                "HERALD_MAX_CONNECTIONS_PER_USER", "100", lambda n, r: _int(n, r, 1, 1_000_000)
+            ),
+            max_groups_per_user=parse("HERALD_MAX_GROUPS_PER_USER", "1000", lambda n, r: _int(n, r, 1, 1_000_000)),
+            client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
         )
         settings.check_cluster_requirements()
         return settings
@@ -177,7 +191,13 @@ class Settings:
         if self.embedded:
             return
         needs: dict[str, tuple[str, ...]] = {
-            "auth": ("HERALD_MONGO_URL", "HERALD_ADMIN_TOKEN", "HERALD_SERVICE_TOKEN"),
+            "auth": (
+                "HERALD_MONGO_URL",
+                "HERALD_REDIS_URL",
+                "HERALD_AMQP_URL",
+                "HERALD_ADMIN_TOKEN",
+                "HERALD_SERVICE_TOKEN",
+            ),
             "collect": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
             "dispatch": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL"),
             "push": ("HERALD_MONGO_URL", "HERALD_REDIS_URL", "HERALD_AMQP_URL", "HERALD_SERVICE_TOKEN"),

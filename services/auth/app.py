@@ -7,10 +7,14 @@ from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald.apikeys import AppKeys, issue_api_key
-from herald.credentials import new_app_id, new_connect_token, secret_hash
+from herald.bus.base import Bus
+from herald.commands import send_to_user_nodes
+from herald.control import Kick
+from herald.credentials import new_app_id, new_connect_token, new_webhook_secret, secret_hash
+from herald.directory.base import Directory
 from herald.errors import NotFound
 from herald.http import ERROR_RESPONSES, create_api, require_secret
-from herald.model import USER_ID_RE, App, TokenRecord
+from herald.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
 from herald.settings import Settings
 from herald.store.base import Store
 
@@ -33,16 +37,48 @@ class KeyRotated(BaseModel):
     api_key: str
 
 
+class LimitsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages_per_s: float = Field(default=0, ge=0, le=1e9, description="token bucket rate; 0: the default")
+    burst: int = Field(default=0, ge=0, le=10**9, description="bucket size; 0: one second's worth")
+    max_payload: int | None = Field(default=None, ge=16, le=16 * 1024 * 1024)
+    max_batch: int | None = Field(default=None, ge=1, le=100_000)
+    connections_per_user: int = Field(default=0, ge=0, le=1_000_000)
+    groups_per_user: int = Field(default=0, ge=0, le=1_000_000)
+    frames_per_s: float = Field(default=0, ge=0, le=1e6)
+
+
+class ConfigPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^(https?://\S+)?$",
+        description='where events are POSTed, signed; null or "" turns webhooks off',
+    )
+    limits: LimitsBody | None = None
+    rotate_webhook_secret: bool = False
+
+
+class AppSettings(BaseModel):
+    app_id: str
+    webhook_url: str | None
+    webhook_secret: str | None = Field(description="HMAC-SHA256 key of the X-Herald-Signature header")
+    limits: LimitsBody
+
+
 class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(pattern=USER_ID_RE.pattern, min_length=1, max_length=128)
     ttl_s: int | None = Field(default=None, ge=1, le=MAX_TOKEN_TTL_S)
+    device: str | None = Field(default=None, min_length=1, max_length=64, description="label shown in presence")
 
 
 class TokenIssued(BaseModel):
     token: str
     user_id: str
     expires_at: float
+    device: str | None = None
 
 
 class Introspect(BaseModel):
@@ -55,9 +91,19 @@ class Introspection(BaseModel):
     app_id: str | None = None
     user_id: str | None = None
     exp: float | None = None
+    device: str | None = None
 
 
-def create_app(settings: Settings, store: Store) -> FastAPI:
+def _settings_of(app_id: str, config: AppConfig) -> AppSettings:
+    return AppSettings(
+        app_id=app_id,
+        webhook_url=config.webhook_url,
+        webhook_secret=config.webhook_secret,
+        limits=LimitsBody(**config.limits.to_dict()),
+    )
+
+
+def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus) -> FastAPI:
     api = create_api("Herald auth", "Apps, API keys and user connect tokens.", checks=[store.ping])
     keys = AppKeys(store)
     current_app = keys.dependency()
@@ -100,6 +146,43 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         keys.forget(app_id)
         return KeyRotated(app_id=app_id, api_key=key)
 
+    async def existing_app(app_id: str) -> None:
+        if len(app_id) > 64 or await store.get_app(app_id) is None:
+            raise NotFound("no such app", code="unknown_app")
+
+    @api.get(
+        "/v1/apps/{app_id}",
+        response_model=AppSettings,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(operator)],
+        tags=["apps"],
+        summary="The app's webhook and limits",
+    )
+    async def get_settings(app_id: str) -> AppSettings:
+        await existing_app(app_id)
+        return _settings_of(app_id, await store.get_app_config(app_id))
+
+    @api.patch(
+        "/v1/apps/{app_id}",
+        response_model=AppSettings,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(operator)],
+        tags=["apps"],
+        summary="Set the app's webhook URL and limits (fields left out keep their value)",
+    )
+    async def patch_settings(app_id: str, body: ConfigPatch) -> AppSettings:
+        await existing_app(app_id)
+        config = await store.get_app_config(app_id)
+        webhook_url, secret = config.webhook_url, config.webhook_secret
+        if "webhook_url" in body.model_fields_set:
+            webhook_url = body.webhook_url or None
+        if webhook_url and (secret is None or body.rotate_webhook_secret):
+            secret = new_webhook_secret()
+        limits = AppLimits(**body.limits.model_dump()) if body.limits is not None else config.limits
+        config = AppConfig(webhook_url=webhook_url, webhook_secret=secret, limits=limits)
+        await store.set_app_config(app_id, config)
+        return _settings_of(app_id, config)
+
     @api.post(
         "/v1/tokens",
         status_code=201,
@@ -112,8 +195,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         token = new_connect_token()
         now = time.time()
         expires_at = now + (body.ttl_s or settings.token_ttl_s)
-        await store.insert_token(TokenRecord(secret_hash(token), app_id, body.user_id, expires_at, now))
-        return TokenIssued(token=token, user_id=body.user_id, expires_at=expires_at)
+        await store.insert_token(TokenRecord(secret_hash(token), app_id, body.user_id, expires_at, now, body.device))
+        return TokenIssued(token=token, user_id=body.user_id, expires_at=expires_at, device=body.device)
 
     @api.delete(
         "/v1/tokens/{token}",
@@ -129,6 +212,22 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         if record is None or record.app_id != app_id:
             raise NotFound("no such token", code="unknown_token")
         await store.delete_token(token_hash)
+        kick = Kick(app_id, record.user_id, token_hash, "revoked")
+        await send_to_user_nodes(directory, bus, app_id, record.user_id, [kick])
+        return Response(status_code=204)
+
+    @api.delete(
+        "/v1/users/{user_id}/tokens",
+        status_code=204,
+        response_class=Response,
+        responses=ERROR_RESPONSES,
+        tags=["tokens"],
+        summary="Revoke every token of a user and close their connections (4003)",
+    )
+    async def revoke_user_tokens(user_id: str, app_id: AppId) -> Response:
+        check_user_id(user_id)
+        await store.delete_user_tokens(app_id, user_id)
+        await send_to_user_nodes(directory, bus, app_id, user_id, [Kick(app_id, user_id, None, "revoked")])
         return Response(status_code=204)
 
     @api.post(
@@ -143,6 +242,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         record = await store.get_token(secret_hash(body.token), time.time())
         if record is None:
             return Introspection(active=False)
-        return Introspection(active=True, app_id=record.app_id, user_id=record.user_id, exp=record.expires_at)
+        return Introspection(
+            active=True, app_id=record.app_id, user_id=record.user_id, exp=record.expires_at, device=record.device
+        )
 
     return api

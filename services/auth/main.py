@@ -1,4 +1,4 @@
-"""Wire the auth service: its HTTP API on the store."""
+"""Wire the auth service: its HTTP API on the store (the directory and bus close revoked connections)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from services.auth.app import create_app
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
-    assert adapters.store is not None
+    store, directory, bus = adapters.store, adapters.directory, adapters.bus
+    assert store is not None and directory is not None and bus is not None
     server = HttpServer(
-        "auth", create_app(settings, adapters.store), settings.host, settings.port, body_limit=64 * 1024
+        "auth", create_app(settings, store, directory, bus), settings.host, settings.port, body_limit=64 * 1024
     )
     return [server.part()]

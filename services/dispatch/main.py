@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from herald.adapters import Adapters
+from herald.appconfig import AppConfigs
 from herald.errors import Unavailable
 from herald.http import create_api
 from herald.runtime import HttpServer, Part
 from herald.settings import Settings
+from herald.webhooks import WebhookSender
 from services.dispatch.receipts import ReceiptsWorker
 from services.dispatch.worker import DispatchWorker
+
+# Every dispatch worker competes on this group's queue: each event is POSTed once.
+WEBHOOK_GROUP = "webhooks"
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
@@ -27,10 +32,17 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     )
     server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
 
-    receipts = ReceiptsWorker(store)
+    receipts = ReceiptsWorker(store, bus)
+    webhooks = WebhookSender(AppConfigs(store).get)
 
     async def start_worker() -> None:
+        await webhooks.start()
         await bus.consume_dispatch(worker.handle)
         await bus.consume_receipts(receipts.handle)
+        await bus.consume_events(WEBHOOK_GROUP, ["#"], webhooks.handle)
 
-    return [Part("dispatch-worker", start_worker, bus.stop_consuming), server.part()]
+    async def stop_worker() -> None:
+        await bus.stop_consuming()
+        await webhooks.close()
+
+    return [Part("dispatch-worker", start_worker, stop_worker), server.part()]

@@ -1,6 +1,7 @@
 """dispatch's worker: route accepted messages to the push nodes of their recipients.
 
-For each bus body: one directory call for every recipient's nodes, one body per node,
+For each bus body: one directory call for every recipient's nodes and one for every group
+or broadcast channel's nodes (the per-node reader counts push nodes keep), one body per node,
 all node publishes confirmed, then the input is acknowledged (by returning). If the
 directory or the bus fails the handler raises, the input is redelivered, and the node
 publishes happen again: push nodes drop duplicates by offset.
@@ -14,7 +15,7 @@ from herald import codec
 from herald.bus.base import Bus
 from herald.directory.base import Directory
 from herald.errors import Unavailable
-from herald.routing import plan_routes, recipients_of
+from herald.routing import plan_routes, recipients_of, shared_channels_of
 from herald.store.base import Store
 
 log = logging.getLogger("herald.dispatch")
@@ -31,13 +32,15 @@ class DispatchWorker:
         try:
             messages = codec.decode_batch(body)
             recipients = recipients_of(messages)
+            shared = shared_channels_of(messages)
         except (ValueError, KeyError, TypeError) as exc:
             # Redelivering a body nobody can read would loop forever; the store still has
             # its messages, so their recipients get them on their next connect.
             log.error("dropping an unreadable dispatch body (%d bytes): %s", len(body), exc)
             return
-        nodes = await self._directory.nodes_for(recipients)
-        routes = plan_routes(messages, nodes)
+        nodes = await self._directory.nodes_for(recipients) if recipients else {}
+        channel_nodes = await self._directory.nodes_for_channels(shared) if shared else {}
+        routes = plan_routes(messages, nodes, channel_nodes)
         bodies = {
             (node, index): payload
             for node, routed in routes.items()

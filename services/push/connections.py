@@ -1,4 +1,4 @@
-"""This node's live connections, indexed by user, and what each has already been sent."""
+"""This node's live connections, indexed by user and by shared channel, and what each was sent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,35 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import ServerConnection
 
 from herald.directory.base import Presence
+from herald.model import BROADCAST, user_channel
 from herald.sequencing import ChannelSequence
+
+ChannelKey = tuple[str, str]  # (app_id, channel)
+
+
+@dataclass(slots=True)
+class FrameBudget:
+    """Token bucket on the frames a client sends: a flood gets error frames, not our CPU."""
+
+    rate_per_s: float
+    tokens: float = 0.0
+    updated: float = field(default_factory=time.monotonic)
+    warned_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.rate_per_s * 2)
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 @dataclass(eq=False, slots=True)
@@ -19,18 +47,33 @@ class Connection:
     app_id: str
     user_id: str
     device: str | None
+    token_hash: str = ""
+    frames: FrameBudget = field(default_factory=lambda: FrameBudget(50.0))
     since: float = field(default_factory=time.time)
     closing: bool = False
+    # Set once the welcome is out and the channels' starting positions are known: until
+    # then a join only records where its channel starts (see PushNode.join).
+    started: bool = False
+    groups: set[str] = field(default_factory=set)  # group channels, "group:<name>"
+    pending_starts: dict[str, int] = field(default_factory=dict)
     # Per channel: what was written and what waits (see herald.sequencing).
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
 
     @property
+    def user_channel(self) -> str:
+        return user_channel(self.user_id)
+
+    @property
     def channels(self) -> list[str]:
-        """The channels this connection receives."""
-        return [f"user:{self.user_id}"]
+        """The channels this connection receives: its inbox, the app's broadcast, its groups."""
+        return [self.user_channel, BROADCAST, *sorted(self.groups)]
+
+    @property
+    def shared_channels(self) -> list[str]:
+        return [BROADCAST, *sorted(self.groups)]
 
     def may_read(self, channel: str) -> bool:
-        return channel in self.channels
+        return channel in (self.user_channel, BROADCAST) or channel in self.groups
 
     def sequence(self, channel: str) -> ChannelSequence:
         sequence = self.sequences.get(channel)
@@ -40,12 +83,15 @@ class Connection:
 
     @property
     def presence(self) -> Presence:
-        return Presence(self.app_id, self.user_id, self.conn_id)
+        return Presence(self.app_id, self.user_id, self.conn_id, self.device, self.since)
 
 
 class LocalConnections:
+    """Who reads what on this node. Channel reader counts are what the directory routes by."""
+
     def __init__(self) -> None:
         self._by_user: dict[tuple[str, str], set[Connection]] = {}
+        self._by_channel: dict[ChannelKey, set[Connection]] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -54,20 +100,56 @@ class LocalConnections:
     def add(self, conn: Connection) -> None:
         self._by_user.setdefault((conn.app_id, conn.user_id), set()).add(conn)
         self._count += 1
+        for channel in conn.shared_channels:
+            self._by_channel.setdefault((conn.app_id, channel), set()).add(conn)
 
-    def remove(self, conn: Connection) -> bool:
+    def remove(self, conn: Connection) -> list[ChannelKey]:
+        """Forget the connection; returns the shared channels whose reader count changed
+        (empty if it was not here)."""
         key = (conn.app_id, conn.user_id)
         conns = self._by_user.get(key)
         if not conns or conn not in conns:
-            return False
+            return []
         conns.discard(conn)
         if not conns:
             del self._by_user[key]
         self._count -= 1
-        return True
+        changed = []
+        for channel in conn.shared_channels:
+            self._unsubscribe(conn, channel)
+            changed.append((conn.app_id, channel))
+        return changed
+
+    def subscribe(self, conn: Connection, channel: str) -> None:
+        """A live connection starts reading a group channel (a join)."""
+        conn.groups.add(channel)
+        self._by_channel.setdefault((conn.app_id, channel), set()).add(conn)
+
+    def unsubscribe(self, conn: Connection, channel: str) -> None:
+        conn.groups.discard(channel)
+        conn.sequences.pop(channel, None)
+        conn.pending_starts.pop(channel, None)
+        self._unsubscribe(conn, channel)
+
+    def _unsubscribe(self, conn: Connection, channel: str) -> None:
+        key = (conn.app_id, channel)
+        readers = self._by_channel.get(key)
+        if readers is not None:
+            readers.discard(conn)
+            if not readers:
+                del self._by_channel[key]
 
     def of_user(self, app_id: str, user_id: str) -> set[Connection]:
         return self._by_user.get((app_id, user_id), set())
+
+    def readers(self, app_id: str, channel: str) -> set[Connection]:
+        return self._by_channel.get((app_id, channel), set())
+
+    def channel_counts(self, keys: list[ChannelKey] | None = None) -> dict[ChannelKey, int]:
+        """Readers per shared channel: of ``keys`` (0 for none left), else of every channel."""
+        if keys is None:
+            return {key: len(conns) for key, conns in self._by_channel.items()}
+        return {key: len(self._by_channel.get(key, ())) for key in keys}
 
     def __iter__(self) -> Iterator[Connection]:
         for conns in list(self._by_user.values()):

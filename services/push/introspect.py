@@ -16,6 +16,7 @@ class Identity:
     app_id: str
     user_id: str
     expires_at: float
+    device: str | None = None
 
 
 class TokenChecker:
@@ -40,7 +41,7 @@ class TokenChecker:
         body = response.json()
         if not body.get("active"):
             return None
-        return Identity(body["app_id"], body["user_id"], body["exp"])
+        return Identity(body["app_id"], body["user_id"], body["exp"], body.get("device"))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from herald.adapters import Adapters
+from herald.appconfig import AppConfigs
 from herald.errors import Unavailable
 from herald.runtime import Part
 from herald.settings import Settings
 from services.push.introspect import TokenChecker
 from services.push.node import PushNode
-from services.push.server import PushServer
+from services.push.server import ConnectLimits, PushServer
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
@@ -24,6 +25,9 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     server = PushServer(
         node,
         checker,
+        directory,
+        AppConfigs(store),
+        ConnectLimits(settings.max_connections_per_user, settings.client_frames_per_s),
         settings.host,
         settings.port,
         settings.heartbeat_s,

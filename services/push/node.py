@@ -20,15 +20,16 @@ from typing import Any
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
-from herald import codec, metrics, runtime
+from herald import control, events, metrics, runtime
 from herald.bus.base import Bus
-from herald.directory.base import Directory
+from herald.control import Command, Join, Kick, Leave
+from herald.directory.base import Directory, Presence
 from herald.errors import Unavailable
-from herald.model import Delivery, parse_channel
-from herald.protocol import CLOSE_SLOW_CONSUMER, message_frame
+from herald.model import BROADCAST, Delivery, parse_channel
+from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
 from herald.sequencing import PAGE, Step
 from herald.store.base import Store
-from services.push.connections import Connection, LocalConnections
+from services.push.connections import ChannelKey, Connection, LocalConnections
 from services.push.receipts import ReceiptBuffer
 
 log = logging.getLogger("herald.push")
@@ -64,24 +65,99 @@ class PushNode:
 
     # Bus side ---------------------------------------------------------------
     async def handle(self, body: bytes) -> None:
-        """The bus handler for this node's queue."""
+        """The bus handler for this node's queue: message batches and control commands."""
         try:
-            messages = codec.decode_batch(body)
+            messages, commands = control.split_node_body(body)
         except ValueError as exc:
             log.error("dropping an unreadable node body (%d bytes): %s", len(body), exc)
             return
-        metrics.push_bus_messages.inc(len(messages))
-        self.deliver(messages)
+        for command in commands:
+            await self.command(command)
+        if messages:
+            metrics.push_bus_messages.inc(len(messages))
+            self.deliver(messages)
 
     def deliver(self, messages: Iterable[dict[str, Any]]) -> None:
         now = time.time()
         frames: dict[str, bytes] = {}
         for message in messages:
-            kind, name = parse_channel(message["channel"])
-            if kind != "user":
-                continue
-            for conn in list(self.connections.of_user(message["app"], name)):
-                self._apply(conn, message["channel"], conn.sequence(message["channel"]).live(message, now), frames)
+            channel = message["channel"]
+            kind, name = parse_channel(channel)
+            if kind == "user":
+                readers = self.connections.of_user(message["app"], name)
+            else:
+                readers = self.connections.readers(message["app"], channel)
+            for conn in list(readers):
+                self._apply(conn, channel, conn.sequence(channel).live(message, now), frames)
+
+    # Control ------------------------------------------------------------------
+    async def command(self, command: Command) -> None:
+        conns = [c for c in self.connections.of_user(command.app_id, command.user_id) if not c.closing]
+        if isinstance(command, Kick):
+            for conn in conns:
+                if command.token_hash is None or command.token_hash == conn.token_hash:
+                    self._close_soon(conn, CLOSE_REVOKED, command.reason or "kicked")
+        elif isinstance(command, Join):
+            await self.join(conns, command.channel, command.after)
+        elif isinstance(command, Leave):
+            await self.leave(conns, command.channel)
+
+    async def join(self, conns: list[Connection], channel: str, after: int) -> None:
+        """Live connections start reading a group at once, from where the member joined.
+
+        The channel's route is written before its backlog is read: a message dispatched
+        before the route existed is in the store by then, and one dispatched after it
+        arrives live, so none falls between the two.
+        """
+        joining = [conn for conn in conns if channel not in conn.groups]
+        if not joining:
+            return
+        for conn in joining:
+            self.connections.subscribe(conn, channel)
+        await self._write_counts([(joining[0].app_id, channel)])
+        for conn in joining:
+            if conn.started:
+                self.begin(conn, {channel: after})
+            else:
+                conn.pending_starts[channel] = after
+
+    async def leave(self, conns: list[Connection], channel: str) -> None:
+        leaving = [conn for conn in conns if channel in conn.groups]
+        if not leaving:
+            return
+        for conn in leaving:
+            self.connections.unsubscribe(conn, channel)
+            self._holes.discard((conn, channel))
+        await self._write_counts([(leaving[0].app_id, channel)])
+
+    async def _write_counts(self, keys: list[ChannelKey] | None = None) -> None:
+        """Tell the directory how many local readers these channels (or all) have now."""
+        counts = self.connections.channel_counts(keys)
+        if not counts:
+            return
+        try:
+            await self._directory.set_channel_counts(self.node_id, counts, self._heartbeat_s * 3)
+        except Unavailable:
+            log.warning("directory unavailable while updating channel routes; the heartbeat retries")
+
+    def _announce(self, kind: str, presences: list[Presence], *, node_id: str | None = "") -> None:
+        """Publish presence events in the background: a slow broker must not slow connects.
+
+        ``node_id`` is where the connections were: this node unless said otherwise (a
+        reaped dead node's users carry None: the directory no longer knows which it was).
+        """
+        for presence in presences:
+            value = events.event(
+                kind,
+                presence.app_id,
+                user_id=presence.user_id,
+                conn_id=presence.conn_id,
+                node_id=self.node_id if node_id == "" else node_id,
+            )
+            self._spawn(self._publish_event(value), f"event-{kind}")
+
+    async def _publish_event(self, value: dict[str, Any]) -> None:
+        await events.publish(self._bus, value)
 
     def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> None:
         """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
@@ -92,14 +168,18 @@ class PushNode:
             return
         if step.write:
             now = time.time()
+            # Per-device delivery records for inboxes only: a group message to ten
+            # thousand members would otherwise write ten thousand records.
+            per_device = channel == conn.user_channel
             for message in step.write:
                 frame = frames.get(message["id"])
                 if frame is None:
                     frame = frames[message["id"]] = message_frame(message).encode()
                 broadcast([conn.ws], frame, text=True)
-                self._receipts.delivered(
-                    Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
-                )
+                if per_device:
+                    self._receipts.delivered(
+                        Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
+                    )
             self.delivered += len(step.write)
             metrics.push_frames_sent.inc(len(step.write))
             self._bound_output(conn)
@@ -160,43 +240,75 @@ class PushNode:
             self._apply(conn, channel, sequence.tick(now), {})
 
     # Connection side --------------------------------------------------------
-    async def attach(self, conn: Connection, welcome: str) -> None:
-        """Greet the connection and route its user here: locally, then in the shared directory.
-
-        The welcome is written in the same step as the local registration, with no await
-        between them, so it is always the first frame: any message delivered after it
-        follows it on the wire.
-        """
-        broadcast([conn.ws], welcome)
+    async def attach(self, conn: Connection) -> None:
+        """Route the user here, locally and in the shared directory; announce them online if
+        this is their first connection anywhere. Nothing is written to the connection until
+        ``begin_all``: messages arriving meanwhile are held by their sequences."""
         self.connections.add(conn)
         metrics.push_connections.set(len(self.connections))
         try:
-            await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
+            first = await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
         except Unavailable:
             # The next heartbeat re-asserts every local connection; until then live
             # messages for this user may miss this node and are recovered on resume.
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
+            first = []
+        await self._write_counts([(conn.app_id, BROADCAST)])
+        self._announce(events.USER_ONLINE, first)
+
+    async def load_channels(self, conn: Connection) -> dict[str, int]:
+        """Subscribe the connection to its groups and say where each channel starts.
+
+        Called after ``attach``: a join that the directory did not yet route here was
+        written to the store before this read, so it is in ``groups_of``; one that came
+        later reaches this node as a command. Raises Unavailable if the store is down.
+        """
+        user_channel = conn.user_channel
+        cursors, groups, heads = await asyncio.gather(
+            self._store.get_cursors(conn.app_id, conn.user_id),
+            self._store.groups_of(conn.app_id, conn.user_id),
+            self._store.channel_heads(conn.app_id, [BROADCAST]),
+        )
+        for channel, offset in self._receipts.pending_positions(conn.app_id, conn.user_id).items():
+            cursors[channel] = max(offset, cursors.get(channel, 0))
+        joined = [f"group:{group}" for group in groups if f"group:{group}" not in conn.groups]
+        for channel in joined:
+            self.connections.subscribe(conn, channel)
+        if joined:
+            await self._write_counts([(conn.app_id, channel) for channel in joined])
+        # A reader with no acknowledged position starts at the present of shared channels
+        # (the broadcast's head, the group's offset when they joined), not their history.
+        positions = {user_channel: cursors.get(user_channel, 0), BROADCAST: cursors.get(BROADCAST, heads[BROADCAST])}
+        for group, after in groups.items():
+            channel = f"group:{group}"
+            positions[channel] = max(after, cursors.get(channel, 0))
+        return positions
+
+    def begin_all(self, conn: Connection, positions: dict[str, int]) -> None:
+        """Start every channel of the connection: from ``positions``, or where a join that
+        arrived meanwhile said."""
+        starts = {**conn.pending_starts, **positions}
+        conn.pending_starts.clear()
+        conn.started = True
+        self.begin(conn, {channel: offset for channel, offset in starts.items() if conn.may_read(channel)})
 
     async def detach(self, conn: Connection) -> None:
         for channel in conn.sequences:
             self._holes.discard((conn, channel))
-        if not self.connections.remove(conn):
+        changed = self.connections.remove(conn)
+        if not changed:
             return
         metrics.push_connections.set(len(self.connections))
         try:
-            await self._directory.remove_connections(self.node_id, [conn.presence])
+            last = await self._directory.remove_connections(self.node_id, [conn.presence])
         except Unavailable:
             log.warning("directory unavailable at disconnect", extra={"conn_id": conn.conn_id})
+            return
+        await self._write_counts(changed)
+        self._announce(events.USER_OFFLINE, last)
 
     def record_ack(self, conn: Connection, channel: str, offset: int) -> None:
         self._receipts.acked(conn.app_id, conn.user_id, conn.conn_id, channel, offset)
-
-    async def positions(self, app_id: str, user_id: str) -> dict[str, int]:
-        """The user's acknowledged positions, including acks not flushed yet."""
-        stored = await self._store.get_cursors(app_id, user_id)
-        for channel, offset in self._receipts.pending_positions(app_id, user_id).items():
-            stored[channel] = max(offset, stored.get(channel, 0))
-        return stored
 
     # Node-wide loops --------------------------------------------------------
     async def start(self) -> None:
@@ -216,11 +328,22 @@ class PushNode:
         await self.withdraw()
         await self._bus.stop_consuming()
 
-    async def withdraw(self) -> None:
-        """Stop being routed to: dispatch forgets this node at once (drain, dead consumer)."""
+    async def withdraw(self, *, leaving: bool = False) -> None:
+        """Stop being routed to: dispatch forgets this node at once (drain, dead consumer).
+
+        A node ``leaving`` (drain) announces offline the users it held their last
+        connection of; a node that only lost its subscription keeps its connections and
+        re-asserts them when it is back, so nobody went offline.
+        """
         self.routable = False
+        presences = self.connections.presences()
         with contextlib.suppress(Unavailable):
-            await self._directory.remove_node(self.node_id, self.connections.presences())
+            if leaving and presences:
+                self._announce(events.USER_OFFLINE, await self._directory.remove_connections(self.node_id, presences))
+            zeros = dict.fromkeys(self.connections.channel_counts(), 0)
+            if zeros:
+                await self._directory.set_channel_counts(self.node_id, zeros, self._heartbeat_s * 3)
+            await self._directory.remove_node(self.node_id, presences)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -233,6 +356,12 @@ class PushNode:
                 known = await self._directory.refresh_node(
                     self.node_id, self.connections.presences(), self._heartbeat_s * 3
                 )
+                await self._directory.set_channel_counts(
+                    self.node_id, self.connections.channel_counts(), self._heartbeat_s * 3
+                )
+                # Whoever notices a dead node first cleans up after it and announces its
+                # users offline; the directory lets only one node do it.
+                self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
                 continue
@@ -261,6 +390,9 @@ class PushNode:
         self._lost_since = None
         try:
             await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
+            await self._directory.set_channel_counts(
+                self.node_id, self.connections.channel_counts(), self._heartbeat_s * 3
+            )
         except Unavailable:
             return  # routable stays False: the next heartbeat tries again
         self.routable = True

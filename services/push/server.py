@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,9 +24,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from herald import codec, metrics
+from herald.appconfig import AppConfigs
+from herald.credentials import secret_hash
+from herald.directory.base import Directory
 from herald.errors import HeraldError, Unavailable
 from herald.protocol import (
     CLOSE_DRAINING,
+    CLOSE_TRY_LATER,
     PONG_FRAME,
     Ack,
     ClientFrame,
@@ -35,14 +41,14 @@ from herald.protocol import (
     parse_client_frame,
     welcome_frame,
 )
-from services.push.connections import Connection
+from services.push.connections import Connection, FrameBudget
 from services.push.handshake import (
     choose_subprotocol,
     device_from_request,
     offered_subprotocols,
     token_from_request,
 )
-from services.push.introspect import TokenChecker
+from services.push.introspect import Identity, TokenChecker
 from services.push.node import PushNode
 
 log = logging.getLogger("herald.push")
@@ -51,6 +57,24 @@ MAX_FRAME_BYTES = 64 * 1024
 # How long a new connection may take to send ``resume`` before its backlog starts at the
 # stored cursors. Clients that resume send it first thing, so they never wait.
 RESUME_WAIT_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectLimits:
+    """Process defaults; an app's own limits (``AppConfig.limits``) override them when set."""
+
+    connections_per_user: int
+    frames_per_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What ``_process_request`` learned about a connection, handed to ``_handle``."""
+
+    identity: Identity
+    device: str | None
+    token_hash: str
+    frames_per_s: float
 
 
 def http_response(status: int, body: bytes, content_type: str) -> Response:
@@ -71,6 +95,9 @@ class PushServer:
         self,
         node: PushNode,
         checker: TokenChecker,
+        directory: Directory,
+        configs: AppConfigs,
+        limits: ConnectLimits,
         host: str,
         port: int,
         heartbeat_s: float,
@@ -79,6 +106,9 @@ class PushServer:
     ) -> None:
         self.node = node
         self._checker = checker
+        self._directory = directory
+        self._configs = configs
+        self._limits = limits
         self._host = host
         self._port = port
         self._heartbeat_s = heartbeat_s
@@ -111,7 +141,7 @@ class PushServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
-        await self.node.withdraw()
+        await self.node.withdraw(leaving=True)
         closing = [conn.ws.close(CLOSE_DRAINING, "node draining") for conn in self.node.connections]
         if closing:
             log.info("draining %d connections", len(closing))
@@ -154,25 +184,51 @@ class PushServer:
         if identity is None:
             metrics.push_handshakes_rejected.labels("invalid_token").inc()
             return _error(401, "invalid_token", "the connect token is unknown, revoked or expired")
+        try:
+            limits = (await self._configs.get(identity.app_id)).limits
+            most = limits.connections_per_user or self._limits.connections_per_user
+            held = await self._directory.connections_of(identity.app_id, identity.user_id)
+        except Unavailable as exc:
+            metrics.push_handshakes_rejected.labels("unavailable").inc()
+            return _error(503, exc.code, exc.message)
+        if len(held) >= most:
+            metrics.push_handshakes_rejected.labels("too_many_connections").inc()
+            message = f"this user already holds {len(held)} connections; at most {most}"
+            return _error(429, "too_many_connections", message)
         # Handed to _handle on the connection itself: nothing to clean up if the upgrade fails.
-        connection.herald_identity = (identity, device_from_request(request.path))  # type: ignore[attr-defined]
+        connection.herald_admitted = Admitted(  # type: ignore[attr-defined]
+            identity,
+            device_from_request(request.path) or identity.device,
+            secret_hash(token),
+            limits.frames_per_s or self._limits.frames_per_s,
+        )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        identity, device = ws.herald_identity  # type: ignore[attr-defined]
-        conn = Connection(ws, uuid.uuid4().hex, identity.app_id, identity.user_id, device)
+        admitted: Admitted = ws.herald_admitted  # type: ignore[attr-defined]
+        identity = admitted.identity
+        conn = Connection(
+            ws,
+            uuid.uuid4().hex,
+            identity.app_id,
+            identity.user_id,
+            admitted.device,
+            token_hash=admitted.token_hash,
+            frames=FrameBudget(admitted.frames_per_s),
+        )
         try:
-            stored = await self.node.positions(conn.app_id, conn.user_id)
-        except Unavailable:
-            stored = {}
-        try:
-            await self.node.attach(conn, welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, stored))
+            await self.node.attach(conn)
+            try:
+                positions = await self.node.load_channels(conn)
+            except Unavailable:
+                await ws.close(CLOSE_TRY_LATER, "store unavailable, reconnect later")
+                return
+            await ws.send(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
             first = await self._first_frame(ws)
             resume = self._parse(first) if first is not None else None
-            positions = {channel: stored.get(channel, 0) for channel in conn.channels}
             if isinstance(resume, Resume):
                 positions.update(self._readable(conn, resume, ws))
-            self.node.begin(conn, positions)
+            self.node.begin_all(conn, positions)
             if first is not None and not isinstance(resume, Resume):
                 await self._reply(conn, first)
             async for raw in ws:
@@ -206,6 +262,14 @@ class PushServer:
         return {channel: offset for channel, offset in resume.positions.items() if conn.may_read(channel)}
 
     async def _reply(self, conn: Connection, raw: str | bytes) -> None:
+        now = time.monotonic()
+        if not conn.frames.take(now):
+            # Dropped, with at most one error frame a second: a flood must not make us send one.
+            if now - conn.frames.warned_at >= 1.0:
+                conn.frames.warned_at = now
+                message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
+                await conn.ws.send(error_frame("rate_limited", message))
+            return
         frame = self._parse(raw)
         if isinstance(frame, FrameError):
             await conn.ws.send(error_frame(frame.code, frame.message))

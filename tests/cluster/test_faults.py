@@ -221,3 +221,32 @@ async def test_a_client_that_never_reads_is_closed_with_4008_and_others_are_unaf
         assert code == 4008, f"slow client closed with {code}; fine user: {audience.report(tally)}"
     finally:
         await audience.close()
+
+
+async def test_a_killed_nodes_connections_leave_presence_and_its_users_go_offline(
+    own_cluster: Cluster, own_publisher: Publisher
+) -> None:
+    """Heartbeat 1 s, so routes live 3 s: the dead node's entries must be gone within a
+    heartbeat of that, and another node must announce its users offline."""
+    group = "room"
+    await own_publisher.join(group, "ann")
+    await own_publisher.join(group, "bob")
+    ann = await open_ws(own_cluster.ws_url("push-b"), await own_publisher.token("ann"))
+    bob = await open_ws(own_cluster.ws_url("push-a"), await own_publisher.token("bob"))
+    await next_frame(ann, "welcome")
+    await next_frame(bob, "welcome")
+    assert (await own_publisher.presence("ann"))["online"] is True
+    own_cluster.kill("push-b")
+    killed = time.monotonic()
+    gone_after = None
+    while time.monotonic() - killed < 10:
+        if not (await own_publisher.presence("ann"))["online"]:
+            gone_after = time.monotonic() - killed
+            break
+        await asyncio.sleep(0.1)
+    assert gone_after is not None and gone_after <= 4.0, f"presence still listed ann {gone_after} s after the kill"
+    online = await own_publisher.online(group=group)
+    assert online["users"] == [{"user_id": "bob", "connections": 1}], online
+    accepted = await own_publisher.send_to_group(group, "after.kill")
+    assert (await next_frame(bob, "message"))["offset"] == accepted["offset"]
+    await bob.close()

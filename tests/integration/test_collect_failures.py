@@ -45,7 +45,7 @@ async def _seed(store: Store) -> None:
 
 
 def _client(store: Store, bus: MemoryBus) -> httpx.AsyncClient:
-    app = create_app(Settings.from_env("standalone", {}), store, Acceptor(store, bus), MemoryDirectory())
+    app = create_app(Settings.from_env("standalone", {}), store, Acceptor(store, bus), MemoryDirectory(), bus)
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://collect", headers={"authorization": f"Bearer {KEY}"}
     )

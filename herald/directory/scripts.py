@@ -1,0 +1,80 @@
+"""The directory's Lua scripts: the steps that must be atomic on the Redis server.
+
+Each touches only keys of one app (the ``{app}`` hash tag), so a Redis Cluster runs them
+unchanged; whatever spans apps or nodes goes in plain pipelines beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A script run by EVALSHA; ``sha`` is what the server knows it by once loaded."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# One user's connections arrive. Returns 1 if the hash was empty before (every field in
+# it is one this call added): the user came online. HSET and HLEN in one script, so two
+# nodes adding a user's first two connections at once cannot both see an empty hash.
+# KEYS: conns hash, online sorted set. ARGV: user id, ttl ms, online-until epoch ms,
+# then conn id / value pairs.
+ADD_CONNECTIONS = Script("""
+local added = redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local first = added == redis.call('HLEN', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[1])
+if first then return 1 end
+return 0
+""")
+
+# One user's connections go. Returns 1 if the user has none left and was still in the
+# online set: the user went offline. Gating on ZREM (not on HDEL's count) reports a user
+# whose hash already expired (a crashed node reaped late) exactly once, however many
+# callers get there.
+# KEYS: conns hash, online sorted set. ARGV: user id, then conn ids.
+REMOVE_CONNECTIONS = Script("""
+redis.call('HDEL', KEYS[1], unpack(ARGV, 2))
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0
+""")
+
+# Token bucket on the server's clock (TIME), so callers whose clocks disagree still share
+# one bucket. Absent means full. A take needs min(cost, burst) tokens: one larger than
+# the burst waits for a full bucket and leaves it in debt (negative), so it is not refused
+# forever and the long-run rate still holds. A refusal writes nothing.
+# KEYS: bucket hash. ARGV: cost, rate per second, burst. Returns {allowed, retry after s}.
+TAKE = Script("""
+local cost = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = burst
+else
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+end
+local need = math.min(cost, burst)
+if tokens < need then
+  return {0, string.format('%.17g', (need - tokens) / rate)}
+end
+tokens = tokens - cost
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return {1, '0'}
+""")
+
+ALL = (ADD_CONNECTIONS, REMOVE_CONNECTIONS, TAKE)

@@ -1,0 +1,260 @@
+"""collect's message routes: send to users, a group or everyone; read status and history."""
+
+import contextlib
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from herald import codec
+from herald.accept import Acceptor, Draft, Limits, draft_for
+from herald.directory.base import Directory
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from herald.http import ERROR_RESPONSES
+from herald.model import Message, parse_channel
+from herald.store.base import Store
+from services.collect.quotas import Quotas
+
+MAX_TTL_S = 365 * 86400
+MAX_HISTORY_PAGE = 1000
+
+
+class To(BaseModel):
+    """Exactly one of the three."""
+
+    model_config = ConfigDict(extra="forbid")
+    users: list[str] | None = Field(
+        default=None, min_length=1, description="user ids; each gets the message on `user:<id>`"
+    )
+    group: str | None = Field(
+        default=None, min_length=1, max_length=128, description="every member's connections, on `group:<name>`"
+    )
+    broadcast: bool | None = Field(default=None, description="true: every connected user of the app, on `broadcast`")
+
+
+class SendMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: To
+    event: str = Field(min_length=1, max_length=64, examples=["order.shipped"])
+    data: Any = Field(default=None, description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded")
+    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S, description="kept for replay this long")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="a retry with the same key returns the first result",
+    )
+
+
+class SendBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[dict[str, Any]] = Field(
+        min_length=1, description="items shaped like POST /v1/messages bodies, each validated on its own"
+    )
+
+
+class Accepted(BaseModel):
+    id: str
+    channel: str
+    offset: int
+    online: bool | None = Field(
+        description="user channels: whether the recipient had a live connection when it was accepted"
+        " (null: unknown, and always null for groups and broadcast)"
+    )
+
+
+class SendResult(BaseModel):
+    messages: list[Accepted]
+
+
+class ItemResult(BaseModel):
+    messages: list[Accepted] | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[ItemResult]
+
+
+class DeviceDelivery(BaseModel):
+    conn_id: str
+    device: str | None
+    delivered_at: float
+    acked_at: float | None
+
+
+class StoredMessage(BaseModel):
+    id: str
+    channel: str
+    offset: int
+    event: str
+    data: Any
+    ts: int
+    expires_at: float
+    status: str = Field(description="accepted, dispatched, delivered (written to a socket) or acked")
+
+
+class MessageStatus(StoredMessage):
+    deliveries: list[DeviceDelivery] = Field(description="one entry per connection it was written to")
+
+
+class History(BaseModel):
+    channel: str
+    messages: list[StoredMessage]
+    next: int = Field(description="pass as `since` to read on")
+
+
+def _accepted(messages: list[Message], online: dict[str, bool | None]) -> list[dict[str, Any]]:
+    return [{"id": m.id, "channel": m.channel, "offset": m.offset, "online": online[m.channel]} for m in messages]
+
+
+def message_routes(
+    app_id_dependency: Any, store: Store, acceptor: Acceptor, directory: Directory, quotas: Quotas
+) -> APIRouter:
+    api = APIRouter()
+    AppId = app_id_dependency
+
+    async def accept(app_id: str, drafts: list[Draft]) -> list[list[dict[str, Any]]]:
+        await quotas.charge(app_id, sum(len(d.channels) for d in drafts))
+        accepted = await acceptor.accept(app_id, drafts)
+        online = await presence(app_id, [m.channel for group in accepted for m in group])
+        return [_accepted(group, online) for group in accepted]
+
+    async def presence(app_id: str, channels: list[str]) -> dict[str, bool | None]:
+        """Per recipient channel: connected right now? None when the directory cannot say."""
+        online: dict[str, bool | None] = dict.fromkeys(channels)
+        users = {channel: parse_channel(channel) for channel in channels}
+        recipients = [(app_id, name) for kind, name in users.values() if kind == "user"]
+        if not recipients:
+            return online
+        try:
+            nodes = await directory.nodes_for(recipients)
+        except Unavailable:
+            return online
+        for channel, (kind, name) in users.items():
+            if kind == "user":
+                online[channel] = (app_id, name) in nodes
+        return online
+
+    async def send_idempotent(app_id: str, item: SendMessage, draft_: Draft) -> list[dict[str, Any]]:
+        key = item.idempotency_key
+        if key is None:
+            return (await accept(app_id, [draft_]))[0]
+        now = time.time()
+        earlier = await store.reserve_idempotency(app_id, key, now + draft_.ttl_s, now)
+        if earlier == "":
+            raise Conflict("a request with this idempotency key is still in progress", code="in_progress")
+        if earlier is not None:
+            return codec.loads(earlier)
+        try:
+            result = (await accept(app_id, [draft_]))[0]
+        except BaseException:
+            with contextlib.suppress(HeraldError):
+                await store.release_idempotency(app_id, key)
+            raise
+        await store.complete_idempotency(app_id, key, codec.dumps_text(result))
+        return result
+
+    @api.post(
+        "/v1/messages",
+        status_code=202,
+        response_model=SendResult,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="Send a message to users",
+    )
+    async def send(body: SendMessage, app_id: AppId) -> dict[str, Any]:
+        draft = _draft(body, await quotas.limits(app_id))
+        return {"messages": await send_idempotent(app_id, body, draft)}
+
+    @api.post(
+        "/v1/messages/batch",
+        status_code=202,
+        response_model=BatchResult,
+        response_model_exclude_none=True,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="Send many messages; each item succeeds or fails on its own",
+    )
+    async def send_batch(body: SendBatch, app_id: AppId) -> dict[str, Any]:
+        max_batch = await quotas.max_batch(app_id)
+        if len(body.messages) > max_batch:
+            raise PayloadTooLarge(f"at most {max_batch} messages per batch", code="batch_too_large")
+        limits = await quotas.limits(app_id)
+        results: list[dict[str, Any]] = [{} for _ in body.messages]
+        plain: list[tuple[int, Draft]] = []
+        for index, raw in enumerate(body.messages):
+            try:
+                item = SendMessage.model_validate(raw)
+                item_draft = _draft(item, limits)
+            except ValidationError as exc:
+                results[index] = {"error": _invalid_item(exc)}
+                continue
+            except HeraldError as exc:
+                results[index] = exc.to_body()
+                continue
+            if item.idempotency_key is None:
+                plain.append((index, item_draft))
+            else:
+                try:
+                    results[index] = {"messages": await send_idempotent(app_id, item, item_draft)}
+                except (BadRequest, Conflict, TooManyRequests) as exc:
+                    results[index] = exc.to_body()
+        total = sum(len(d.channels) for _, d in plain)
+        if total > max_batch * 10:
+            raise PayloadTooLarge(
+                f"{total} messages in one request; the limit is {max_batch * 10}",
+                code="batch_too_large",
+            )
+        if plain:
+            accepted = await accept(app_id, [d for _, d in plain])
+            for (index, _), messages in zip(plain, accepted, strict=True):
+                results[index] = {"messages": messages}
+        return {"results": results}
+
+    @api.get(
+        "/v1/messages/{message_id}",
+        response_model=MessageStatus,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="A message and its delivery status",
+    )
+    async def get_message(app_id: AppId, message_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+        message = await store.get_message(app_id, message_id, time.time())
+        if message is None:
+            raise NotFound("no such message (or it expired)", code="unknown_message")
+        deliveries = await store.deliveries_of(app_id, message_id)
+        return {**message.to_public(), "deliveries": [d.to_public() for d in deliveries]}
+
+    @api.get(
+        "/v1/channels/{channel}/messages",
+        response_model=History,
+        responses=ERROR_RESPONSES,
+        tags=["messages"],
+        summary="A channel's messages in offset order",
+    )
+    async def history(
+        app_id: AppId,
+        channel: Annotated[str, Path(max_length=140, examples=["user:7"])],
+        since: Annotated[int, Query(ge=0, le=2**62, description="return offsets after this one")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        parse_channel(channel)
+        messages = await store.read_channel(app_id, channel, since, limit, time.time())
+        return {
+            "channel": channel,
+            "messages": [m.to_public() for m in messages],
+            "next": messages[-1].offset if messages else since,
+        }
+
+    return api
+
+
+def _draft(item: SendMessage, limits: Limits) -> Draft:
+    return draft_for(item.to.model_dump(), item.event, item.data, item.ttl_s, limits)
+
+
+def _invalid_item(exc: ValidationError) -> dict[str, Any]:
+    details = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()[:20]]
+    return {"code": "invalid_request", "message": "the item does not match the schema", "details": details}
