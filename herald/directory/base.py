@@ -6,6 +6,10 @@ push node re-asserts its live connections at each heartbeat (``refresh_node``), 
 flushed or restarted Redis heals within one heartbeat, and a crashed node's routes stop
 being returned once its heartbeat key expires.
 
+Group membership itself is durable and lives in the store; the directory mirrors what
+routing needs of it: per node, how many local connections read each group (and the
+app's broadcast), so a group message goes only to nodes with members and once to each.
+
 Raises ``herald.errors.Unavailable`` when the server cannot be reached.
 """
 
