@@ -1,7 +1,9 @@
 """Accepting messages: the one path from a validated request to a stored, queued message.
 
-Order is the guarantee: offsets are allocated, the messages are in the store, and only
-then does the caller hear "accepted". Publishing to the bus comes after the store write;
+Both collect (``POST /v1/messages``) and push nodes (a client's ``publish`` frame) accept
+through here, so a message is the same thing whoever sent it. Order is the guarantee:
+offsets are allocated, the messages are in the store, and only then does the caller hear
+"accepted". Publishing to the bus comes after the store write;
 if it fails the messages stay ``published: "pending"`` for the outbox sweeper, and the
 caller still gets its 202, because the store has them and nothing acknowledged is lost.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from herald import codec
@@ -49,6 +51,7 @@ class Draft:
     event: str
     data: Any
     ttl_s: int
+    sender: dict[str, str] | None = None  # a client publishing from its socket
 
 
 def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
@@ -64,6 +67,11 @@ def draft_for_users(users: Sequence[Any], event: Any, data: Any, ttl_s: int | No
 def draft_for_group(group: Any, event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
     """One message on ``group:<name>``: one offset, read by every member's connections."""
     return _draft((group_channel(check_group(group)),), event, data, ttl_s, limits)
+
+
+def draft_for_channel(channel: str, event: Any, data: Any, limits: Limits, sender: dict[str, str]) -> Draft:
+    """A message a client publishes from its socket on one (already checked) channel."""
+    return replace(_draft((channel,), event, data, None, limits), sender=sender)
 
 
 def draft_for_broadcast(event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
@@ -121,6 +129,7 @@ class Acceptor:
                     data=draft.data,
                     ts=ts,
                     expires_at=now + draft.ttl_s,
+                    sender=draft.sender,
                 )
                 for channel in draft.channels
             ]

@@ -89,6 +89,7 @@ class Operator:
         webhook_url: str | None = None,
         limits: dict[str, Any] | None = None,
         rotate_webhook_secret: bool = False,
+        publish_hook_url: str | None = None,
     ) -> dict[str, Any]:
         """Set the app's webhook URL ("" turns webhooks off) and/or limits; returns the
         settings, including the webhook secret receivers verify signatures with."""
@@ -97,6 +98,8 @@ class Operator:
             body["webhook_url"] = webhook_url
         if limits is not None:
             body["limits"] = limits
+        if publish_hook_url is not None:
+            body["publish_hook_url"] = publish_hook_url
         return _check(await self._http.patch(f"/v1/apps/{app_id}", json=body))
 
 
@@ -117,8 +120,13 @@ class Publisher:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def token(self, user_id: str, ttl_s: int | None = None, device: str | None = None) -> str:
+    async def token(
+        self, user_id: str, ttl_s: int | None = None, device: str | None = None, publish: list[str] | None = None
+    ) -> str:
+        """A connect token; ``publish`` lists the channel patterns the user may publish to."""
         body: dict[str, Any] = {"user_id": user_id}
+        if publish is not None:
+            body["publish"] = publish
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
         if device is not None:

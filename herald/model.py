@@ -101,10 +101,13 @@ class Message:
     status: str = "accepted"
     idempotency_key: str | None = None
     published: str = "pending"
+    # Who published it when a client did (over its WebSocket): {"user_id", "conn_id"}.
+    # None for messages from the business system's API key.
+    sender: dict[str, str] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The fields the bus carries between collect, dispatch and push nodes."""
-        return {
+        wire = {
             "id": self.id,
             "app": self.app_id,
             "channel": self.channel,
@@ -113,6 +116,9 @@ class Message:
             "data": self.data,
             "ts": self.ts,
         }
+        if self.sender is not None:
+            wire["from"] = self.sender
+        return wire
 
     def to_public(self) -> dict[str, Any]:
         """What an app sees of a message through the HTTP API."""
@@ -125,6 +131,7 @@ class Message:
             "ts": self.ts,
             "expires_at": self.expires_at,
             "status": self.status,
+            "from": self.sender,
         }
 
 
@@ -174,9 +181,16 @@ class AppConfig:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     limits: AppLimits = field(default_factory=AppLimits)
+    # Where push nodes ask whether a client's publish may go out (signed like webhooks).
+    publish_hook_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"webhook_url": self.webhook_url, "webhook_secret": self.webhook_secret, "limits": self.limits.to_dict()}
+        return {
+            "webhook_url": self.webhook_url,
+            "webhook_secret": self.webhook_secret,
+            "limits": self.limits.to_dict(),
+            "publish_hook_url": self.publish_hook_url,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AppConfig:
@@ -184,6 +198,7 @@ class AppConfig:
             webhook_url=raw.get("webhook_url"),
             webhook_secret=raw.get("webhook_secret"),
             limits=AppLimits.from_dict(raw.get("limits") or {}),
+            publish_hook_url=raw.get("publish_hook_url"),
         )
 
 
@@ -197,6 +212,8 @@ class TokenRecord:
     expires_at: float
     created_at: float = field(default=0.0)
     device: str | None = None  # a label shown in presence (a connection's ?device= overrides it)
+    # Channel patterns the user may publish to from the socket (fnmatch: "group:room-*").
+    publish: tuple[str, ...] = ()
 
 
 # How long per-device delivery records are kept (status detail, not replayable data).

@@ -12,7 +12,7 @@ from typing import Any
 
 from herald import codec
 from herald.errors import BadRequest
-from herald.model import parse_channel
+from herald.model import EVENT_RE, parse_channel
 
 MAX_POSITIONS = 1000
 
@@ -26,10 +26,14 @@ CLOSE_SLOW_CONSUMER = 4008
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    """A frame we cannot take. With ``seq`` (a publish whose seq was readable) the answer is
+    a ``reply`` carrying the error; without, an ``error`` frame."""
+
+    def __init__(self, code: str, message: str, seq: Seq | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.seq = seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,22 @@ class Resume:
     positions: dict[str, int]
 
 
-ClientFrame = Ping | Ack | Resume
+Seq = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A client publishing on a channel; answered by a ``reply`` with the same ``seq``."""
+
+    seq: Seq
+    channel: str
+    event: str
+    data: Any
+
+
+ClientFrame = Ping | Ack | Resume | Publish
+
+MAX_SEQ_CHARS = 64
 
 
 def _offset(value: Any, what: str) -> int:
@@ -86,9 +105,33 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         if len(positions) > MAX_POSITIONS:
             raise FrameError("invalid_positions", f"at most {MAX_POSITIONS} positions")
         return Resume({_channel(ch): _offset(off, f"position of {ch}") for ch, off in positions.items()})
+    if kind == "publish":
+        return _publish(frame)
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "frame needs a string `type`")
     raise FrameError("unknown_type", f"unknown frame type {kind[:40]!r}")
+
+
+def _publish(frame: dict[str, Any]) -> Publish:
+    seq = frame.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, str | int) or not 0 < len(str(seq)) <= MAX_SEQ_CHARS:
+        raise FrameError("invalid_seq", f"a publish needs a `seq`: a string or integer of 1-{MAX_SEQ_CHARS} characters")
+    try:
+        channel = _channel(frame.get("channel"))
+    except FrameError as exc:
+        raise FrameError(exc.code, exc.message, seq) from None
+    event = frame.get("event")
+    if not isinstance(event, str) or not EVENT_RE.match(event):
+        raise FrameError("invalid_event", "`event` is 1-64 characters of letters, digits and _.:/-", seq)
+    return Publish(seq, channel, event, frame.get("data"))
+
+
+def reply_frame(seq: Seq, message_id: str, channel: str, offset: int) -> str:
+    return codec.dumps_text({"type": "reply", "seq": seq, "id": message_id, "channel": channel, "offset": offset})
+
+
+def reply_error_frame(seq: Seq, code: str, message: str) -> str:
+    return codec.dumps_text({"type": "reply", "seq": seq, "error": {"code": code, "message": message}})
 
 
 def welcome_frame(conn_id: str, user_id: str, heartbeat_s: float, positions: dict[str, int]) -> str:
@@ -105,17 +148,18 @@ def welcome_frame(conn_id: str, user_id: str, heartbeat_s: float, positions: dic
 
 def message_frame(wire: dict[str, Any]) -> str:
     """Built once per message per node; the same text goes to every local socket."""
-    return codec.dumps_text(
-        {
-            "type": "message",
-            "channel": wire["channel"],
-            "offset": wire["offset"],
-            "id": wire["id"],
-            "event": wire["event"],
-            "data": wire["data"],
-            "ts": wire["ts"],
-        }
-    )
+    frame = {
+        "type": "message",
+        "channel": wire["channel"],
+        "offset": wire["offset"],
+        "id": wire["id"],
+        "event": wire["event"],
+        "data": wire["data"],
+        "ts": wire["ts"],
+    }
+    if wire.get("from") is not None:
+        frame["from"] = wire["from"]
+    return codec.dumps_text(frame)
 
 
 def error_frame(code: str, message: str) -> str:

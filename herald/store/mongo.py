@@ -163,6 +163,7 @@ class MongoStore(Store):
             "expires_at": _to_datetime(token.expires_at),
             "created_at": token.created_at,
             "device": token.device,
+            "publish": list(token.publish),
         }
         with _translated():
             await self._db.tokens.insert_one(doc)
@@ -179,6 +180,7 @@ class MongoStore(Store):
             expires_at=_to_epoch(doc["expires_at"]),
             created_at=doc["created_at"],
             device=doc.get("device"),
+            publish=tuple(doc.get("publish") or ()),
         )
 
     async def delete_token(self, token_hash: str) -> bool:
@@ -473,6 +475,8 @@ def _message_doc(message: Message) -> dict[str, Any]:
         "status": message.status,
         "idempotency_key": message.idempotency_key,
         "published": message.published,
+        # Written by this insert only, never by $set: a subdocument, or None for API messages.
+        "sender": None if message.sender is None else dict(message.sender),
     }
 
 
@@ -489,4 +493,5 @@ def _message_from(doc: Mapping[str, Any]) -> Message:
         status=doc["status"],
         idempotency_key=doc.get("idempotency_key"),
         published=doc["published"],
+        sender=None if doc.get("sender") is None else dict(doc["sender"]),
     )

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     user_id TEXT NOT NULL,
     expires_at REAL NOT NULL,
     created_at REAL NOT NULL,
-    device TEXT
+    device TEXT,
+    publish TEXT
 );
 CREATE INDEX IF NOT EXISTS tokens_expires_at ON tokens (expires_at);
 CREATE INDEX IF NOT EXISTS tokens_app_user ON tokens (app_id, user_id);
@@ -83,6 +84,7 @@ CREATE TABLE IF NOT EXISTS messages (
     status TEXT NOT NULL,
     idempotency_key TEXT,
     published TEXT NOT NULL,
+    sender TEXT,
     UNIQUE (app_id, channel, "offset")
 );
 CREATE INDEX IF NOT EXISTS messages_expires_at ON messages (expires_at);
@@ -125,7 +127,9 @@ _RAISE_CURSOR = (
     ' ON CONFLICT (app_id, user_id, channel) DO UPDATE SET "offset" = MAX("offset", excluded."offset")'
 )
 _EXPIRING_TABLES = ("messages", "tokens", "idempotency", "deliveries")
-_MESSAGE_COLUMNS = 'id, app_id, channel, "offset", event, data, ts, expires_at, status, idempotency_key, published'
+_MESSAGE_COLUMNS = (
+    'id, app_id, channel, "offset", event, data, ts, expires_at, status, idempotency_key, published, sender'
+)
 
 
 @contextmanager
@@ -142,7 +146,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 # Columns added after a table was first released: (table, column, declaration).
-_ADDED_COLUMNS = (("tokens", "device", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("tokens", "device", "TEXT"),
+    ("tokens", "publish", "TEXT"),
+    ("messages", "sender", "TEXT"),
+)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -287,9 +295,17 @@ class SqliteStore(Store):
         def work(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.execute(
-                    "INSERT INTO tokens (token_hash, app_id, user_id, expires_at, created_at, device)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (token.token_hash, token.app_id, token.user_id, token.expires_at, token.created_at, token.device),
+                    "INSERT INTO tokens (token_hash, app_id, user_id, expires_at, created_at, device, publish)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token.token_hash,
+                        token.app_id,
+                        token.user_id,
+                        token.expires_at,
+                        token.created_at,
+                        token.device,
+                        codec.dumps_text(list(token.publish)) if token.publish else None,
+                    ),
                 )
 
         await self._run(work)
@@ -310,6 +326,7 @@ class SqliteStore(Store):
             expires_at=row["expires_at"],
             created_at=row["created_at"],
             device=row["device"],
+            publish=tuple(codec.loads(row["publish"])) if row["publish"] else (),
         )
 
     async def delete_token(self, token_hash: str) -> bool:
@@ -419,6 +436,7 @@ class SqliteStore(Store):
                 m.status,
                 m.idempotency_key,
                 m.published,
+                None if m.sender is None else codec.dumps_text(m.sender),
             )
             for m in messages
         ]
@@ -426,7 +444,7 @@ class SqliteStore(Store):
         def work(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.executemany(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
 
@@ -641,4 +659,5 @@ def _message_from(row: sqlite3.Row) -> Message:
         status=row["status"],
         idempotency_key=row["idempotency_key"],
         published=row["published"],
+        sender=None if row["sender"] is None else codec.loads(row["sender"]),
     )

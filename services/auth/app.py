@@ -15,6 +15,7 @@ from herald.directory.base import Directory
 from herald.errors import NotFound
 from herald.http import ERROR_RESPONSES, create_api, require_secret
 from herald.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
+from herald.permissions import check_patterns
 from herald.settings import Settings
 from herald.store.base import Store
 
@@ -58,6 +59,13 @@ class ConfigPatch(BaseModel):
     )
     limits: LimitsBody | None = None
     rotate_webhook_secret: bool = False
+    publish_hook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^(https?://\S+)?$",
+        description="push nodes POST each client publish here first (signed with the webhook secret);"
+        ' it answers {"allow": true, "data"?: ...} or {"allow": false, "reason": ...}; null or "" turns it off',
+    )
 
 
 class AppSettings(BaseModel):
@@ -65,6 +73,7 @@ class AppSettings(BaseModel):
     webhook_url: str | None
     webhook_secret: str | None = Field(description="HMAC-SHA256 key of the X-Herald-Signature header")
     limits: LimitsBody
+    publish_hook_url: str | None = None
 
 
 class NewToken(BaseModel):
@@ -72,6 +81,13 @@ class NewToken(BaseModel):
     user_id: str = Field(pattern=USER_ID_RE.pattern, min_length=1, max_length=128)
     ttl_s: int | None = Field(default=None, ge=1, le=MAX_TOKEN_TTL_S)
     device: str | None = Field(default=None, min_length=1, max_length=64, description="label shown in presence")
+    publish: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="channel patterns this user may publish to from the socket, e.g. group:room-*, user:*;"
+        " none by default",
+        examples=[["group:room-*"]],
+    )
 
 
 class TokenIssued(BaseModel):
@@ -79,6 +95,7 @@ class TokenIssued(BaseModel):
     user_id: str
     expires_at: float
     device: str | None = None
+    publish: list[str] = Field(default_factory=list)
 
 
 class Introspect(BaseModel):
@@ -92,6 +109,7 @@ class Introspection(BaseModel):
     user_id: str | None = None
     exp: float | None = None
     device: str | None = None
+    publish: list[str] = Field(default_factory=list)
 
 
 def _settings_of(app_id: str, config: AppConfig) -> AppSettings:
@@ -100,6 +118,7 @@ def _settings_of(app_id: str, config: AppConfig) -> AppSettings:
         webhook_url=config.webhook_url,
         webhook_secret=config.webhook_secret,
         limits=LimitsBody(**config.limits.to_dict()),
+        publish_hook_url=config.publish_hook_url,
     )
 
 
@@ -176,10 +195,13 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         webhook_url, secret = config.webhook_url, config.webhook_secret
         if "webhook_url" in body.model_fields_set:
             webhook_url = body.webhook_url or None
-        if webhook_url and (secret is None or body.rotate_webhook_secret):
+        hook_url = config.publish_hook_url
+        if "publish_hook_url" in body.model_fields_set:
+            hook_url = body.publish_hook_url or None
+        if (webhook_url or hook_url) and (secret is None or body.rotate_webhook_secret):
             secret = new_webhook_secret()
         limits = AppLimits(**body.limits.model_dump()) if body.limits is not None else config.limits
-        config = AppConfig(webhook_url=webhook_url, webhook_secret=secret, limits=limits)
+        config = AppConfig(webhook_url=webhook_url, webhook_secret=secret, limits=limits, publish_hook_url=hook_url)
         await store.set_app_config(app_id, config)
         return _settings_of(app_id, config)
 
@@ -195,8 +217,12 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         token = new_connect_token()
         now = time.time()
         expires_at = now + (body.ttl_s or settings.token_ttl_s)
-        await store.insert_token(TokenRecord(secret_hash(token), app_id, body.user_id, expires_at, now, body.device))
-        return TokenIssued(token=token, user_id=body.user_id, expires_at=expires_at, device=body.device)
+        publish = check_patterns(body.publish or [])
+        record = TokenRecord(secret_hash(token), app_id, body.user_id, expires_at, now, body.device, publish)
+        await store.insert_token(record)
+        return TokenIssued(
+            token=token, user_id=body.user_id, expires_at=expires_at, device=body.device, publish=list(publish)
+        )
 
     @api.delete(
         "/v1/tokens/{token}",
@@ -243,7 +269,12 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         if record is None:
             return Introspection(active=False)
         return Introspection(
-            active=True, app_id=record.app_id, user_id=record.user_id, exp=record.expires_at, device=record.device
+            active=True,
+            app_id=record.app_id,
+            user_id=record.user_id,
+            exp=record.expires_at,
+            device=record.device,
+            publish=list(record.publish),
         )
 
     return api

@@ -93,6 +93,12 @@ class StoredMessage(BaseModel):
     ts: int
     expires_at: float
     status: str = Field(description="accepted, dispatched, delivered (written to a socket) or acked")
+    sender: dict[str, str] | None = Field(
+        default=None,
+        validation_alias="from",
+        serialization_alias="from",
+        description="{user_id, conn_id} when a client published it from its socket; null for API messages",
+    )
 
 
 class MessageStatus(StoredMessage):

@@ -48,6 +48,7 @@ class Connection:
     user_id: str
     device: str | None
     token_hash: str = ""
+    publish: tuple[str, ...] = ()  # channel patterns from the token (herald.permissions)
     frames: FrameBudget = field(default_factory=lambda: FrameBudget(50.0))
     since: float = field(default_factory=time.time)
     closing: bool = False

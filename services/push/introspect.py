@@ -17,6 +17,7 @@ class Identity:
     user_id: str
     expires_at: float
     device: str | None = None
+    publish: tuple[str, ...] = ()
 
 
 class TokenChecker:
@@ -41,7 +42,9 @@ class TokenChecker:
         body = response.json()
         if not body.get("active"):
             return None
-        return Identity(body["app_id"], body["user_id"], body["exp"], body.get("device"))
+        return Identity(
+            body["app_id"], body["user_id"], body["exp"], body.get("device"), tuple(body.get("publish") or ())
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from herald.accept import Acceptor, Limits
 from herald.adapters import Adapters
 from herald.appconfig import AppConfigs
 from herald.errors import Unavailable
@@ -9,6 +10,7 @@ from herald.runtime import Part
 from herald.settings import Settings
 from services.push.introspect import TokenChecker
 from services.push.node import PushNode
+from services.push.publish import ClientPublishing, PublishHook
 from services.push.server import ConnectLimits, PushServer
 
 
@@ -17,6 +19,14 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     assert bus is not None and directory is not None and store is not None
     node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
     checker = TokenChecker(settings.auth_url, settings.service_token)
+    configs = AppConfigs(store)
+    hook = PublishHook()
+    publishing = ClientPublishing(
+        Acceptor(store, bus),
+        configs,
+        hook,
+        Limits(settings.max_payload, settings.max_batch, settings.message_ttl_s),
+    )
 
     async def consuming() -> None:
         if not bus.consuming():
@@ -26,16 +36,18 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
         node,
         checker,
         directory,
-        AppConfigs(store),
+        configs,
         ConnectLimits(settings.max_connections_per_user, settings.client_frames_per_s),
         settings.host,
         settings.port,
         settings.heartbeat_s,
         settings.drain_s,
+        publishing,
         readiness=[directory.ping, bus.ping, consuming],
     )
     return [
         Part("token-checker", _nothing, checker.close),
+        Part("publish-hook", _nothing, hook.close),
         Part("push-node", node.start, node.stop),
         Part("push-server", server.start, server.stop, stop_timeout_s=settings.drain_s + 5),
     ]

@@ -36,9 +36,11 @@ from herald.protocol import (
     ClientFrame,
     FrameError,
     Ping,
+    Publish,
     Resume,
     error_frame,
     parse_client_frame,
+    reply_error_frame,
     welcome_frame,
 )
 from services.push.connections import Connection, FrameBudget
@@ -50,6 +52,7 @@ from services.push.handshake import (
 )
 from services.push.introspect import Identity, TokenChecker
 from services.push.node import PushNode
+from services.push.publish import ClientPublishing
 
 log = logging.getLogger("herald.push")
 
@@ -102,6 +105,7 @@ class PushServer:
         port: int,
         heartbeat_s: float,
         drain_s: float,
+        publishing: ClientPublishing,
         readiness: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.node = node
@@ -114,6 +118,7 @@ class PushServer:
         self._heartbeat_s = heartbeat_s
         self._drain_s = drain_s
         self._readiness = readiness
+        self._publishing = publishing
         self._server: Server | None = None
 
     @property
@@ -214,6 +219,7 @@ class PushServer:
             identity.user_id,
             admitted.device,
             token_hash=admitted.token_hash,
+            publish=identity.publish,
             frames=FrameBudget(admitted.frames_per_s),
         )
         try:
@@ -263,16 +269,23 @@ class PushServer:
 
     async def _reply(self, conn: Connection, raw: str | bytes) -> None:
         now = time.monotonic()
+        frame = self._parse(raw)
         if not conn.frames.take(now):
-            # Dropped, with at most one error frame a second: a flood must not make us send one.
-            if now - conn.frames.warned_at >= 1.0:
+            message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
+            if isinstance(frame, Publish):
+                await conn.ws.send(reply_error_frame(frame.seq, "rate_limited", message))
+            elif now - conn.frames.warned_at >= 1.0:
+                # At most one error frame a second: a flood must not make us send a flood.
                 conn.frames.warned_at = now
-                message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
                 await conn.ws.send(error_frame("rate_limited", message))
             return
-        frame = self._parse(raw)
         if isinstance(frame, FrameError):
-            await conn.ws.send(error_frame(frame.code, frame.message))
+            if frame.seq is not None:
+                await conn.ws.send(reply_error_frame(frame.seq, frame.code, frame.message))
+            else:
+                await conn.ws.send(error_frame(frame.code, frame.message))
+        elif isinstance(frame, Publish):
+            await conn.ws.send(await self._publishing.reply(conn, frame))
         elif isinstance(frame, Ping):
             await conn.ws.send(PONG_FRAME)
         elif isinstance(frame, Ack):

@@ -265,6 +265,29 @@ async def test_unpublished_lists_old_enough_pending_messages_oldest_first(store:
     assert [m.id for m in await store.unpublished(recent.ts, 1, now)] == [first.id]
 
 
+async def test_a_messages_sender_round_trips_through_every_read(store: Store, now: float) -> None:
+    sent = message(now, 1)
+    sent.sender = {"user_id": "bob", "conn_id": "c-7f3a"}
+    await store.insert_messages([sent])
+
+    found = await store.get_message(APP, sent.id, now)
+    assert found is not None
+    assert found.sender == {"user_id": "bob", "conn_id": "c-7f3a"}
+    assert [m.sender for m in await store.read_channel(APP, "user:ann", 0, 10, now)] == [sent.sender]
+    assert [m.sender for m in await store.unpublished(sent.ts + 1, 10, now)] == [sent.sender]
+
+
+async def test_a_message_without_a_sender_reads_back_none(store: Store, now: float) -> None:
+    sent = message(now, 1)
+    await store.insert_messages([sent])
+
+    found = await store.get_message(APP, sent.id, now)
+    assert found is not None
+    assert found.sender is None
+    assert [m.sender for m in await store.read_channel(APP, "user:ann", 0, 10, now)] == [None]
+    assert [m.sender for m in await store.unpublished(sent.ts + 1, 10, now)] == [None]
+
+
 # Receipts --------------------------------------------------------------------
 
 
@@ -423,6 +446,21 @@ async def test_a_token_keeps_its_device_label(store: Store, now: float) -> None:
     token = TokenRecord("t2", APP, "ann", now + 300, now, device="phone")
     await store.insert_token(token)
     assert await store.get_token("t2", now) == token
+
+
+async def test_a_token_keeps_its_publish_patterns(store: Store, now: float) -> None:
+    token = TokenRecord("t3", APP, "ann", now + 300, now, publish=("group:room-*", "user:bob"))
+    await store.insert_token(token)
+    found = await store.get_token("t3", now)
+    assert found == token
+    assert found is not None and found.publish == ("group:room-*", "user:bob")
+
+
+async def test_a_token_without_publish_patterns_reads_back_empty(store: Store, now: float) -> None:
+    await store.insert_token(TokenRecord("t4", APP, "ann", now + 300, now))
+    found = await store.get_token("t4", now)
+    assert found is not None
+    assert found.publish == ()
 
 
 async def test_deleted_token_is_gone(store: Store, now: float) -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from herald import codec
-from herald.protocol import Ack, FrameError, Ping, Resume, message_frame, parse_client_frame, welcome_frame
+from herald.protocol import Ack, FrameError, Ping, Publish, Resume, message_frame, parse_client_frame, welcome_frame
 
 
 def _code(raw: str | bytes) -> str:
@@ -65,3 +65,37 @@ def test_welcome_frame_has_the_documented_fields() -> None:
         "heartbeat_s": 10.0,
         "positions": {"user:7": 4},
     }
+
+
+def test_a_publish_frame_is_parsed_with_its_seq() -> None:
+    frame = parse_client_frame('{"type":"publish","seq":"17","channel":"group:room-1","event":"chat","data":{"t":1}}')
+    assert frame == Publish("17", "group:room-1", "chat", {"t": 1})
+
+
+def test_an_integer_seq_is_kept_as_given() -> None:
+    assert parse_client_frame('{"type":"publish","seq":17,"channel":"user:7","event":"e"}').seq == 17  # type: ignore[union-attr]
+
+
+def test_a_publish_without_seq_is_a_plain_frame_error() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame('{"type":"publish","channel":"user:7","event":"e"}')
+    assert (refused.value.code, refused.value.seq) == ("invalid_seq", None)
+
+
+def test_a_publish_with_a_bad_channel_is_refused_with_its_seq() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame('{"type":"publish","seq":"9","channel":"topic:x","event":"e"}')
+    assert (refused.value.code, refused.value.seq) == ("invalid_channel", "9")
+
+
+def test_a_publish_with_a_bad_event_is_refused_with_its_seq() -> None:
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame('{"type":"publish","seq":"9","channel":"user:7","event":"no spaces"}')
+    assert (refused.value.code, refused.value.seq) == ("invalid_event", "9")
+
+
+def test_a_message_frame_carries_its_sender_when_a_client_published_it() -> None:
+    wire = {"id": "m", "channel": "group:g", "offset": 3, "event": "chat", "data": None, "ts": 1}
+    assert "from" not in codec.loads(message_frame(wire))
+    sender = {"user_id": "ann", "conn_id": "c1"}
+    assert codec.loads(message_frame({**wire, "from": sender}))["from"] == sender
