@@ -160,9 +160,7 @@ async def test_kick_closes_connections_on_both_nodes_within_a_second(cluster: Cl
     print(f"kick: both nodes closed the user's connections {elapsed * 1000:.0f} ms after the request")
 
 
-async def test_revoking_a_token_closes_its_connection_on_the_other_node(
-    cluster: Cluster, publisher: Publisher
-) -> None:
+async def test_revoking_a_token_closes_its_connection_on_the_other_node(cluster: Cluster, publisher: Publisher) -> None:
     ann = _name("ann")
     token = await publisher.token(ann)
     ws = await open_ws(cluster.ws_url("push-b"), token)
@@ -224,3 +222,76 @@ async def test_online_and_offline_are_published_once_per_user_not_per_tab(
         (f"{app_id}.user.offline", "user.offline"),
         (f"{app_id}.group.joined", "group.joined"),
     ]
+
+
+async def test_a_client_publish_on_one_node_reaches_members_on_the_other_and_survives_resume(
+    cluster: Cluster, publisher: Publisher
+) -> None:
+    room, ann, bob = _name("room"), _name("ann"), _name("bob")
+    await publisher.join(room, ann)
+    await publisher.join(room, bob)
+    ws_ann = await open_ws(cluster.ws_url("push-a"), await publisher.token(ann, publish=["group:room-*"]))
+    bob_token = await publisher.token(bob)
+    ws_bob = await open_ws(cluster.ws_url("push-b"), bob_token)
+    await next_frame(ws_ann, "welcome")
+    await next_frame(ws_bob, "welcome")
+    latencies: list[float] = []
+    offsets: list[int] = []
+    replies: list[dict] = []
+
+    async def read_ann() -> None:
+        """Ann reads her replies (and her own messages) as a real client does."""
+        async for raw in ws_ann:
+            frame = codec.loads(raw)
+            if frame["type"] == "reply":
+                replies.append(frame)
+
+    reader = asyncio.create_task(read_ann())
+    started = time.perf_counter()
+    # Paced at 40 per second, under the default limit of 50 frames per second per client.
+    for n in range(200):
+        await asyncio.sleep(max(0.0, 0.025 - (time.perf_counter() - started)) if n else 0)
+        started = time.perf_counter()
+        await ws_ann.send(
+            codec.dumps_text({"type": "publish", "seq": str(n), "channel": f"group:{room}", "event": "chat", "data": n})
+        )
+        frame = await next_frame(ws_bob, "message")
+        latencies.append(time.perf_counter() - started)
+        assert (frame["data"], frame["from"]["user_id"]) == (n, ann)
+        offsets.append(frame["offset"])
+    assert offsets == list(range(offsets[0], offsets[0] + 200))
+    latencies.sort()
+    print(
+        f"client publish on push-a to frame on push-b, 200 at 40/s: p50 {latencies[100] * 1000:.1f} ms,"
+        f" p99 {latencies[198] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+    )
+    await ws_bob.close()
+    async with asyncio.timeout(10):
+        while len(replies) < 200:
+            await asyncio.sleep(0.01)
+    assert all("error" not in r for r in replies), [r for r in replies if "error" in r][:3]
+    replies.clear()
+    for n in range(5):
+        await ws_ann.send(
+            codec.dumps_text(
+                {
+                    "type": "publish",
+                    "seq": f"away-{n}",
+                    "channel": f"group:{room}",
+                    "event": "chat",
+                    "data": f"away-{n}",
+                }
+            )
+        )
+    async with asyncio.timeout(10):
+        while len(replies) < 5:
+            await asyncio.sleep(0.01)
+    assert all("error" not in r for r in replies), replies
+    ws_bob = await open_ws(cluster.ws_url("push-a"), bob_token)
+    await ws_bob.send(codec.dumps_text({"type": "resume", "positions": {f"group:{room}": offsets[-1]}}))
+    got = await collect_messages(ws_bob, 5)
+    assert [f["data"] for f in got] == [f"away-{n}" for n in range(5)]
+    assert [f["offset"] for f in got] == sorted(r["offset"] for r in replies)
+    await ws_ann.close()
+    await reader
+    await ws_bob.close()
