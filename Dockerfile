@@ -4,7 +4,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY herald ./herald
 COPY services ./services
-RUN pip install --no-cache-dir . && useradd --system herald
+COPY clients ./clients
+# Editable, so push nodes serve clients/js/herald.js from this tree.
+RUN pip install --no-cache-dir -e . && useradd --system herald
 USER herald
 ENV HERALD_HOST=0.0.0.0
 ENTRYPOINT ["herald"]

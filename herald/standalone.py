@@ -100,7 +100,8 @@ def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Setting
     parts = [*adapters.parts(), Part("demo-app", create_demo, nothing)]
     for role in ROLES:
         service = importlib.import_module(f"services.{role}.main")
-        parts.extend(service.build(per_role[role], adapters))
+        extra = {"demo_app": lambda: demo.get("app_id")} if role == "push" else {}
+        parts.extend(service.build(per_role[role], adapters, **extra))
     return parts, per_role, demo
 
 
@@ -118,6 +119,7 @@ Herald is running (standalone: one process, data in {data_dir}).
   collect   {url["collect"]}       API docs: {url["collect"]}/docs
   dispatch  {url["dispatch"]}       health: {url["dispatch"]}/healthz
   push      {ws}
+  chat      http://{host}:{per_role['push'].port}/chat   (open it in two windows)
 
   operator token (HERALD_ADMIN_TOKEN): {admin}
   demo app id:  {demo.get("app_id", "")}

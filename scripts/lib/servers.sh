@@ -51,3 +51,11 @@ stop_started_servers() {
     esac
   done
 }
+
+# Headless Chromium for the browser tests. Not fatal: without it those tests are skipped
+# and say why.
+ensure_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return 0; fi
+  echo "installing chromium and chromium-driver for the browser tests ..." >&2
+  apt_install chromium chromium-driver || echo "could not install Chromium: the browser tests will be skipped" >&2
+}

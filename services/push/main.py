@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from herald.accept import Acceptor, Limits
 from herald.adapters import Adapters
 from herald.appconfig import AppConfigs
 from herald.errors import Unavailable
 from herald.runtime import Part
 from herald.settings import Settings
+from services.push.demo import DemoBackend
 from services.push.introspect import TokenChecker
 from services.push.node import PushNode
 from services.push.publish import ClientPublishing, PublishHook
 from services.push.server import ConnectLimits, PushServer
 
 
-def build(settings: Settings, adapters: Adapters) -> list[Part]:
+def build(settings: Settings, adapters: Adapters, demo_app: Callable[[], str | None] | None = None) -> list[Part]:
+    """``demo_app`` (standalone only) gives the demo app's id: the node then serves the
+    chat page's token and presence endpoints for it (``services.push.demo``)."""
     bus, directory, store = adapters.bus, adapters.directory, adapters.store
     assert bus is not None and directory is not None and store is not None
     node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
@@ -44,6 +49,7 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
         settings.drain_s,
         publishing,
         readiness=[directory.ping, bus.ping, consuming],
+        demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
     )
     return [
         Part("token-checker", _nothing, checker.close),

@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -44,6 +45,7 @@ from herald.protocol import (
     welcome_frame,
 )
 from services.push.connections import Connection, FrameBudget
+from services.push.demo import DemoBackend, query_value
 from services.push.handshake import (
     choose_subprotocol,
     device_from_request,
@@ -60,6 +62,14 @@ MAX_FRAME_BYTES = 64 * 1024
 # How long a new connection may take to send ``resume`` before its backlog starts at the
 # stored cursors. Clients that resume send it first thing, so they never wait.
 RESUME_WAIT_S = 0.25
+
+# Served on the WebSocket port: the browser client (its one copy lives in clients/js) and
+# the chat page built on it.
+_ROOT = Path(__file__).resolve().parents[2]
+STATIC_FILES: dict[str, tuple[Path, str]] = {
+    "/herald.js": (_ROOT / "clients" / "js" / "herald.js", "text/javascript; charset=utf-8"),
+    "/chat": (Path(__file__).resolve().parent / "static" / "chat.html", "text/html; charset=utf-8"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,7 @@ class PushServer:
         drain_s: float,
         publishing: ClientPublishing,
         readiness: Sequence[Callable[[], Awaitable[None]]] = (),
+        demo: DemoBackend | None = None,
     ) -> None:
         self.node = node
         self._checker = checker
@@ -119,6 +130,7 @@ class PushServer:
         self._drain_s = drain_s
         self._readiness = readiness
         self._publishing = publishing
+        self._demo = demo
         self._server: Server | None = None
 
     @property
@@ -174,6 +186,10 @@ class PushServer:
             return Response(
                 200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(text)))]), text
             )
+        if path in STATIC_FILES:
+            return self._static(path)
+        if path.startswith("/demo/") and self._demo is not None:
+            return await self._demo_answer(path, request.path)
         if path != "/ws":
             return _error(404, "not_found", "WebSocket endpoint is /ws")
         offered = offered_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
@@ -208,6 +224,29 @@ class PushServer:
             limits.frames_per_s or self._limits.frames_per_s,
         )
         return None
+
+    @staticmethod
+    def _static(path: str) -> Response:
+        file, content_type = STATIC_FILES[path]
+        try:
+            body = file.read_bytes()
+        except OSError:
+            return _error(404, "not_found", f"{path} is not installed with this node")
+        return http_response(200, body, content_type)
+
+    async def _demo_answer(self, path: str, target: str) -> Response:
+        assert self._demo is not None
+        query = parse_qs(urlsplit(target).query)
+        try:
+            if path == "/demo/session":
+                return json_response(
+                    200, await self._demo.session(query_value(query, "user"), query_value(query, "room"))
+                )
+            if path == "/demo/online":
+                return json_response(200, await self._demo.online(query_value(query, "room")))
+        except HeraldError as exc:
+            return json_response(exc.status, exc.to_body())
+        return _error(404, "not_found", "the demo answers /demo/session and /demo/online")
 
     async def _handle(self, ws: ServerConnection) -> None:
         admitted: Admitted = ws.herald_admitted  # type: ignore[attr-defined]

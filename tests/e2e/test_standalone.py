@@ -270,3 +270,22 @@ async def test_openapi_and_health_are_served(standalone: Standalone, http: httpx
         assert (await http.get(url + "/healthz")).json() == {"status": "ok"}
     assert (await http.get(standalone.push_http_url + "/healthz")).json() == {"status": "ok"}
     assert (await http.get(standalone.push_http_url + "/readyz")).status_code == 200
+
+
+async def test_the_push_node_serves_the_browser_client_and_the_chat_page(
+    standalone: Standalone, http: httpx.AsyncClient
+) -> None:
+    script = await http.get(f"{standalone.push_http_url}/herald.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "class Herald" in script.text
+    page = await http.get(f"{standalone.push_http_url}/chat")
+    assert page.status_code == 200 and '<script src="/herald.js">' in page.text
+
+
+async def test_the_demo_session_refuses_a_bad_room_with_a_json_error(
+    standalone: Standalone, http: httpx.AsyncClient
+) -> None:
+    response = await http.get(f"{standalone.push_http_url}/demo/session", params={"user": "ann", "room": "no room"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_group"
+    missing = await http.get(f"{standalone.push_http_url}/demo/online")
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_parameter"

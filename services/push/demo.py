@@ -1,0 +1,72 @@
+"""What `herald dev` adds to its push node so the chat page works with no backend of yours.
+
+A real app's backend mints connect tokens and manages groups with its API key; the demo
+app has no backend, so in standalone mode only the push node answers
+``/demo/session?user=&room=`` (a token allowed to publish to that room, the user made a
+member) and ``/demo/online?room=`` (who is in the room). Cluster push nodes never do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from herald.bus.base import Bus
+from herald.commands import send_to_user_nodes
+from herald.control import Join
+from herald.credentials import new_connect_token, secret_hash
+from herald.directory.base import Directory
+from herald.errors import BadRequest, Unavailable
+from herald.model import TokenRecord, check_group, check_user_id, group_channel
+from herald.store.base import Store
+
+SESSION_TTL_S = 3600
+
+
+class DemoBackend:
+    def __init__(self, store: Store, directory: Directory, bus: Bus, app_id: Callable[[], str | None]) -> None:
+        self._store = store
+        self._directory = directory
+        self._bus = bus
+        self._app_id = app_id
+
+    def _app(self) -> str:
+        app_id = self._app_id()
+        if not app_id:
+            raise Unavailable("the demo app is not ready yet")
+        return app_id
+
+    async def session(self, user: str | None, room: str | None) -> dict[str, Any]:
+        """A token for ``user`` that may publish to ``room``, with the user a member of it."""
+        app_id = self._app()
+        user_id, group = check_user_id(user), check_group(room)
+        channel = group_channel(group)
+        now = time.time()
+        token = new_connect_token()
+        await self._store.insert_token(
+            TokenRecord(secret_hash(token), app_id, user_id, now + SESSION_TTL_S, now, "chat", (channel,))
+        )
+        head = (await self._store.channel_heads(app_id, [channel]))[channel]
+        joined_after = (await self._store.groups_of(app_id, user_id)).get(group)
+        if joined_after is None:
+            await self._store.add_member(app_id, group, user_id, head, now)
+            joined_after = head
+        await send_to_user_nodes(
+            self._directory, self._bus, app_id, user_id, [Join(app_id, user_id, channel, joined_after)]
+        )
+        return {"token": token, "user_id": user_id, "channel": channel, "head": head}
+
+    async def online(self, room: str | None) -> dict[str, Any]:
+        app_id = self._app()
+        group = check_group(room)
+        members = await self._store.list_members(app_id, group, "", 1000)
+        counts = await self._directory.online(app_id, members, len(members)) if members else {}
+        return {"room": group, "users": [{"user_id": u, "connections": counts[u]} for u in sorted(counts)]}
+
+
+def query_value(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values:
+        raise BadRequest(f"`{name}` is required", code="missing_parameter")
+    return values[0]
