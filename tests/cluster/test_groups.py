@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 import aio_pika
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from herald import codec
 from herald.client import Publisher
 from herald.metrics import sample
 from herald.names import Names
 from tests.cluster.conftest import Cluster
-from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
+from tests.support.ws import close_code, collect_messages, next_frame, no_message_within, open_ws
 
 BUS_MESSAGES = "herald_push_bus_messages_total"
 
@@ -28,16 +27,6 @@ def _name(tag: str) -> str:
 
 async def _bus_messages(http: httpx.AsyncClient, cluster: Cluster, node: str) -> float:
     return sample((await http.get(cluster.url(node) + "/metrics")).text, BUS_MESSAGES)
-
-
-async def _close_code(ws, timeout_s: float) -> int | None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for _ in ws:
-                pass
-    except (TimeoutError, ConnectionClosed):
-        pass
-    return ws.close_code
 
 
 async def test_group_members_split_across_nodes_each_get_the_message_once(
@@ -153,7 +142,7 @@ async def test_kick_closes_connections_on_both_nodes_within_a_second(cluster: Cl
         await next_frame(ws, "welcome")
     started = time.monotonic()
     assert (await publisher.kick(ann))["nodes"] == 2
-    codes = [await _close_code(ws, 1.0) for ws in sockets]
+    codes = [await close_code(ws, 1.0) for ws in sockets]
     elapsed = time.monotonic() - started
     assert codes == [4003, 4003], f"close codes {codes} after {elapsed:.2f} s"
     assert elapsed < 1.5, f"closed after {elapsed:.2f} s"
@@ -166,7 +155,7 @@ async def test_revoking_a_token_closes_its_connection_on_the_other_node(cluster:
     ws = await open_ws(cluster.ws_url("push-b"), token)
     await next_frame(ws, "welcome")
     await publisher.revoke(token)
-    assert await _close_code(ws, 1.0) == 4003
+    assert await close_code(ws, 1.0) == 4003
 
 
 @pytest.fixture

@@ -6,27 +6,17 @@ import asyncio
 import uuid
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from herald.client import Publisher
 from tests.support.procs import Standalone
-from tests.support.ws import next_frame, open_ws
+from tests.support.ws import close_code, next_frame, open_ws
 
 CLOSE_WAIT_S = 1.0  # kick and revoke must close within a second
 
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def _closed_with(ws, timeout_s: float = CLOSE_WAIT_S) -> int | None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for _ in ws:
-                pass
-    except (TimeoutError, ConnectionClosed):
-        pass
-    return ws.close_code
 
 
 async def test_presence_lists_each_connection_with_its_node_device_and_start(
@@ -103,7 +93,7 @@ async def test_kick_closes_every_connection_of_the_user_with_4003_and_they_may_r
         await next_frame(ws, "welcome")
     kicked = await publisher.kick(ann)
     assert kicked == {"user_id": ann, "nodes": 1}
-    assert [await _closed_with(ws) for ws in sockets] == [4003, 4003]
+    assert [await close_code(ws, CLOSE_WAIT_S) for ws in sockets] == [4003, 4003]
     assert other.close_code is None
     again = await open_ws(standalone.ws_url, token)
     await next_frame(again, "welcome")
@@ -121,7 +111,7 @@ async def test_revoking_a_token_closes_only_its_connections_and_refuses_it_next_
     await next_frame(ws_revoked, "welcome")
     await next_frame(ws_kept, "welcome")
     await publisher.revoke(revoked)
-    assert await _closed_with(ws_revoked) == 4003
+    assert await close_code(ws_revoked, CLOSE_WAIT_S) == 4003
     assert ws_kept.close_code is None
     with pytest.raises(InvalidStatus) as refused:
         await open_ws(standalone.ws_url, revoked)
@@ -138,7 +128,7 @@ async def test_revoking_a_users_tokens_closes_all_their_connections(
     for ws in sockets:
         await next_frame(ws, "welcome")
     await publisher.revoke_user(ann)
-    assert [await _closed_with(ws) for ws in sockets] == [4003, 4003]
+    assert [await close_code(ws, CLOSE_WAIT_S) for ws in sockets] == [4003, 4003]
     for token in tokens:
         with pytest.raises(InvalidStatus) as refused:
             await open_ws(standalone.ws_url, token)

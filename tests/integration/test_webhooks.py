@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from herald import codec, events, metrics, webhooks
+from herald import codec, events, webhooks
 from herald.model import AppConfig
 from tests.support.servers import free_port
-from tests.support.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver, outcome_changes, outcome_counts
 
 WAIT_S = 10.0
 # Long enough for a stray retry to show up (the delays below are about 10 ms); used only
@@ -62,22 +62,9 @@ async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> No
     await asyncio.wait_for(poll(), timeout_s)
 
 
-def counts() -> dict[str, float]:
-    text = metrics.exposition()[0].decode()
-    return {
-        outcome: metrics.sample(text, "herald_webhooks_total", f'outcome="{outcome}"')
-        for outcome in ("delivered", "retried", "failed", "dropped")
-    }
-
-
-def changes(before: dict[str, float]) -> dict[str, float]:
-    after = counts()
-    return {outcome: after[outcome] - before[outcome] for outcome in after if after[outcome] != before[outcome]}
-
-
 async def test_the_event_arrives_signed_with_the_apps_secret(receiver: Receiver) -> None:
     body = an_event()
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=receiver.url, webhook_secret=SECRET)) as sender:
         await asyncio.wait_for(sender.handle(body), WAIT_S)
@@ -92,12 +79,12 @@ async def test_the_event_arrives_signed_with_the_apps_secret(receiver: Receiver)
     assert request.headers["x-herald-event"] == "user.online"
     assert request.headers["user-agent"] == "herald-webhooks"
     uuid.UUID(request.headers["x-herald-delivery"])
-    assert changes(before) == {"delivered": 1}
+    assert outcome_changes(before) == {"delivered": 1}
 
 
 async def test_server_errors_are_retried_with_the_same_delivery_id(receiver: Receiver) -> None:
     receiver.script = [500, 500]
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=receiver.url, webhook_secret=SECRET)) as sender:
         await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
@@ -110,7 +97,7 @@ async def test_server_errors_are_retried_with_the_same_delivery_id(receiver: Rec
     assert len(receiver.requests) == 3
     assert len({request.headers["x-herald-delivery"] for request in receiver.requests}) == 1
     assert {request.body for request in receiver.requests} == {receiver.requests[0].body}
-    assert changes(before) == {"retried": 2, "delivered": 1}
+    assert outcome_changes(before) == {"retried": 2, "delivered": 1}
 
 
 @pytest.mark.parametrize("status", [408, 429, 503])
@@ -125,7 +112,7 @@ async def test_timeouts_and_slow_downs_are_retried(receiver: Receiver, status: i
 @pytest.mark.parametrize("status", [400, 404, 410])
 async def test_a_client_error_is_not_retried(receiver: Receiver, status: int) -> None:
     receiver.script = [status]
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=receiver.url)) as sender:
         await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
@@ -133,12 +120,12 @@ async def test_a_client_error_is_not_retried(receiver: Receiver, status: int) ->
         await asyncio.sleep(QUIET_S)
 
     assert len(receiver.requests) == 1
-    assert changes(before) == {"failed": 1}
+    assert outcome_changes(before) == {"failed": 1}
 
 
 async def test_the_sender_gives_up_after_its_attempts(receiver: Receiver) -> None:
     receiver.then = 503
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=receiver.url), attempts=4) as sender:
         await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
@@ -146,7 +133,7 @@ async def test_the_sender_gives_up_after_its_attempts(receiver: Receiver) -> Non
         await asyncio.sleep(QUIET_S)
 
     assert len(receiver.requests) == 4
-    assert changes(before) == {"retried": 3, "failed": 1}
+    assert outcome_changes(before) == {"retried": 3, "failed": 1}
 
 
 async def test_a_single_attempt_means_no_retry(receiver: Receiver) -> None:
@@ -160,7 +147,7 @@ async def test_a_single_attempt_means_no_retry(receiver: Receiver) -> None:
 
 
 async def test_no_webhook_url_means_no_request(receiver: Receiver) -> None:
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=None, webhook_secret=SECRET)) as sender:
         await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
@@ -168,17 +155,17 @@ async def test_no_webhook_url_means_no_request(receiver: Receiver) -> None:
         await asyncio.sleep(QUIET_S)
 
     assert receiver.requests == []
-    assert changes(before) == {}
+    assert outcome_changes(before) == {}
 
 
 async def test_an_endpoint_nobody_listens_on_is_retried_then_given_up() -> None:
-    before = counts()
+    before = outcome_counts()
 
     async with sender_for(AppConfig(webhook_url=f"http://127.0.0.1:{free_port()}/in"), attempts=3) as sender:
         await asyncio.wait_for(sender.handle(an_event()), WAIT_S)
         await eventually(lambda: sender.pending == 0)
 
-    assert changes(before) == {"retried": 2, "failed": 1}
+    assert outcome_changes(before) == {"retried": 2, "failed": 1}
 
 
 async def test_a_receiver_slower_than_the_timeout_is_retried(receiver: Receiver) -> None:
@@ -191,7 +178,7 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(receiver: Receiver)
 
 async def test_beyond_max_pending_an_event_is_dropped_and_close_abandons_the_rest(receiver: Receiver) -> None:
     receiver.then = 500
-    before = counts()
+    before = outcome_counts()
 
     # Delays of seconds: the first event is still waiting for its retry when the second fails.
     async with sender_for(
@@ -203,7 +190,7 @@ async def test_beyond_max_pending_an_event_is_dropped_and_close_abandons_the_res
 
     assert len(receiver.requests) == 2
     # One retried (then abandoned at close), one dropped for want of room without a retry.
-    assert changes(before) == {"retried": 1, "dropped": 2}
+    assert outcome_changes(before) == {"retried": 1, "dropped": 2}
 
 
 async def test_a_dead_endpoint_does_not_hold_up_the_next_event(receiver: Receiver) -> None:

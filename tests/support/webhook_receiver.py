@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+from herald import metrics
+
 WAIT_S = 10.0
 
 
@@ -65,3 +67,18 @@ class Receiver:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def outcome_counts() -> dict[str, float]:
+    """This process's webhook outcomes so far, from the Prometheus counter."""
+    text = metrics.exposition()[0].decode()
+    return {
+        outcome: metrics.sample(text, "herald_webhooks_total", f'outcome="{outcome}"')
+        for outcome in ("delivered", "retried", "failed", "dropped")
+    }
+
+
+def outcome_changes(before: dict[str, float]) -> dict[str, float]:
+    """The outcomes that moved since ``before`` (an ``outcome_counts()``), and by how much."""
+    after = outcome_counts()
+    return {outcome: after[outcome] - before[outcome] for outcome in after if after[outcome] != before[outcome]}

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from herald import codec
 
@@ -57,3 +58,15 @@ async def no_message_within(ws: ClientConnection, seconds: float) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+async def close_code(ws: ClientConnection, timeout_s: float) -> int | None:
+    """The code the server closed ``ws`` with, reading (and dropping) frames until then;
+    None if it is still open after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for _ in ws:
+                pass
+    except (TimeoutError, ConnectionClosed):
+        pass
+    return ws.close_code

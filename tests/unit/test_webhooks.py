@@ -8,9 +8,10 @@ import hmac
 import httpx
 import pytest
 
-from herald import codec, events, metrics, webhooks
+from herald import codec, events, webhooks
 from herald.errors import Unavailable
 from herald.model import AppConfig
+from tests.support.webhook_receiver import outcome_changes, outcome_counts
 
 BASE_S, MAX_S = 0.5, 30.0
 
@@ -82,19 +83,6 @@ def test_attempt_zero_or_less_is_treated_as_the_first() -> None:
 # The sender, through httpx.MockTransport (no sockets) ----------------------------------
 
 
-def _counts() -> dict[str, float]:
-    text = metrics.exposition()[0].decode()
-    return {
-        outcome: metrics.sample(text, "herald_webhooks_total", f'outcome="{outcome}"')
-        for outcome in ("delivered", "retried", "failed", "dropped")
-    }
-
-
-def _delta(before: dict[str, float]) -> dict[str, float]:
-    after = _counts()
-    return {outcome: after[outcome] - before[outcome] for outcome in after if after[outcome] != before[outcome]}
-
-
 async def _configured(config: AppConfig) -> AppConfig:
     return config
 
@@ -130,14 +118,14 @@ async def test_a_malformed_event_is_dropped_without_a_request(body: bytes) -> No
 
     sender = webhooks.WebhookSender(config_of, transport=httpx.MockTransport(lambda _r: httpx.Response(200)))
     await sender.start()
-    before = _counts()
+    before = outcome_counts()
     try:
         await sender.handle(body)
     finally:
         await sender.close()
 
     assert looked_up == []
-    assert _delta(before) == {"dropped": 1}
+    assert outcome_changes(before) == {"dropped": 1}
 
 
 async def test_an_unsupported_url_is_refused_not_retried() -> None:
@@ -147,14 +135,14 @@ async def test_an_unsupported_url_is_refused_not_retried() -> None:
         base_delay_s=0.01,
     )
     await sender.start()
-    before = _counts()
+    before = outcome_counts()
     try:
         await sender.handle(codec.dumps(events.event(events.USER_ONLINE, "app_1")))
         assert sender.pending == 0
     finally:
         await sender.close()
 
-    assert _delta(before) == {"failed": 1}
+    assert outcome_changes(before) == {"failed": 1}
 
 
 async def test_a_store_failure_reaches_the_bus_so_it_redelivers() -> None:
