@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 
 from herald import logs
 from herald.adapters import NEEDS, make_adapters
 from herald.errors import ConfigError
-from herald.runtime import run_parts
+from herald.runtime import run, run_parts
 from herald.settings import ROLES, Settings
 
 
@@ -39,7 +38,7 @@ def _run_service(role: str) -> int:
     def started() -> None:
         print(f"herald {role} listening on {settings.host}:{settings.port}", file=sys.stderr, flush=True)
 
-    return asyncio.run(run_parts(parts, on_started=started))
+    return run(run_parts(parts, on_started=started))
 
 
 def _run_dev(port_base: int) -> int:
@@ -52,7 +51,7 @@ def _run_dev(port_base: int) -> int:
     def started() -> None:
         print(standalone.banner(per_role, demo), flush=True)
 
-    return asyncio.run(run_parts(parts, on_started=started))
+    return run(run_parts(parts, on_started=started))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,16 @@ def fail(reason: str) -> None:
         _stop.set()
 
 
+def run(main: Awaitable[int]) -> int:
+    """Run a process's main coroutine, on uvloop when it is installed: its transports cost less
+    CPU and memory per socket than asyncio's, which is most of a push node's work."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Part:
     name: str

@@ -55,6 +55,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_MAX_CONNECTIONS_PER_USER", "100", "default live connections per user; more get 429 at connect"),
     Variable("HERALD_MAX_GROUPS_PER_USER", "1000", "default groups one user may belong to"),
     Variable("HERALD_CLIENT_FRAMES_PER_S", "50", "default frames per second from one client; more get an error frame"),
+    Variable(
+        "HERALD_REUSE_PORT", "0", "1: push processes share HERALD_PORT (SO_REUSEPORT); give each its own HERALD_NODE_ID"
+    ),
     Variable("HERALD_DRAIN_S", "10", "on SIGTERM, how long a push node waits for its clients to go (close 1012)"),
 )
 
@@ -113,6 +116,7 @@ class Settings:
     max_connections_per_user: int = 100
     max_groups_per_user: int = 1000
     client_frames_per_s: float = 50.0
+    reuse_port: bool = False
 
     @property
     def presence_ttl_s(self) -> float:
@@ -182,6 +186,7 @@ class Settings:
             ),
             max_groups_per_user=parse("HERALD_MAX_GROUPS_PER_USER", "1000", lambda n, r: _int(n, r, 1, 1_000_000)),
             client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
+            reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
         )
         settings.check_cluster_requirements()
         return settings

@@ -50,6 +50,7 @@ def build(settings: Settings, adapters: Adapters, demo_app: Callable[[], str | N
         publishing,
         readiness=[directory.ping, bus.ping, consuming],
         demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
+        reuse_port=settings.reuse_port,
     )
     return [
         Part("token-checker", _nothing, checker.close),

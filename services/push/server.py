@@ -118,6 +118,7 @@ class PushServer:
         publishing: ClientPublishing,
         readiness: Sequence[Callable[[], Awaitable[None]]] = (),
         demo: DemoBackend | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.node = node
         self._checker = checker
@@ -131,6 +132,7 @@ class PushServer:
         self._readiness = readiness
         self._publishing = publishing
         self._demo = demo
+        self._reuse_port = reuse_port
         self._server: Server | None = None
 
     @property
@@ -150,6 +152,7 @@ class PushServer:
             ping_interval=self._heartbeat_s,
             ping_timeout=self._heartbeat_s * 2,
             close_timeout=2,
+            reuse_port=self._reuse_port,
         )
 
     async def stop(self) -> None:
