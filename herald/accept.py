@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from herald import codec
+from herald import codec, metrics
 from herald.bus.base import Bus
 from herald.errors import BadRequest, PayloadTooLarge, Unavailable
 from herald.model import (
@@ -137,6 +137,11 @@ class Acceptor:
         ]
         messages = [message for group in accepted for message in group]
         await self._store.insert_messages(messages)
+        from_sockets = sum(len(group) for group, draft in zip(accepted, drafts, strict=True) if draft.sender)
+        if from_sockets:
+            metrics.messages_accepted.labels("socket").inc(from_sockets)
+        if len(messages) > from_sockets:
+            metrics.messages_accepted.labels("http").inc(len(messages) - from_sockets)
         await self.publish(messages)
         return accepted
 

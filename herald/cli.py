@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from herald import logs
+from herald import logs, ops
 from herald.adapters import NEEDS, make_adapters
 from herald.errors import ConfigError
 from herald.runtime import run, run_parts
@@ -25,6 +25,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     for role in ROLES:
         sub.add_parser(role, help=f"run the {role} service (cluster mode, configured by HERALD_* variables)")
+    sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    apps = sub.add_parser("apps", help="manage apps (tenants) through auth").add_subparsers(dest="apps", required=True)
+    create = apps.add_parser("create", help="create an app and print its id and API key")
+    create.add_argument("name")
+    token = sub.add_parser("token", help="print a connect token for one user of an app")
+    token.add_argument("app", help="app id or name (the demo app of `herald dev` is `demo`)")
+    token.add_argument("user", help="user id")
+    token.add_argument("--key", help="the app's API key (default: HERALD_APP_KEY, or the one `apps create` saved)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default HERALD_TOKEN_TTL_S on auth)")
+    token.add_argument("--device", help="device label shown in presence")
+    token.add_argument("--publish", action="append", help="a channel pattern the user may publish to (repeatable)")
     return parser
 
 
@@ -59,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "dev":
             return _run_dev(args.port_base)
+        if args.command in ("status", "token"):
+            return ops.run(args.command, args)
+        if args.command == "apps":
+            return ops.run(f"apps-{args.apps}", args)
         return _run_service(args.command)
     except ConfigError as exc:
         print(f"herald: configuration error: {exc.message}", file=sys.stderr)

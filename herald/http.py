@@ -12,14 +12,15 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald import codec
+from herald import codec, metrics
 from herald.credentials import bearer, same_secret
 from herald.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized
 
@@ -66,9 +67,13 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details[:50]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, service: str = "api") -> None:
+    """Answer every failure in Herald's error shape, counting it by its code."""
+    count = metrics.errors.labels
+
     @app.exception_handler(HeraldError)
     async def herald_error(_: Request, exc: HeraldError) -> JSONResponse:
+        count(service, exc.code).inc()
         headers = None
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
@@ -76,16 +81,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        count(service, "invalid_request").inc()
         return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        count(service, code).inc()
+        response = error_response(exc.status_code, code, str(exc.detail))
+        if exc.headers:  # a 405's Allow (RFC 9110 requires it)
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        count(service, "internal").inc()
         return error_response(500, "internal", "internal error; it has been logged")
 
 
@@ -93,9 +104,22 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 
 
 def create_api(title: str, description: str, checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
-    """A FastAPI app with Herald's error shape, ``/healthz`` and ``/readyz``."""
+    """A FastAPI app with Herald's error shape, ``/healthz``, ``/readyz`` and ``/metrics``."""
     app = FastAPI(title=title, description=description, version="1")
-    install_error_handlers(app)
+    service = title.removeprefix("Herald ").lower()
+    install_error_handlers(app, service)
+    app.add_middleware(CountResponses, service=service)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics of this process",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}},
+    )
+    async def metrics_text() -> Response:
+        text, content_type = metrics.exposition()
+        return Response(text, media_type=content_type)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -115,6 +139,31 @@ def create_api(title: str, description: str, checks: Sequence[ReadinessCheck] = 
     return app
 
 
+class CountResponses:
+    """Count answered requests by status class, without touching bodies (pure ASGI, so
+    streaming and the body limit behave as before)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self._by_status = {
+            status: metrics.http_requests.labels(service, status) for status in ("2xx", "3xx", "4xx", "5xx")
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counter = self._by_status.get(f"{message['status'] // 100}xx")
+                if counter is not None:
+                    counter.inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 def require_secret(request: Request, expected: str, who: str) -> None:
     """Check a fixed credential (operator or service token) from the Authorization header."""
     given = bearer(request.headers.get("authorization"))
@@ -122,6 +171,18 @@ def require_secret(request: Request, expected: str, who: str) -> None:
         raise Unauthorized(f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential")
     if not same_secret(given, expected):
         raise Forbidden(f"this is not the {who} token", code="bad_credential")
+
+
+def secret_dependency(expected: str, who: str, scheme_name: str) -> Callable[..., None]:
+    """A dependency that checks a fixed credential like ``require_secret`` and declares it in
+    the OpenAPI document as its own bearer scheme, so clients and fuzzers know which
+    token an operation takes."""
+    declared = Security(HTTPBearer(auto_error=False, scheme_name=scheme_name, description=f"the {who} token"))
+
+    def check(request: Request, _: HTTPAuthorizationCredentials | None = declared) -> None:
+        require_secret(request, expected, who)
+
+    return check
 
 
 class BodyLimit:

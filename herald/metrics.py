@@ -6,12 +6,41 @@ event, or per batch on hot paths), so the hot paths count batches, never per soc
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# The life of a message, one counter per stage; ``via`` says who sent it (an HTTP caller or a
+# client publishing from its socket). Delivered counts frames written, one per connection.
+messages_accepted = Counter(
+    "herald_messages_accepted", "Messages stored and queued for dispatch", ["via"], registry=REGISTRY
+)
+messages_dispatched = Counter(
+    "herald_messages_dispatched", "Messages dispatch routed to push nodes", registry=REGISTRY
+)
+messages_delivered = Counter(
+    "herald_messages_delivered", "Message frames written to client sockets", registry=REGISTRY
+)
+messages_acked = Counter("herald_messages_acked", "Client acks received (cumulative, per channel)", registry=REGISTRY)
+# From acceptance (the message's ``ts``) to the frame written on a live connection; replays
+# after a reconnect are left out, they measure how long the client was away.
+delivery_latency = Histogram(
+    "herald_delivery_latency_seconds",
+    "Accepted-to-written latency of live message frames",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+queue_depth = Gauge("herald_queue_depth", "Messages waiting in a bus queue", ["queue"], registry=REGISTRY)
+# Every error answer by its code: HTTP error bodies on the APIs, `error` frames and refused
+# publishes on sockets.
+errors = Counter("herald_errors", "Errors answered, by service and code", ["service", "code"], registry=REGISTRY)
+http_requests = Counter(
+    "herald_http_requests", "HTTP requests answered, by service and status", ["service", "status"], registry=REGISTRY
+)
+
+push_handshakes = Counter("herald_push_handshakes", "WebSocket connections admitted (token checked)", registry=REGISTRY)
+
 push_bus_messages = Counter("herald_push_bus_messages", "Messages this node received from its queue", registry=REGISTRY)
-push_frames_sent = Counter("herald_push_frames_sent", "Message frames written to sockets", registry=REGISTRY)
 push_connections = Gauge("herald_push_connections", "Open WebSocket connections on this node", registry=REGISTRY)
 push_closes = Counter("herald_push_closes", "Connections the node closed, by close code", ["code"], registry=REGISTRY)
 push_handshakes_rejected = Counter(

@@ -83,6 +83,15 @@ class Names:
         return f"{self.namespace}:nodes"
 
     @property
+    def node_reports_key(self) -> str:
+        """Hash node_id -> JSON report (connections, per app, queue depth, when)."""
+        return f"{self.namespace}:nodereports"
+
+    def message_counts_key(self, second: int) -> str:
+        """Hash app_id -> messages dispatched in that wall-clock second."""
+        return f"{self.namespace}:msgcounts:{second}"
+
+    @property
     def key_pattern(self) -> str:
         """Matches every key of this namespace (for tests and `herald status`)."""
         return f"{self.namespace}:*"

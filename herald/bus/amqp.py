@@ -30,6 +30,7 @@ already on the wire at that moment can overtake them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -369,6 +370,37 @@ class AmqpBus(Bus):
 
     def consuming(self) -> bool:
         return bool(self._consumers) and all(consumer.alive() for consumer in self._consumers)
+
+    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
+        if self._connection is None:
+            raise Unavailable("the bus is not connected")
+        names = {
+            "dispatch": self._names.dispatch_queue,
+            "receipts": self._names.receipts_queue,
+            **{f"node:{node}": self._names.node_queue(node) for node in node_ids},
+            **{f"events:{group}": self._names.events_queue(group) for group in event_groups},
+        }
+        depths: dict[str, int] = {}
+        channel = None
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                for label, name in names.items():
+                    # A passive declare of a missing queue closes its channel, so these run on
+                    # a channel of their own, reopened after each miss.
+                    if channel is None or channel.is_closed:
+                        channel = await self._connection.channel(publisher_confirms=False)
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                    except ChannelNotFoundEntity:
+                        continue
+                    depths[label] = queue.declaration_result.message_count or 0
+        except RETRYABLE as exc:
+            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*RETRYABLE):
+                    await channel.close()
+        return depths
 
     async def _declare(self, channel: AbstractRobustChannel) -> _Topology:
         dispatch_exchange = await channel.declare_exchange(

@@ -89,3 +89,10 @@ class Bus(ABC):
     @abstractmethod
     def consuming(self) -> bool:
         """True while every consumer started on this bus is still subscribed."""
+
+    @abstractmethod
+    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
+        """Messages waiting in the dispatch and receipts queues and in the given nodes' and
+        event groups' queues, labelled ``dispatch``, ``receipts``, ``node:<id>`` and
+        ``events:<group>``; a queue that does not exist is left out. For operators
+        (``/metrics``, ``herald status``), never on a message's path."""

@@ -221,6 +221,18 @@ class MemoryBus(Bus):
     def consuming(self) -> bool:
         return bool(self._consumers) and all(consumer.alive() for consumer in self._consumers)
 
+    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
+        depths = {"dispatch": len(self._dispatch), "receipts": len(self._receipts)}
+        depths.update({f"node:{node}": len(self._nodes[node]) for node in node_ids if node in self._nodes})
+        depths.update(
+            {
+                f"events:{group}": len(self._event_groups[group].mailbox)
+                for group in event_groups
+                if group in self._event_groups
+            }
+        )
+        return depths
+
     def _check_open(self) -> None:
         if self._closed:
             raise Unavailable("the bus is closed")

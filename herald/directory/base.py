@@ -41,6 +41,9 @@ class Located:
     since: float
 
 
+# How long per-second message counts are kept (``count_messages``).
+COUNTS_KEPT_S = 120
+
 ChannelKey = tuple[str, str]  # (app_id, channel), channel being group:<name> or broadcast
 
 
@@ -48,6 +51,17 @@ ChannelKey = tuple[str, str]  # (app_id, channel), channel being group:<name> or
 class RateDecision:
     allowed: bool
     retry_after_s: float  # 0 when allowed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """What a push node says about itself at each heartbeat, for operators."""
+
+    node_id: str
+    connections: int
+    by_app: dict[str, int]  # app_id -> connections
+    queue_depth: int | None  # messages waiting in its bus queue; None when unknown
+    at_ms: int = 0  # when it reported (wall clock), set by the node
 
 
 class Directory(ABC):
@@ -135,3 +149,21 @@ class Directory(ABC):
         """Token bucket per app, shared by every caller: take ``cost`` tokens if there are
         that many (refilled at ``rate_per_s`` up to ``burst``), else refuse and say when
         there will be. A refused call takes nothing."""
+
+    # Operations -----------------------------------------------------------------------
+    @abstractmethod
+    async def report_node(self, report: NodeReport, ttl_s: float) -> None:
+        """Record a node's report; reports of nodes that stop reporting vanish after
+        ``ttl_s`` (a dead node is shown for a while, then forgotten)."""
+
+    @abstractmethod
+    async def node_reports(self) -> list[NodeReport]:
+        """Every report still kept, by node id."""
+
+    @abstractmethod
+    async def count_messages(self, counts: Mapping[str, int], at_s: int) -> None:
+        """Add per-app message counts to the wall-clock second ``at_s`` (kept two minutes)."""
+
+    @abstractmethod
+    async def message_rates(self, window_s: int, now_s: int) -> dict[str, float]:
+        """Messages per second per app over the ``window_s`` whole seconds before ``now_s``."""

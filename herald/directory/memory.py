@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from herald.directory.base import ChannelKey, Directory, Located, Presence, RateDecision
+from herald.directory.base import COUNTS_KEPT_S, ChannelKey, Directory, Located, NodeReport, Presence, RateDecision
 
 User = tuple[str, str]  # (app_id, user_id)
 
@@ -86,6 +86,8 @@ class MemoryDirectory(Directory):
         self._channels: dict[ChannelKey, _Readers] = {}
         self._claims: dict[str, float] = {}  # node_id -> reap claim deadline
         self._buckets: dict[str, _Bucket] = {}
+        self._reports: dict[str, tuple[NodeReport, float]] = {}  # node_id -> (report, kept until)
+        self._counts: dict[int, dict[str, int]] = {}  # second -> app_id -> messages
 
     async def start(self) -> None:
         return None
@@ -263,6 +265,30 @@ class MemoryDirectory(Directory):
         if allowed and bucket is None:
             self._buckets[app_id] = _Bucket(tokens=burst - cost, at=now)
         return RateDecision(allowed, retry_after)
+
+    # Operations ---------------------------------------------------------------------
+    async def report_node(self, report: NodeReport, ttl_s: float) -> None:
+        self._reports[report.node_id] = (report, time.monotonic() + ttl_s)
+
+    async def node_reports(self) -> list[NodeReport]:
+        now = time.monotonic()
+        for node_id in [node for node, (_, until) in self._reports.items() if until <= now]:
+            del self._reports[node_id]
+        return [report for _, (report, _) in sorted(self._reports.items())]
+
+    async def count_messages(self, counts: Mapping[str, int], at_s: int) -> None:
+        second = self._counts.setdefault(at_s, {})
+        for app_id, count in counts.items():
+            second[app_id] = second.get(app_id, 0) + count
+        for old in [s for s in self._counts if s < at_s - COUNTS_KEPT_S]:
+            del self._counts[old]
+
+    async def message_rates(self, window_s: int, now_s: int) -> dict[str, float]:
+        totals: dict[str, int] = {}
+        for second in range(now_s - window_s, now_s):
+            for app_id, count in self._counts.get(second, {}).items():
+                totals[app_id] = totals.get(app_id, 0) + count
+        return {app_id: total / window_s for app_id, total in totals.items()}
 
     # Helpers ------------------------------------------------------------------------
     def _assert(self, node_id: str, conns: Sequence[Presence], ttl_s: float, now: float) -> None:

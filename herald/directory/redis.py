@@ -38,7 +38,7 @@ from redis.backoff import ExponentialBackoff
 
 from herald import codec
 from herald.directory import scripts
-from herald.directory.base import ChannelKey, Directory, Located, Presence, RateDecision
+from herald.directory.base import COUNTS_KEPT_S, ChannelKey, Directory, Located, NodeReport, Presence, RateDecision
 from herald.directory.scripts import Script
 from herald.errors import Unavailable
 from herald.names import Names
@@ -454,6 +454,60 @@ class RedisDirectory(Directory):
     def _remove(self, pipe: Pipeline, app_id: str, user_id: str, conn_ids: Sequence[str]) -> None:
         keys = [self._names.conns_key(app_id, user_id), self._names.online_key(app_id)]
         _evalsha(pipe, scripts.REMOVE_CONNECTIONS, keys, [user_id, *conn_ids])
+
+    # Operations ---------------------------------------------------------------------
+    async def report_node(self, report: NodeReport, ttl_s: float) -> None:
+        """One hash for every node's report; each carries its own deadline, and readers drop
+        the stale ones, since a hash field cannot expire on its own in Redis 7.0."""
+        value = {
+            "connections": report.connections,
+            "by_app": report.by_app,
+            "queue_depth": report.queue_depth,
+            "at_ms": report.at_ms,
+            "until_ms": int(time.time() * 1000) + _ttl_ms(ttl_s),
+        }
+        with _unavailable("reporting a node"):
+            await self._redis.hset(self._names.node_reports_key, report.node_id, codec.dumps_text(value))
+
+    async def node_reports(self) -> list[NodeReport]:
+        with _unavailable("reading node reports"):
+            stored = await self._redis.hgetall(self._names.node_reports_key)
+            now_ms = int(time.time() * 1000)
+            reports, stale = [], []
+            for node_id, raw in sorted(stored.items()):
+                value = codec.loads(raw)
+                if value.get("until_ms", 0) <= now_ms:
+                    stale.append(node_id)
+                    continue
+                reports.append(
+                    NodeReport(node_id, value["connections"], value["by_app"], value["queue_depth"], value["at_ms"])
+                )
+            if stale:
+                await self._redis.hdel(self._names.node_reports_key, *stale)
+        return reports
+
+    async def count_messages(self, counts: Mapping[str, int], at_s: int) -> None:
+        if not counts:
+            return
+        key = self._names.message_counts_key(at_s)
+        pipe = self._redis.pipeline(transaction=False)
+        for app_id, count in counts.items():
+            pipe.hincrby(key, app_id, count)
+        pipe.expire(key, COUNTS_KEPT_S)
+        with _unavailable("counting messages"):
+            await pipe.execute()
+
+    async def message_rates(self, window_s: int, now_s: int) -> dict[str, float]:
+        pipe = self._redis.pipeline(transaction=False)
+        for second in range(now_s - window_s, now_s):
+            pipe.hgetall(self._names.message_counts_key(second))
+        with _unavailable("reading message rates"):
+            seconds = await pipe.execute()
+        totals: dict[str, int] = {}
+        for counts in seconds:
+            for app_id, count in counts.items():
+                totals[app_id] = totals.get(app_id, 0) + int(count)
+        return {app_id: total / window_s for app_id, total in totals.items()}
 
     def _forget_node(self, pipe: Pipeline, node_id: str, channels: set[str]) -> None:
         """Queue the removal of a node's channel routes and its own bookkeeping."""

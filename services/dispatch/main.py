@@ -10,6 +10,7 @@ from herald.runtime import HttpServer, Part
 from herald.settings import Settings
 from herald.webhooks import WebhookSender
 from services.dispatch.receipts import ReceiptsWorker
+from services.dispatch.stats import DispatchStats
 from services.dispatch.worker import DispatchWorker
 
 # Every dispatch worker competes on this group's queue: each event is POSTed once.
@@ -19,7 +20,8 @@ WEBHOOK_GROUP = "webhooks"
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
     bus, directory, store = adapters.bus, adapters.directory, adapters.store
     assert bus is not None and directory is not None and store is not None
-    worker = DispatchWorker(bus, directory, store)
+    stats = DispatchStats(directory, bus, (WEBHOOK_GROUP,))
+    worker = DispatchWorker(bus, directory, store, stats)
 
     async def consuming() -> None:
         if not bus.consuming():
@@ -27,7 +29,7 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
 
     api = create_api(
         "Herald dispatch",
-        "Routes accepted messages to push nodes. Health only.",
+        "Routes accepted messages to push nodes. Health and metrics only.",
         checks=[store.ping, directory.ping, bus.ping, consuming],
     )
     server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
@@ -40,9 +42,11 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
         await bus.consume_dispatch(worker.handle)
         await bus.consume_receipts(receipts.handle)
         await bus.consume_events(WEBHOOK_GROUP, ["#"], webhooks.handle)
+        await stats.start()
 
     async def stop_worker() -> None:
         await bus.stop_consuming()
         await webhooks.close()
+        await stats.stop()
 
     return [Part("dispatch-worker", start_worker, stop_worker), server.part()]

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import logging
 
-from herald import codec
+from herald import codec, metrics
 from herald.bus.base import Bus
 from herald.directory.base import Directory
 from herald.errors import Unavailable
 from herald.routing import plan_routes, recipients_of, shared_channels_of
 from herald.store.base import Store
+from services.dispatch.stats import DispatchStats
 
 log = logging.getLogger("herald.dispatch")
 
 
 class DispatchWorker:
-    def __init__(self, bus: Bus, directory: Directory, store: Store) -> None:
+    def __init__(self, bus: Bus, directory: Directory, store: Store, stats: DispatchStats | None = None) -> None:
         self._bus = bus
+        self._stats = stats
         self._directory = directory
         self._store = store
         self.routed = 0
@@ -49,6 +51,9 @@ class DispatchWorker:
         if bodies:
             await self._publish(bodies)
         self.routed += len(messages)
+        metrics.messages_dispatched.inc(len(messages))
+        if self._stats is not None:
+            self._stats.count(messages)
         try:
             await self._store.advance_status([m["id"] for m in messages], "dispatched")
         except Unavailable as exc:

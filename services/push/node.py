@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -23,7 +24,7 @@ from websockets.protocol import State
 from herald import control, events, metrics, runtime
 from herald.bus.base import Bus
 from herald.control import Command, Join, Kick, Leave
-from herald.directory.base import Directory, Presence
+from herald.directory.base import Directory, NodeReport, Presence
 from herald.errors import Unavailable
 from herald.model import BROADCAST, Delivery, parse_channel
 from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
@@ -44,6 +45,8 @@ MAX_CONCURRENT_FETCHES = 16
 # How long a lost broker subscription may stay lost (a broker restart takes seconds)
 # before the node exits non-zero for its supervisor to restart it.
 RECOVERY_BUDGET_S = 60.0
+# How long `herald status` keeps showing a node that stopped reporting (then it is forgotten).
+REPORT_KEPT_S = 300.0
 
 
 class PushNode:
@@ -87,8 +90,10 @@ class PushNode:
                 readers = self.connections.of_user(message["app"], name)
             else:
                 readers = self.connections.readers(message["app"], channel)
-            for conn in list(readers):
-                self._apply(conn, channel, conn.sequence(channel).live(message, now), frames)
+            if readers:
+                for conn in list(readers):
+                    self._apply(conn, channel, conn.sequence(channel).live(message, now), frames)
+                metrics.delivery_latency.observe(max(0.0, time.time() - message["ts"] / 1000))
 
     # Control ------------------------------------------------------------------
     async def command(self, command: Command) -> None:
@@ -181,7 +186,7 @@ class PushNode:
                         Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
                     )
             self.delivered += len(step.write)
-            metrics.push_frames_sent.inc(len(step.write))
+            metrics.messages_delivered.inc(len(step.write))
             self._bound_output(conn)
         if step.fetch_after is not None:
             self._spawn(self._fetch(conn, channel, step.fetch_after), f"fetch-{conn.conn_id}")
@@ -308,6 +313,7 @@ class PushNode:
         self._announce(events.USER_OFFLINE, last)
 
     def record_ack(self, conn: Connection, channel: str, offset: int) -> None:
+        metrics.messages_acked.inc()
         self._receipts.acked(conn.app_id, conn.user_id, conn.conn_id, channel, offset)
 
     # Node-wide loops --------------------------------------------------------
@@ -315,6 +321,8 @@ class PushNode:
         await self._bus.consume_node(self.node_id, self.handle)
         await self._directory.refresh_node(self.node_id, [], self._heartbeat_s * 3)
         self.routable = True
+        with contextlib.suppress(Unavailable):
+            await self._report()
         self._loops.append(asyncio.create_task(self._heartbeat_loop(), name="push-heartbeat"))
         self._loops.append(asyncio.create_task(self._tick_loop(), name="push-tick"))
 
@@ -362,12 +370,26 @@ class PushNode:
                 # Whoever notices a dead node first cleans up after it and announces its
                 # users offline; the directory lets only one node do it.
                 self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
+                await self._report()
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
                 continue
             if not known:
                 log.warning("this node's routes were lost (directory flushed or expired); catching up")
                 self.catch_up_all()
+
+    async def _report(self) -> None:
+        """Tell operators (``herald status``, ``/metrics``) how this node is doing."""
+        label = f"node:{self.node_id}"
+        try:
+            depth: int | None = (await self._bus.queue_depths([self.node_id])).get(label)
+        except Unavailable:
+            depth = None
+        if depth is not None:
+            metrics.queue_depth.labels(label).set(depth)
+        by_app = Counter(conn.app_id for conn in self.connections)
+        report = NodeReport(self.node_id, len(self.connections), dict(by_app), depth, int(time.time() * 1000))
+        await self._directory.report_node(report, REPORT_KEPT_S)
 
     async def _recover_subscription(self) -> None:
         """The broker consumer is gone (channel closed, consumer cancelled, broker restarting):

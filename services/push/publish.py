@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from herald import codec
+from herald import codec, metrics
 from herald.accept import Acceptor, Limits, draft_for_channel
 from herald.appconfig import AppConfigs
-from herald.errors import HeraldError
+from herald.errors import Forbidden, HeraldError
 from herald.permissions import first_refusal
 from herald.protocol import Publish, reply_error_frame, reply_frame
 from herald.webhooks import sign
@@ -75,28 +75,32 @@ class ClientPublishing:
         self._limits = limits
 
     async def reply(self, conn: Connection, frame: Publish) -> str:
-        """The reply frame for one publish: its id and offset, or why not."""
+        """The reply frame for one publish: its id and offset, or why not (counted by code)."""
+        try:
+            return reply_frame(frame.seq, *await self._accept(conn, frame))
+        except HeraldError as exc:
+            metrics.errors.labels("push", exc.code).inc()
+            return reply_error_frame(frame.seq, exc.code, exc.message)
+
+    async def _accept(self, conn: Connection, frame: Publish) -> tuple[str, str, int]:
         refusal = first_refusal(conn.publish, frame.channel, conn.groups)
         if refusal is not None:
-            return reply_error_frame(frame.seq, *refusal)
-        try:
-            config = await self._configs.get(conn.app_id)
-            limits = Limits(
-                config.limits.max_payload or self._limits.max_payload,
-                self._limits.max_recipients,
-                self._limits.default_ttl_s,
+            raise Forbidden(refusal[1], code=refusal[0])
+        config = await self._configs.get(conn.app_id)
+        limits = Limits(
+            config.limits.max_payload or self._limits.max_payload,
+            self._limits.max_recipients,
+            self._limits.default_ttl_s,
+        )
+        sender = {"user_id": conn.user_id, "conn_id": conn.conn_id}
+        draft = draft_for_channel(frame.channel, frame.event, frame.data, limits, sender)
+        if config.publish_hook_url:
+            candidate = {"app_id": conn.app_id, **sender, "channel": frame.channel, "event": frame.event}
+            verdict = await self._hook.ask(
+                config.publish_hook_url, config.webhook_secret, {**candidate, "data": frame.data}
             )
-            sender = {"user_id": conn.user_id, "conn_id": conn.conn_id}
-            draft = draft_for_channel(frame.channel, frame.event, frame.data, limits, sender)
-            if config.publish_hook_url:
-                candidate = {"app_id": conn.app_id, **sender, "channel": frame.channel, "event": frame.event}
-                verdict = await self._hook.ask(
-                    config.publish_hook_url, config.webhook_secret, {**candidate, "data": frame.data}
-                )
-                if not verdict.allow:
-                    return reply_error_frame(frame.seq, "refused_by_hook", verdict.reason)
-                draft = draft_for_channel(frame.channel, frame.event, verdict.data, limits, sender)
-            [[message]] = await self._acceptor.accept(conn.app_id, [draft])
-        except HeraldError as exc:
-            return reply_error_frame(frame.seq, exc.code, exc.message)
-        return reply_frame(frame.seq, message.id, message.channel, message.offset)
+            if not verdict.allow:
+                raise Forbidden(verdict.reason, code="refused_by_hook")
+            draft = draft_for_channel(frame.channel, frame.event, verdict.data, limits, sender)
+        [[message]] = await self._acceptor.accept(conn.app_id, [draft])
+        return message.id, message.channel, message.offset

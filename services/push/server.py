@@ -99,6 +99,10 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
     return http_response(status, codec.dumps(body), "application/json")
 
 
+def _count_error(code: str) -> None:
+    metrics.errors.labels("push", code).inc()
+
+
 def _error(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": {"code": code, "message": message}})
 
@@ -219,6 +223,7 @@ class PushServer:
             metrics.push_handshakes_rejected.labels("too_many_connections").inc()
             message = f"this user already holds {len(held)} connections; at most {most}"
             return _error(429, "too_many_connections", message)
+        metrics.push_handshakes.inc()
         # Handed to _handle on the connection itself: nothing to clean up if the upgrade fails.
         connection.herald_admitted = Admitted(  # type: ignore[attr-defined]
             identity,
@@ -306,6 +311,7 @@ class PushServer:
         refused = [channel for channel in resume.positions if not conn.may_read(channel)]
         if refused:
             message = f"not your channels: {', '.join(sorted(refused)[:5])}"
+            _count_error("forbidden_channel")
             broadcast([ws], error_frame("forbidden_channel", message))
         return {channel: offset for channel, offset in resume.positions.items() if conn.may_read(channel)}
 
@@ -313,6 +319,7 @@ class PushServer:
         now = time.monotonic()
         frame = self._parse(raw)
         if not conn.frames.take(now):
+            _count_error("rate_limited")
             message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
             if isinstance(frame, Publish):
                 await conn.ws.send(reply_error_frame(frame.seq, "rate_limited", message))
@@ -322,6 +329,7 @@ class PushServer:
                 await conn.ws.send(error_frame("rate_limited", message))
             return
         if isinstance(frame, FrameError):
+            _count_error(frame.code)
             if frame.seq is not None:
                 await conn.ws.send(reply_error_frame(frame.seq, frame.code, frame.message))
             else:
@@ -334,6 +342,7 @@ class PushServer:
             if conn.may_read(frame.channel):
                 self.node.record_ack(conn, frame.channel, frame.offset)
             else:
+                _count_error("forbidden_channel")
                 await conn.ws.send(error_frame("forbidden_channel", f"{frame.channel} is not one of your channels"))
         elif isinstance(frame, Resume):
             self.node.begin(conn, self._readable(conn, frame, conn.ws))

@@ -122,6 +122,23 @@ async def test_a_started_bus_answers_ping(broker: Broker) -> None:
     await bus.ping()
 
 
+async def test_queue_depths_count_what_waits_and_leave_out_missing_queues(broker: Broker) -> None:
+    bus = await broker.open()
+    await bus.consume_node("node-a", Inbox())
+    await bus.stop_consuming()  # the queue stays; nothing reads it now
+    for body in numbered(3):
+        await bus.publish_dispatch(body)
+    await bus.publish_to_nodes({"node-a": b"one"})
+
+    depths: dict[str, int] = {}
+    async with asyncio.timeout(WAIT_S):
+        # The broker counts a publish a moment after confirming it.
+        while depths.get("dispatch") != 3 or depths.get("node:node-a") != 1:
+            await asyncio.sleep(0.05)
+            depths = await bus.queue_depths(["node-a", "node-nobody"])
+    assert "node:node-nobody" not in depths
+
+
 async def test_dispatch_messages_reach_a_consumer_in_order(broker: Broker) -> None:
     bus = await broker.open()
     inbox = Inbox()

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from herald.directory.base import Directory, Located, Presence, RateDecision
+from herald.directory.base import Directory, Located, NodeReport, Presence, RateDecision
 from herald.directory.memory import MemoryDirectory
 from herald.directory.redis import RedisDirectory
 from herald.errors import Unavailable
@@ -653,6 +653,34 @@ class Relay:
             sink.close()
 
         await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+async def test_node_reports_are_read_back_by_another_process(subject: Subject) -> None:
+    report = NodeReport("node-a", 3, {APP: 2, "app-2": 1}, 5, at_ms=1_700_000_000_000)
+    await subject.directory.report_node(report, TTL_S)
+
+    assert await (await subject.twin()).node_reports() == [report]
+
+
+async def test_a_node_that_stops_reporting_is_forgotten_after_its_report_ttl(directory: Directory) -> None:
+    await directory.report_node(NodeReport("node-a", 1, {APP: 1}, None, at_ms=1), SHORT_TTL_S)
+    await directory.report_node(NodeReport("node-b", 0, {}, 0, at_ms=1), TTL_S)
+
+    async def only_b_left() -> bool:
+        return [report.node_id for report in await directory.node_reports()] == ["node-b"]
+
+    await eventually(only_b_left)
+
+
+async def test_message_rates_average_the_counts_of_whole_seconds_in_the_window(subject: Subject) -> None:
+    now_s = 1_800_000_000
+    await subject.directory.count_messages({APP: 30, "app-2": 5}, now_s - 2)
+    await subject.directory.count_messages({APP: 10}, now_s - 1)
+    await subject.directory.count_messages({APP: 999}, now_s)  # the second under way: not yet counted
+
+    rates = await (await subject.twin()).message_rates(10, now_s)
+
+    assert rates == {APP: 4.0, "app-2": 0.5}
 
 
 async def test_a_redis_lost_after_start_makes_every_call_unavailable(namespace: str, redis_url: str) -> None:
