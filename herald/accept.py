@@ -82,9 +82,7 @@ def draft_for(to: Mapping[str, Any], event: Any, data: Any, ttl_s: int | None, l
     """An item addressed by a ``to`` object: exactly one of ``users``, ``group``, ``broadcast: true``."""
     given = [key for key in ("users", "group", "broadcast") if to.get(key) not in (None, False)]
     if len(given) != 1:
-        raise BadRequest(
-            "`to` takes exactly one of `users`, `group` or `broadcast: true`", code="invalid_recipients"
-        )
+        raise BadRequest("`to` takes exactly one of `users`, `group` or `broadcast: true`", code="invalid_recipients")
     if given == ["users"]:
         return draft_for_users(to["users"], event, data, ttl_s, limits)
     if given == ["group"]:
@@ -142,6 +140,18 @@ class Acceptor:
             metrics.messages_accepted.labels("socket").inc(from_sockets)
         if len(messages) > from_sockets:
             metrics.messages_accepted.labels("http").inc(len(messages) - from_sockets)
+        if log.isEnabledFor(logging.DEBUG):
+            for message in messages:
+                log.debug(
+                    "accepted %s at %d",
+                    message.channel,
+                    message.offset,
+                    extra={
+                        "app_id": app_id,
+                        "message_id": message.id,
+                        "conn_id": (message.sender or {}).get("conn_id"),
+                    },
+                )
         await self.publish(messages)
         return accepted
 

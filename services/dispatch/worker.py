@@ -10,6 +10,8 @@ publishes happen again: push nodes drop duplicates by offset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from herald import codec, metrics
 from herald.bus.base import Bus
@@ -52,8 +54,8 @@ class DispatchWorker:
             await self._publish(bodies)
         self.routed += len(messages)
         metrics.messages_dispatched.inc(len(messages))
-        if self._stats is not None:
-            self._stats.count(messages)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_routes(messages, routes)
         try:
             await self._store.advance_status([m["id"] for m in messages], "dispatched")
         except Unavailable as exc:
@@ -64,3 +66,16 @@ class DispatchWorker:
         rounds = max(index for _, index in bodies) + 1
         for index in range(rounds):
             await self._bus.publish_to_nodes({node: b for (node, i), b in bodies.items() if i == index})
+
+
+def _log_routes(messages: list[dict[str, Any]], routes: Mapping[str, list[Mapping[str, Any]]]) -> None:
+    nodes_of: dict[str, list[str]] = {}
+    for node, routed in routes.items():
+        for message in routed:
+            nodes_of.setdefault(message["id"], []).append(node)
+    for message in messages:
+        log.debug(
+            "routed to %s",
+            ", ".join(sorted(nodes_of.get(message["id"], []))) or "no live node",
+            extra={"app_id": message["app"], "message_id": message["id"]},
+        )

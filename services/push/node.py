@@ -176,7 +176,15 @@ class PushNode:
             # Per-device delivery records for inboxes only: a group message to ten
             # thousand members would otherwise write ten thousand records.
             per_device = channel == conn.user_channel
+            debugging = log.isEnabledFor(logging.DEBUG)
             for message in step.write:
+                if debugging:
+                    log.debug(
+                        "wrote %s %d",
+                        channel,
+                        message["offset"],
+                        extra={"app_id": conn.app_id, "message_id": message["id"], "conn_id": conn.conn_id},
+                    )
                 frame = frames.get(message["id"])
                 if frame is None:
                     frame = frames[message["id"]] = message_frame(message).encode()
@@ -215,13 +223,14 @@ class PushNode:
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
         if transport is not None and transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
-            log.warning("closing a slow consumer", extra={"conn_id": conn.conn_id, "app_id": conn.app_id})
+            log.warning("closing a slow consumer", extra=_context(conn))
             self._close_soon(conn, CLOSE_SLOW_CONSUMER, "slow consumer: resume later")
 
     def _close_soon(self, conn: Connection, code: int, reason: str) -> None:
         if conn.closing:
             return
         conn.closing = True
+        log.info("closing with %d: %s", code, reason, extra=_context(conn))
         if conn.ws.protocol.state is State.OPEN:
             if code == CLOSE_SLOW_CONSUMER:
                 # The close frame waits behind everything the client has not read yet;
@@ -251,6 +260,7 @@ class PushNode:
         ``begin_all``: messages arriving meanwhile are held by their sequences."""
         self.connections.add(conn)
         metrics.push_connections.set(len(self.connections))
+        log.debug("connected", extra=_context(conn))
         try:
             first = await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
         except Unavailable:
@@ -304,6 +314,7 @@ class PushNode:
         if not changed:
             return
         metrics.push_connections.set(len(self.connections))
+        log.debug("disconnected", extra=_context(conn))
         try:
             last = await self._directory.remove_connections(self.node_id, [conn.presence])
         except Unavailable:
@@ -438,3 +449,8 @@ class PushNode:
 
     async def flush_receipts(self) -> None:
         await self._receipts.flush(self._bus)
+
+
+def _context(conn: Connection) -> dict[str, str]:
+    """The log fields that say which connection a line is about."""
+    return {"app_id": conn.app_id, "user_id": conn.user_id, "conn_id": conn.conn_id}
