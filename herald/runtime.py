@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from herald.http import BodyLimit
 
@@ -65,10 +67,23 @@ class _QuietServer(uvicorn.Server):
 class HttpServer:
     """One FastAPI app on one port, as a ``Part``."""
 
-    def __init__(self, name: str, app: FastAPI, host: str, port: int, body_limit: int) -> None:
+    def __init__(
+        self, name: str, app: FastAPI, host: str, port: int, body_limit: int, cors_origins: Sequence[str] = ()
+    ) -> None:
         self.name = name
+        served: ASGIApp = BodyLimit(app, body_limit)
+        if cors_origins:
+            # Outermost, so refusals (401, 413, 429) carry the headers a browser needs to read them.
+            served = CORSMiddleware(
+                served,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["Retry-After"],
+                max_age=600,
+            )
         config = uvicorn.Config(
-            BodyLimit(app, body_limit),
+            served,
             host=host,
             port=port,
             log_config=None,

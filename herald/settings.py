@@ -43,6 +43,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_NAMESPACE", "herald", "prefix of every key, exchange, queue and database ([a-z0-9_])"),
     Variable("HERALD_ADMIN_TOKEN", None, "operator credential (create apps, rotate keys)"),
     Variable("HERALD_SERVICE_TOKEN", None, "credential services use among themselves (introspection)"),
+    Variable(
+        "HERALD_CORS_ORIGINS", "", "browser origins allowed to call auth and collect (comma-separated, or *)"
+    ),
     Variable("HERALD_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; presence TTL is 3x"),
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
@@ -82,6 +85,14 @@ def _float(name: str, raw: str, lo: float, hi: float) -> float:
     return value
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"HERALD_CORS_ORIGINS: {origin!r} is not * or an http(s):// origin")
+    return origins
+
+
 def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     if not raw.startswith(tuple(f"{s}://" for s in schemes)):
         raise ConfigError(f"{name}: expected a {'/'.join(schemes)}:// URL, got {raw!r}")
@@ -117,6 +128,7 @@ class Settings:
     max_groups_per_user: int = 1000
     client_frames_per_s: float = 50.0
     reuse_port: bool = False
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def presence_ttl_s(self) -> float:
@@ -187,6 +199,7 @@ class Settings:
             max_groups_per_user=parse("HERALD_MAX_GROUPS_PER_USER", "1000", lambda n, r: _int(n, r, 1, 1_000_000)),
             client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
+            cors_origins=_origins(get("HERALD_CORS_ORIGINS", "") or ""),
         )
         settings.check_cluster_requirements()
         return settings

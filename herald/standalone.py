@@ -14,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from herald.adapters import NEEDS, Adapters, make_adapters
 from herald.apikeys import issue_api_key
@@ -58,9 +59,17 @@ def dev_settings(base: Settings, port_base: int) -> dict[str, Settings]:
             service_token=service,
             auth_url=auth_url,
             node_id=f"{base.host}:{ports[role]}" if role == "push" else base.node_id,
+            # The console and chat pages come from the push node's origin and call auth and
+            # collect on their own ports.
+            cors_origins=base.cors_origins or _page_origins(base.host, ports["push"]),
         )
         for role in ROLES
     }
+
+
+def _page_origins(host: str, port: int) -> tuple[str, ...]:
+    hosts = dict.fromkeys([_client_host(host), "127.0.0.1", "localhost"])
+    return tuple(f"http://{name}:{port}" for name in hosts)
 
 
 def _client_host(host: str) -> str:
@@ -100,7 +109,14 @@ def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Setting
     parts = [*adapters.parts(), Part("demo-app", create_demo, nothing)]
     for role in ROLES:
         service = importlib.import_module(f"services.{role}.main")
-        extra = {"demo_app": lambda: demo.get("app_id")} if role == "push" else {}
+        extra: dict[str, Any] = {}
+        if role == "push":
+            host = _client_host(base.host)
+            console_urls = {
+                "auth_url": f"http://{host}:{per_role['auth'].port}",
+                "collect_url": f"http://{host}:{per_role['collect'].port}",
+            }
+            extra = {"demo_app": lambda: demo, "console_urls": console_urls}
         parts.extend(service.build(per_role[role], adapters, **extra))
     return parts, per_role, demo
 
@@ -119,7 +135,8 @@ Herald is running (standalone: one process, data in {data_dir}).
   collect   {url["collect"]}       API docs: {url["collect"]}/docs
   dispatch  {url["dispatch"]}       health: {url["dispatch"]}/healthz
   push      {ws}
-  chat      http://{host}:{per_role['push'].port}/chat   (open it in two windows)
+  console   http://{host}:{per_role["push"].port}/       (connect, send, see who is online)
+  chat      http://{host}:{per_role["push"].port}/chat   (open it in two windows)
 
   operator token (HERALD_ADMIN_TOKEN): {admin}
   demo app id:  {demo.get("app_id", "")}

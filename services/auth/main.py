@@ -12,6 +12,11 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     store, directory, bus = adapters.store, adapters.directory, adapters.bus
     assert store is not None and directory is not None and bus is not None
     server = HttpServer(
-        "auth", create_app(settings, store, directory, bus), settings.host, settings.port, body_limit=64 * 1024
+        "auth",
+        create_app(settings, store, directory, bus),
+        settings.host,
+        settings.port,
+        body_limit=64 * 1024,
+        cors_origins=settings.cors_origins,
     )
     return [server.part()]

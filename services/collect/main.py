@@ -19,6 +19,6 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     assert adapters.store is not None and adapters.bus is not None and adapters.directory is not None
     acceptor = Acceptor(adapters.store, adapters.bus)
     app = create_app(settings, adapters.store, acceptor, adapters.directory, adapters.bus)
-    server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings))
+    server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings), settings.cors_origins)
     outbox = OutboxSweeper(adapters.store, acceptor)
     return [Part("outbox", outbox.start, outbox.stop), server.part()]

@@ -3,13 +3,15 @@
 A real app's backend mints connect tokens and manages groups with its API key; the demo
 app has no backend, so in standalone mode only the push node answers
 ``/demo/session?user=&room=`` (a token allowed to publish to that room, the user made a
-member) and ``/demo/online?room=`` (who is in the room). Cluster push nodes never do.
+member), ``/demo/online?room=`` (who is in the room) and ``/demo/app`` (the demo app's id
+and key, for the console page: `herald dev` prints them anyway, and they open nothing but
+the demo app). Cluster push nodes never do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from herald.bus.base import Bus
@@ -25,17 +27,21 @@ SESSION_TTL_S = 3600
 
 
 class DemoBackend:
-    def __init__(self, store: Store, directory: Directory, bus: Bus, app_id: Callable[[], str | None]) -> None:
+    def __init__(self, store: Store, directory: Directory, bus: Bus, demo_app: Callable[[], Mapping[str, str]]) -> None:
         self._store = store
         self._directory = directory
         self._bus = bus
-        self._app_id = app_id
+        self._demo_app = demo_app
 
     def _app(self) -> str:
-        app_id = self._app_id()
-        if not app_id:
+        return self.app()["app_id"]
+
+    def app(self) -> dict[str, str]:
+        """The demo app's id and API key, once `herald dev` has created it."""
+        demo = self._demo_app()
+        if not demo.get("app_id") or not demo.get("api_key"):
             raise Unavailable("the demo app is not ready yet")
-        return app_id
+        return {"app_id": demo["app_id"], "api_key": demo["api_key"]}
 
     async def session(self, user: str | None, room: str | None) -> dict[str, Any]:
         """A token for ``user`` that may publish to ``room``, with the user a member of it."""

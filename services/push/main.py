@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from herald.accept import Acceptor, Limits
 from herald.adapters import Adapters
@@ -14,12 +14,19 @@ from services.push.demo import DemoBackend
 from services.push.introspect import TokenChecker
 from services.push.node import PushNode
 from services.push.publish import ClientPublishing, PublishHook
-from services.push.server import ConnectLimits, PushServer
+from services.push.server import ConnectLimits, ConsoleConfig, PushServer
 
 
-def build(settings: Settings, adapters: Adapters, demo_app: Callable[[], str | None] | None = None) -> list[Part]:
-    """``demo_app`` (standalone only) gives the demo app's id: the node then serves the
-    chat page's token and presence endpoints for it (``services.push.demo``)."""
+def build(
+    settings: Settings,
+    adapters: Adapters,
+    demo_app: Callable[[], Mapping[str, str]] | None = None,
+    console_urls: Mapping[str, str] | None = None,
+) -> list[Part]:
+    """``demo_app`` (standalone only) gives the demo app's id and key: the node then serves the
+    chat page's token and presence endpoints for it (``services.push.demo``). ``console_urls``
+    (``auth_url``, ``collect_url``) tell the console page where auth and collect are; by
+    default, on the page's own origin (a cluster behind nginx)."""
     bus, directory, store = adapters.bus, adapters.directory, adapters.store
     assert bus is not None and directory is not None and store is not None
     node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
@@ -51,6 +58,7 @@ def build(settings: Settings, adapters: Adapters, demo_app: Callable[[], str | N
         readiness=[directory.ping, bus.ping, consuming],
         demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
         reuse_port=settings.reuse_port,
+        console=ConsoleConfig(**(console_urls or {})),
     )
     return [
         Part("token-checker", _nothing, checker.close),

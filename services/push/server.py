@@ -66,10 +66,21 @@ RESUME_WAIT_S = 0.25
 # Served on the WebSocket port: the browser client (its one copy lives in clients/js) and
 # the chat page built on it.
 _ROOT = Path(__file__).resolve().parents[2]
+_PAGES = Path(__file__).resolve().parent / "static"
 STATIC_FILES: dict[str, tuple[Path, str]] = {
     "/herald.js": (_ROOT / "clients" / "js" / "herald.js", "text/javascript; charset=utf-8"),
-    "/chat": (Path(__file__).resolve().parent / "static" / "chat.html", "text/html; charset=utf-8"),
+    "/chat": (_PAGES / "chat.html", "text/html; charset=utf-8"),
+    "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """Where the console page finds auth and collect; empty means the page's own origin
+    (one address in front of every service, as deploy/nginx.conf does)."""
+
+    auth_url: str = ""
+    collect_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,7 @@ class PushServer:
         readiness: Sequence[Callable[[], Awaitable[None]]] = (),
         demo: DemoBackend | None = None,
         reuse_port: bool = False,
+        console: ConsoleConfig | None = None,
     ) -> None:
         self.node = node
         self._checker = checker
@@ -137,6 +149,7 @@ class PushServer:
         self._publishing = publishing
         self._demo = demo
         self._reuse_port = reuse_port
+        self._console = console or ConsoleConfig()
         self._server: Server | None = None
 
     @property
@@ -195,6 +208,15 @@ class PushServer:
             )
         if path in STATIC_FILES:
             return self._static(path)
+        if path == "/console/config":
+            return json_response(
+                200,
+                {
+                    "auth_url": self._console.auth_url,
+                    "collect_url": self._console.collect_url,
+                    "demo": self._demo is not None,
+                },
+            )
         if path.startswith("/demo/") and self._demo is not None:
             return await self._demo_answer(path, request.path)
         if path != "/ws":
@@ -252,9 +274,11 @@ class PushServer:
                 )
             if path == "/demo/online":
                 return json_response(200, await self._demo.online(query_value(query, "room")))
+            if path == "/demo/app":
+                return json_response(200, self._demo.app())
         except HeraldError as exc:
             return json_response(exc.status, exc.to_body())
-        return _error(404, "not_found", "the demo answers /demo/session and /demo/online")
+        return _error(404, "not_found", "the demo answers /demo/session, /demo/online and /demo/app")
 
     async def _handle(self, ws: ServerConnection) -> None:
         admitted: Admitted = ws.herald_admitted  # type: ignore[attr-defined]
