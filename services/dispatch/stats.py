@@ -68,7 +68,11 @@ class DispatchStats:
         next_sample = 0.0
         while True:
             await asyncio.sleep(FLUSH_S)
-            await self.flush()
-            if time.monotonic() >= next_sample:
-                next_sample = time.monotonic() + QUEUES_EVERY_S
-                await self.sample_queues()
+            try:
+                await self.flush()
+                if time.monotonic() >= next_sample:
+                    next_sample = time.monotonic() + QUEUES_EVERY_S
+                    await self.sample_queues()
+            except Exception:
+                # Numbers for operators must never stop, nor stop anything else.
+                log.exception("dispatch stats failed; trying again in %.0f s", FLUSH_S)

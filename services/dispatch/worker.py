@@ -54,6 +54,8 @@ class DispatchWorker:
             await self._publish(bodies)
         self.routed += len(messages)
         metrics.messages_dispatched.inc(len(messages))
+        if self._stats is not None:
+            self._stats.count(messages)
         if log.isEnabledFor(logging.DEBUG):
             _log_routes(messages, routes)
         try:
