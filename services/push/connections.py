@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 
 from herald.directory.base import Presence
 from herald.model import BROADCAST, user_channel
@@ -158,3 +159,17 @@ class LocalConnections:
 
     def presences(self) -> list[Presence]:
         return [conn.presence for conn in self]
+
+
+def write_framed(ws: ServerConnection, data: bytes) -> bool:
+    """Write already-framed bytes (``herald.framing``) to an open connection, skipping the
+    library's per-socket framing; the same checks ``websockets.broadcast`` makes. Safe with
+    no extension negotiated: the library flushes its own frames as it makes them, so nothing
+    of its own waits to be written before ours."""
+    if ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
+        return False
+    transport = ws.transport
+    if transport is None or transport.is_closing():
+        return False
+    transport.write(data)
+    return True

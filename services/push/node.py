@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
 from herald import control, events, metrics, runtime
@@ -26,11 +25,12 @@ from herald.bus.base import Bus
 from herald.control import Command, Join, Kick, Leave
 from herald.directory.base import Directory, NodeReport, Presence
 from herald.errors import Unavailable
+from herald.framing import text_frame
 from herald.model import BROADCAST, Delivery, parse_channel
 from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
 from herald.sequencing import PAGE, Step
 from herald.store.base import Store
-from services.push.connections import ChannelKey, Connection, LocalConnections
+from services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
 from services.push.receipts import ReceiptBuffer
 
 log = logging.getLogger("herald.push")
@@ -91,9 +91,17 @@ class PushNode:
             else:
                 readers = self.connections.readers(message["app"], channel)
             if readers:
+                written = 0
                 for conn in list(readers):
-                    self._apply(conn, channel, conn.sequence(channel).live(message, now), frames)
+                    written += self._apply(conn, channel, conn.sequence(channel).live(message, now), frames)
+                self._count(written)
                 metrics.delivery_latency.observe(max(0.0, time.time() - message["ts"] / 1000))
+
+    def _count(self, written: int) -> None:
+        """Counted per message or batch, not per socket: a counter increment takes a lock."""
+        if written:
+            self.delivered += written
+            metrics.messages_delivered.inc(written)
 
     # Control ------------------------------------------------------------------
     async def command(self, command: Command) -> None:
@@ -164,42 +172,41 @@ class PushNode:
     async def _publish_event(self, value: dict[str, Any]) -> None:
         await events.publish(self._bus, value)
 
-    def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> None:
+    def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> int:
         """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
         if conn.closing:
-            return
+            return 0
         if step.overflow:
             self._close_soon(conn, CLOSE_SLOW_CONSUMER, "slow consumer: resume later")
-            return
+            return 0
         if step.write:
-            now = time.time()
             # Per-device delivery records for inboxes only: a group message to ten
             # thousand members would otherwise write ten thousand records.
-            per_device = channel == conn.user_channel
-            debugging = log.isEnabledFor(logging.DEBUG)
-            for message in step.write:
-                if debugging:
-                    log.debug(
-                        "wrote %s %d",
-                        channel,
-                        message["offset"],
-                        extra={"app_id": conn.app_id, "message_id": message["id"], "conn_id": conn.conn_id},
-                    )
-                frame = frames.get(message["id"])
-                if frame is None:
-                    frame = frames[message["id"]] = message_frame(message).encode()
-                broadcast([conn.ws], frame, text=True)
-                if per_device:
+            if channel == conn.user_channel:
+                now = time.time()
+                for message in step.write:
                     self._receipts.delivered(
                         Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
                     )
-            self.delivered += len(step.write)
-            metrics.messages_delivered.inc(len(step.write))
+            if log.isEnabledFor(logging.DEBUG):
+                for message in step.write:
+                    log.debug(
+                        "wrote %s %d", channel, message["offset"], extra={**_context(conn), "message_id": message["id"]}
+                    )
+            # Each message framed once for all its readers; a connection's frames in one write.
+            chunks = []
+            for message in step.write:
+                frame = frames.get(message["id"])
+                if frame is None:
+                    frame = frames[message["id"]] = text_frame(message_frame(message).encode())
+                chunks.append(frame)
+            write_framed(conn.ws, chunks[0] if len(chunks) == 1 else b"".join(chunks))
             self._bound_output(conn)
         if step.fetch_after is not None:
             self._spawn(self._fetch(conn, channel, step.fetch_after), f"fetch-{conn.conn_id}")
         if conn.sequence(channel).hole_since is not None:
             self._holes.add((conn, channel))
+        return len(step.write)
 
     async def _fetch(self, conn: Connection, channel: str, after: int) -> None:
         """Read the store for what the connection misses; retried while the store is down."""
@@ -211,14 +218,14 @@ class PushNode:
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
             wires = [message.to_wire() for message in page]
-            self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.time()), {})
+            self._count(self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.time()), {}))
             return
 
     def begin(self, conn: Connection, positions: dict[str, int]) -> None:
         """Start (or restart) the connection's channels after the given positions."""
         now = time.time()
         for channel, position in positions.items():
-            self._apply(conn, channel, conn.sequence(channel).start(position, now), {})
+            self._count(self._apply(conn, channel, conn.sequence(channel).start(position, now), {}))
 
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
@@ -251,7 +258,7 @@ class PushNode:
             if sequence is None or sequence.hole_since is None or conn.ws.protocol.state is not State.OPEN:
                 self._holes.discard((conn, channel))
                 continue
-            self._apply(conn, channel, sequence.tick(now), {})
+            self._count(self._apply(conn, channel, sequence.tick(now), {}))
 
     # Connection side --------------------------------------------------------
     async def attach(self, conn: Connection) -> None:
@@ -439,7 +446,7 @@ class PushNode:
         for conn in self.connections:
             for channel, sequence in list(conn.sequences.items()):
                 if sequence.started and not sequence.fetching:
-                    self._apply(conn, channel, sequence.start(sequence.sent, now), {})
+                    self._count(self._apply(conn, channel, sequence.start(sequence.sent, now), {}))
 
     async def _tick_loop(self) -> None:
         while True:
