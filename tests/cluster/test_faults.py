@@ -51,7 +51,9 @@ async def test_killing_a_push_node_loses_nothing(own_cluster: Cluster, own_publi
             f"median {sorted(resumed)[len(resumed) // 2]:.2f}s max {max(resumed):.2f}s over {len(resumed)} users"
         )
         assert not audience.missing(tally), report
-        assert tally.accepted_count >= 2500, report
+        # Traffic went on across the kill (however fast this machine sends it): every user
+        # of the killed node got messages afterwards, from the other node.
+        assert killed_at and len(resumed) == len(on_a), report
         assert audience.out_of_order() == 0, report
     finally:
         await audience.close()
