@@ -93,7 +93,7 @@ def draft_for(to: Mapping[str, Any], event: Any, data: Any, ttl_s: int | None, l
 
 
 def _draft(channels: tuple[str, ...], event: Any, data: Any, ttl_s: int | None, limits: Limits) -> Draft:
-    if not isinstance(event, str) or not EVENT_RE.match(event):
+    if not isinstance(event, str) or not EVENT_RE.fullmatch(event):
         raise BadRequest("`event` is 1-64 characters of letters, digits and _.:/-", code="invalid_event")
     size = codec.encoded_size(data)
     if size > limits.max_payload:

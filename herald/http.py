@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald import codec, metrics
@@ -53,6 +54,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Request bodies are validated strictly, as their schema reads: "5" is not a number, false
+# is not 0 and "no" is not false. JSON has one number type, though: 5.0 is the integer 5.
+STRICT_BODY = ConfigDict(extra="forbid", strict=True)
+
+
+def json_int(ge: int, le: int) -> Any:
+    """The type of an integer body field from ``ge`` to ``le`` that also takes 5.0 for 5.
+    (The bounds go here, not on the field: there pydantic would drop them from the schema.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -85,12 +101,14 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
         return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         count(service, code).inc()
         response = error_response(exc.status_code, code, str(exc.detail))
-        if exc.headers:  # a 405's Allow (RFC 9110 requires it)
+        if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return response
 
     @app.exception_handler(Exception)
@@ -98,6 +116,18 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         count(service, "internal").inc()
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route takes at this path. Starlette's own 405 names only the first
+    route that matched the path, so a path served by two routes (GET and PATCH) would
+    advertise one; RFC 9110 wants them all in ``Allow``."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE and isinstance(route, Route) and route.methods:
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

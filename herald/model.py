@@ -15,6 +15,8 @@ from typing import Any
 
 from herald.errors import BadRequest
 
+# The patterns are published in the OpenAPI schemas too. Check with fullmatch(): in Python,
+# `$` also matches before a trailing newline, so match() would take "7\n" for "7".
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+=\-]{1,128}$")
 GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 EVENT_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,64}$")
@@ -42,7 +44,7 @@ def group_channel(group: str) -> str:
 
 
 def check_user_id(user_id: Any) -> str:
-    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id):
         raise BadRequest(
             "user ids are 1-128 characters of letters, digits and _.@:+=-",
             code="invalid_user_id",
@@ -52,7 +54,7 @@ def check_user_id(user_id: Any) -> str:
 
 
 def check_group(group: Any) -> str:
-    if not isinstance(group, str) or not GROUP_RE.match(group):
+    if not isinstance(group, str) or not GROUP_RE.fullmatch(group):
         raise BadRequest(
             "group names are 1-128 characters of letters, digits and _.:-",
             code="invalid_group",
@@ -67,9 +69,9 @@ def parse_channel(channel: Any) -> tuple[str, str]:
         return BROADCAST, ""
     if isinstance(channel, str):
         kind, _, name = channel.partition(":")
-        if kind == "user" and USER_ID_RE.match(name):
+        if kind == "user" and USER_ID_RE.fullmatch(name):
             return kind, name
-        if kind == "group" and GROUP_RE.match(name):
+        if kind == "group" and GROUP_RE.fullmatch(name):
             return kind, name
     raise BadRequest(
         "channels are user:<user_id>, group:<name> or broadcast",

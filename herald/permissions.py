@@ -23,7 +23,7 @@ def check_patterns(patterns: Any) -> tuple[str, ...]:
     if not isinstance(patterns, list | tuple) or len(patterns) > MAX_PATTERNS:
         raise BadRequest(f"`publish` is a list of at most {MAX_PATTERNS} channel patterns", code="invalid_publish")
     for pattern in patterns:
-        if not isinstance(pattern, str) or not PATTERN_RE.match(pattern):
+        if not isinstance(pattern, str) or not PATTERN_RE.fullmatch(pattern):
             raise BadRequest(
                 "publish patterns look like channels, with * and ?: group:room-*, user:*, broadcast",
                 code="invalid_publish",

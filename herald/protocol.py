@@ -121,7 +121,7 @@ def _publish(frame: dict[str, Any]) -> Publish:
     except FrameError as exc:
         raise FrameError(exc.code, exc.message, seq) from None
     event = frame.get("event")
-    if not isinstance(event, str) or not EVENT_RE.match(event):
+    if not isinstance(event, str) or not EVENT_RE.fullmatch(event):
         raise FrameError("invalid_event", "`event` is 1-64 characters of letters, digits and _.:/-", seq)
     return Publish(seq, channel, event, frame.get("data"))
 

@@ -3,8 +3,8 @@
 import time
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, Path, Response
+from pydantic import BaseModel, Field
 
 from herald.apikeys import AppKeys, issue_api_key
 from herald.bus.base import Bus
@@ -13,17 +13,24 @@ from herald.control import Kick
 from herald.credentials import new_app_id, new_connect_token, new_webhook_secret, secret_hash
 from herald.directory.base import Directory
 from herald.errors import NotFound
-from herald.http import ERROR_RESPONSES, create_api, require_secret
+from herald.http import ERROR_RESPONSES, STRICT_BODY, create_api, json_int, secret_dependency
 from herald.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
-from herald.permissions import check_patterns
+from herald.permissions import MAX_PATTERNS, PATTERN_RE, check_patterns
 from herald.settings import Settings
 from herald.store.base import Store
 
 MAX_TOKEN_TTL_S = 30 * 86400
 
+# ASCII only, as URLs are (RFC 3986; percent-encode the rest): `\S` differs between the regex
+# dialects of the schema (ECMA-262) and of pydantic (Rust), e.g. for U+0085.
+URL_PATTERN = r"^(https?://[!-~]+)?$"
+
+# Declared in the schema, checked by the handler (400 invalid_user_id, like collect's).
+UserIdPath = Annotated[str, Path(min_length=1, max_length=128, json_schema_extra={"pattern": USER_ID_RE.pattern})]
+
 
 class NewApp(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     name: str = Field(min_length=1, max_length=100)
 
 
@@ -39,22 +46,22 @@ class KeyRotated(BaseModel):
 
 
 class LimitsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     messages_per_s: float = Field(default=0, ge=0, le=1e9, description="token bucket rate; 0: the default")
-    burst: int = Field(default=0, ge=0, le=10**9, description="bucket size; 0: one second's worth")
-    max_payload: int | None = Field(default=None, ge=16, le=16 * 1024 * 1024)
-    max_batch: int | None = Field(default=None, ge=1, le=100_000)
-    connections_per_user: int = Field(default=0, ge=0, le=1_000_000)
-    groups_per_user: int = Field(default=0, ge=0, le=1_000_000)
+    burst: json_int(0, 10**9) = Field(default=0, description="bucket size; 0: one second's worth")
+    max_payload: json_int(16, 16 * 1024 * 1024) | None = None
+    max_batch: json_int(1, 100_000) | None = None
+    connections_per_user: json_int(0, 1_000_000) = 0
+    groups_per_user: json_int(0, 1_000_000) = 0
     frames_per_s: float = Field(default=0, ge=0, le=1e6)
 
 
 class ConfigPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     webhook_url: str | None = Field(
         default=None,
         max_length=2000,
-        pattern=r"^(https?://\S+)?$",
+        pattern=URL_PATTERN,
         description='where events are POSTed, signed; null or "" turns webhooks off',
     )
     limits: LimitsBody | None = None
@@ -62,7 +69,7 @@ class ConfigPatch(BaseModel):
     publish_hook_url: str | None = Field(
         default=None,
         max_length=2000,
-        pattern=r"^(https?://\S+)?$",
+        pattern=URL_PATTERN,
         description="push nodes POST each client publish here first (signed with the webhook secret);"
         ' it answers {"allow": true, "data"?: ...} or {"allow": false, "reason": ...}; null or "" turns it off',
     )
@@ -77,13 +84,13 @@ class AppSettings(BaseModel):
 
 
 class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     user_id: str = Field(pattern=USER_ID_RE.pattern, min_length=1, max_length=128)
-    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TOKEN_TTL_S)
+    ttl_s: json_int(1, MAX_TOKEN_TTL_S) | None = None
     device: str | None = Field(default=None, min_length=1, max_length=64, description="label shown in presence")
-    publish: list[str] | None = Field(
+    publish: list[Annotated[str, Field(json_schema_extra={"pattern": PATTERN_RE.pattern})]] | None = Field(
         default=None,
-        max_length=32,
+        max_length=MAX_PATTERNS,
         description="channel patterns this user may publish to from the socket, e.g. group:room-*, user:*;"
         " none by default",
         examples=[["group:room-*"]],
@@ -99,7 +106,7 @@ class TokenIssued(BaseModel):
 
 
 class Introspect(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     token: str = Field(min_length=1, max_length=512)
 
 
@@ -117,7 +124,7 @@ def _settings_of(app_id: str, config: AppConfig) -> AppSettings:
         app_id=app_id,
         webhook_url=config.webhook_url,
         webhook_secret=config.webhook_secret,
-        limits=LimitsBody(**config.limits.to_dict()),
+        limits=LimitsBody.model_validate(config.limits.to_dict(), strict=False),  # as stored
         publish_hook_url=config.publish_hook_url,
     )
 
@@ -128,11 +135,8 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
     current_app = keys.dependency()
     AppId = Annotated[str, Depends(current_app)]
 
-    def operator(request: Request) -> None:
-        require_secret(request, settings.admin_token, "operator (HERALD_ADMIN_TOKEN)")
-
-    def service(request: Request) -> None:
-        require_secret(request, settings.service_token, "service (HERALD_SERVICE_TOKEN)")
+    operator = secret_dependency(settings.admin_token, "operator (HERALD_ADMIN_TOKEN)", "OperatorToken")
+    service = secret_dependency(settings.service_token, "service (HERALD_SERVICE_TOKEN)", "ServiceToken")
 
     @api.post(
         "/v1/apps",
@@ -250,7 +254,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         tags=["tokens"],
         summary="Revoke every token of a user and close their connections (4003)",
     )
-    async def revoke_user_tokens(user_id: str, app_id: AppId) -> Response:
+    async def revoke_user_tokens(user_id: UserIdPath, app_id: AppId) -> Response:
         check_user_id(user_id)
         await store.delete_user_tokens(app_id, user_id)
         await send_to_user_nodes(directory, bus, app_id, user_id, [Kick(app_id, user_id, None, "revoked")])

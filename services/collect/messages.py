@@ -11,8 +11,8 @@ from herald import codec
 from herald.accept import Acceptor, Draft, Limits, draft_for
 from herald.directory.base import Directory
 from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
-from herald.http import ERROR_RESPONSES
-from herald.model import Message, parse_channel
+from herald.http import ERROR_RESPONSES, STRICT_BODY, json_int
+from herald.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
 from herald.store.base import Store
 from services.collect.quotas import Quotas
 
@@ -20,25 +20,43 @@ MAX_TTL_S = 365 * 86400
 MAX_HISTORY_PAGE = 1000
 
 
+# Declared in the schema and checked by the handlers, which answer 400 with a precise code
+# (invalid_user_id, invalid_group, invalid_event, invalid_recipients, invalid_channel).
+_NULL: dict[str, Any] = {"type": "null"}
+_NO_BROADCAST: dict[str, Any] = {"enum": [None, False]}
+_EXACTLY_ONE = [
+    {"required": ["users"], "properties": {"users": {"type": "array"}, "group": _NULL, "broadcast": _NO_BROADCAST}},
+    {"required": ["group"], "properties": {"group": {"type": "string"}, "users": _NULL, "broadcast": _NO_BROADCAST}},
+    {"required": ["broadcast"], "properties": {"broadcast": {"const": True}, "users": _NULL, "group": _NULL}},
+]
+CHANNEL_PATTERN = rf"^(broadcast|user:{USER_ID_RE.pattern[1:-1]}|group:{GROUP_RE.pattern[1:-1]})$"
+
+
 class To(BaseModel):
     """Exactly one of the three."""
 
-    model_config = ConfigDict(extra="forbid")
-    users: list[str] | None = Field(
+    model_config = ConfigDict(**STRICT_BODY, json_schema_extra={"oneOf": _EXACTLY_ONE})
+    users: list[Annotated[str, Field(json_schema_extra={"pattern": USER_ID_RE.pattern})]] | None = Field(
         default=None, min_length=1, description="user ids; each gets the message on `user:<id>`"
     )
     group: str | None = Field(
-        default=None, min_length=1, max_length=128, description="every member's connections, on `group:<name>`"
+        default=None,
+        min_length=1,
+        max_length=128,
+        json_schema_extra={"pattern": GROUP_RE.pattern},
+        description="every member's connections, on `group:<name>`",
     )
     broadcast: bool | None = Field(default=None, description="true: every connected user of the app, on `broadcast`")
 
 
 class SendMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     to: To
-    event: str = Field(min_length=1, max_length=64, examples=["order.shipped"])
+    event: str = Field(
+        min_length=1, max_length=64, json_schema_extra={"pattern": EVENT_RE.pattern}, examples=["order.shipped"]
+    )
     data: Any = Field(default=None, description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded")
-    ttl_s: int | None = Field(default=None, ge=1, le=MAX_TTL_S, description="kept for replay this long")
+    ttl_s: json_int(1, MAX_TTL_S) | None = Field(default=None, description="kept for replay this long")
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -48,7 +66,7 @@ class SendMessage(BaseModel):
 
 
 class SendBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
     messages: list[dict[str, Any]] = Field(
         min_length=1, description="items shaped like POST /v1/messages bodies, each validated on its own"
     )
@@ -242,7 +260,9 @@ def message_routes(
     )
     async def history(
         app_id: AppId,
-        channel: Annotated[str, Path(max_length=140, examples=["user:7"])],
+        channel: Annotated[
+            str, Path(max_length=140, examples=["user:7"], json_schema_extra={"pattern": CHANNEL_PATTERN})
+        ],
         since: Annotated[int, Query(ge=0, le=2**62, description="return offsets after this one")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 100,
     ) -> dict[str, Any]:

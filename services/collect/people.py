@@ -18,7 +18,7 @@ from herald.control import Join, Kick, Leave
 from herald.directory.base import Directory
 from herald.errors import Conflict
 from herald.http import ERROR_RESPONSES
-from herald.model import check_group, check_user_id, group_channel
+from herald.model import GROUP_RE, USER_ID_RE, check_group, check_user_id, group_channel
 from herald.store.base import Store
 from services.collect.quotas import Quotas
 
@@ -27,8 +27,13 @@ MAX_PAGE = 1000
 # members it says so (``truncated``) rather than taking unbounded time.
 MAX_GROUP_SCAN = 100_000
 
-GroupName = Annotated[str, Path(min_length=1, max_length=128, examples=["ops"])]
-UserId = Annotated[str, Path(min_length=1, max_length=128, examples=["7"])]
+# The patterns are declared in the schema and checked by the handlers (400 invalid_group / invalid_user_id).
+GroupName = Annotated[
+    str, Path(min_length=1, max_length=128, examples=["ops"], json_schema_extra={"pattern": GROUP_RE.pattern})
+]
+UserId = Annotated[
+    str, Path(min_length=1, max_length=128, examples=["7"], json_schema_extra={"pattern": USER_ID_RE.pattern})
+]
 
 
 class Membership(BaseModel):
@@ -163,7 +168,9 @@ def people_routes(
     )
     async def online(
         app_id: AppId,
-        group: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+        group: Annotated[
+            str | None, Query(min_length=1, max_length=128, json_schema_extra={"pattern": GROUP_RE.pattern})
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> Online:
         truncated = False
