@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
+from pathlib import Path
 
 from herald import logs, ops
 from herald.adapters import NEEDS, make_adapters
@@ -26,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     for role in ROLES:
         sub.add_parser(role, help=f"run the {role} service (cluster mode, configured by HERALD_* variables)")
     sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (scripts/bench of a source checkout), with progress", add_help=False
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to scripts/bench (--full, --only, --fuzz ...)")
     apps = sub.add_parser("apps", help="manage apps (tenants) through auth").add_subparsers(dest="apps", required=True)
     create = apps.add_parser("create", help="create an app and print its id and API key")
     create.add_argument("name")
@@ -65,7 +71,19 @@ def _run_dev(port_base: int) -> int:
     return run(run_parts(parts, on_started=started))
 
 
+def _run_bench(args: list[str]) -> int:
+    """The suite lives in the source tree (bench/, scripts/bench), not in the package."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+    if not script.is_file():
+        print("herald bench needs a source checkout of Herald (scripts/bench and bench/)", file=sys.stderr)
+        return 2
+    return subprocess.call([str(script), *args])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _run_bench(argv[1:])  # every option belongs to scripts/bench, --help included
     args = _parser().parse_args(argv)
     try:
         if args.command == "dev":
