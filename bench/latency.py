@@ -9,6 +9,17 @@ arrives at the client. Prints one JSON line. Loopback only; bounded in count and
     python bench/latency.py --standalone --count 500      # starts `herald dev` itself
     python bench/latency.py --cluster --count 500         # starts auth, collect, dispatch, push
                                                           # as processes on RabbitMQ, Redis, MongoDB-wire
+
+With ``--concurrent`` it measures the full cluster under load instead: ``--rate`` unicast
+messages per second (default 1,000) for ``--seconds`` (default 30), sent open-loop by
+``--senders`` concurrent request lanes (a late POST does not delay the ones after it) to
+``--users`` connected users round-robin. Each payload carries the sender's CLOCK_MONOTONIC
+time and the receiving client process (``bench/wsload.py``) takes the latency when the
+frame arrives: POST to frame, p50/p99/p99.9. The POST round trips and how late the lanes
+started their sends are reported beside it.
+
+    python bench/latency.py --concurrent --rate 1000 --seconds 30
+    python bench/latency.py --concurrent --rate 1000 --seconds 30 --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -173,10 +185,153 @@ def run_cluster(count: int, rate: float, amqp: str, redis: str) -> dict:
             asyncio.run(drop_namespace(namespace, amqp_url=amqp, redis_url=redis, mongo_url="mongodb://127.0.0.1:1"))
 
 
+async def send_open_loop(
+    port: int, api_key: str, users: list[str], rate: float, seconds: float, senders: int
+) -> dict[str, Any]:
+    """POST ``rate`` messages a second for ``seconds``, each at its scheduled time by whichever
+    of the ``senders`` lanes is free; the payload carries the time just before the POST.
+
+    Bounded in time: a cluster that cannot keep up does not stretch the run; what was not
+    sent by ``seconds`` (plus a second's grace) is counted as unsent and the achieved rate
+    says so."""
+    from common import RawHttp
+
+    count = int(rate * seconds)
+    indexes = iter(range(count))
+    lateness: list[float] = []
+    post_ms: list[float] = []
+    refused: dict[int, int] = {}
+    async with RawHttp("127.0.0.1", port, api_key, size=senders) as http:
+        # Open the lanes' connections before the clock starts.
+        await asyncio.gather(*(http.request("GET", "/healthz") for _ in range(senders)))
+        started = time.monotonic() + 0.05
+        stop_at = started + seconds + 1.0
+        sent_count = 0
+
+        async def lane() -> None:
+            nonlocal sent_count
+            for n in indexes:
+                if time.monotonic() > stop_at:
+                    return
+                due = started + n / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent = time.monotonic()
+                lateness.append((sent - due) * 1000)
+                sent_count += 1
+                body = {"to": {"users": [users[n % len(users)]]}, "event": "bench", "data": {"t": sent, "n": n}}
+                status, _ = await http.request("POST", "/v1/messages", body)
+                post_ms.append((time.monotonic() - sent) * 1000)
+                if status != 202:
+                    refused[status] = refused.get(status, 0) + 1
+
+        await asyncio.gather(*(lane() for _ in range(senders)))
+        elapsed = time.monotonic() - started
+    return {
+        "sent": sent_count,
+        "unsent": count - sent_count,
+        "send_seconds": round(elapsed, 2),
+        "offered_per_s": rate,
+        "achieved_per_s": round(sent_count / elapsed, 1),
+        "post_ms": summary_ms(post_ms),
+        "send_lateness_ms": summary_ms(lateness),
+        "refused": refused,
+    }
+
+
+def run_concurrent(args: argparse.Namespace) -> list[dict]:
+    import common
+    from wsload import Workers
+
+    results = []
+    profiler = common.Profiler(args.profile)
+    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-latency-"))
+    with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster:
+        users = [f"l{i}" for i in range(args.users)]
+        tokens = asyncio.run(common.mint_tokens(cluster.ports["auth"], cluster.api_key, users, 16))
+        workers = Workers(args.nodes, workdir)
+        try:
+            shares = common.split(len(tokens), args.nodes)
+            sources = common.source_addresses(args.nodes)
+            commands: list[dict | None] = []
+            start = 0
+            for index, share in enumerate(shares):
+                paths = [f"/ws?token={token}" for token in tokens[start : start + share]]
+                commands.append(
+                    {
+                        "cmd": "open",
+                        "host": "127.0.0.1",
+                        "port": cluster.push_ports[index],
+                        "paths": paths,
+                        "source": sources[index],
+                        "concurrency": 16,
+                    }
+                )
+                start += share
+            opened = sum(a["ok"] for a in workers.call(commands) if a)
+            common.progress(f"latency: {opened} users connected to {args.nodes} push node(s)")
+            workers.all({"cmd": "stats", "reset": True, "decode": True})
+            # Warm-up: connections, caches and queues, outside the measurement.
+            asyncio.run(send_open_loop(cluster.ports["collect"], cluster.api_key, users, 200, 1, args.senders))
+            time.sleep(1)
+            workers.all({"cmd": "stats", "reset": True, "decode": True})
+            for role in ("collect", "dispatch", *cluster.node_ids[:1]):
+                profiler.attach(f"latency-{role}", cluster.procs[role].pid, args.seconds)
+            meter = common.CpuMeter({name: cluster.procs[name].pid for name in cluster.procs}).start()
+            common.progress(f"latency: {args.rate:.0f} msg/s for {args.seconds:.0f} s, {args.senders} senders")
+            sent = asyncio.run(
+                send_open_loop(cluster.ports["collect"], cluster.api_key, users, args.rate, args.seconds, args.senders)
+            )
+            deadline = time.monotonic() + 30
+            while True:
+                stats = workers.all({"cmd": "stats"})
+                if sum(s["frames"] for s in stats) >= sent["sent"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            used = meter.stop()
+            stats = workers.all({"cmd": "stats", "latencies": True})
+            latencies = [x for s in stats for x in s.get("latencies", [])]
+            results.append(
+                {
+                    "metric": "unicast_post_to_frame_ms",
+                    "mode": f"concurrent, {args.rate:g}/s offered for {args.seconds:g} s",
+                    "target": f"cluster (auth, collect, dispatch, {args.nodes} push; RabbitMQ, Redis, MongoDB-wire)",
+                    "users": opened,
+                    "senders": args.senders,
+                    "received": len(latencies),
+                    **summary_ms(latencies),
+                    **sent,
+                    "cpu_s": used,
+                    "cpu_s_per_1k_messages": {
+                        k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
+                    },
+                }
+            )
+        finally:
+            workers.stop()
+    results.extend(profiler.finish())
+    return results
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
+    return {
+        "p50": round(statistics.median(values), 2),
+        "p99": round(percentile(values, 99), 2),
+        "p999": round(percentile(values, 99.9), 2),
+        "max": round(max(values), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--standalone", action="store_true", help="start `herald dev` and measure it")
     parser.add_argument("--cluster", action="store_true", help="start the four services as processes")
+    parser.add_argument(
+        "--concurrent", action="store_true", help="the full cluster under --rate msg/s from concurrent senders"
+    )
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--auth")
@@ -184,16 +339,32 @@ def main() -> None:
     parser.add_argument("--ws")
     parser.add_argument("--api-key")
     parser.add_argument("--count", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=0.0, help="messages per second; 0 = one at a time")
+    parser.add_argument("--rate", type=float, default=None, help="messages per second; 0 = one at a time")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--concurrent: how long to send")
+    parser.add_argument("--senders", type=int, default=32, help="--concurrent: request lanes")
+    parser.add_argument("--users", type=int, default=100, help="--concurrent: connected recipients")
+    parser.add_argument("--nodes", type=int, default=1, help="--concurrent: push nodes (users split over them)")
+    parser.add_argument("--profile", type=Path, help="--concurrent: py-spy collect, dispatch and push into DIR")
     args = parser.parse_args()
     count = min(args.count, 100_000)
+    if args.concurrent:
+        import common
+
+        args.rate = min(args.rate if args.rate else 1000.0, 20_000.0)
+        args.seconds = min(args.seconds, 120.0)
+        base = {"bench": "latency", **common.machine(), "versions": common.versions()}
+        with common.deadline(MAX_SECONDS, "latency benchmark"):
+            for result in run_concurrent(args):
+                print(json.dumps({**base, **result}), flush=True)
+        return
+    rate = args.rate or 0.0
     if args.standalone:
-        result = run_standalone(count, args.rate)
+        result = run_standalone(count, rate)
     elif args.cluster:
-        result = run_cluster(count, args.rate, args.amqp, args.redis)
+        result = run_cluster(count, rate, args.amqp, args.redis)
     else:
         result = asyncio.run(
-            asyncio.wait_for(measure(args.auth, args.collect, args.ws, args.api_key, count, args.rate), MAX_SECONDS)
+            asyncio.wait_for(measure(args.auth, args.collect, args.ws, args.api_key, count, rate), MAX_SECONDS)
         )
         result["target"] = args.collect
     print(json.dumps(result))
