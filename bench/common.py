@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,6 +330,9 @@ class Cluster:
                 str(self.mongo_port),
                 "--log-file",
                 str(mongo_dir / "nx-server.log"),
+                # Its own pid file: with the default one, a second stand-in refuses to start.
+                "--pid-file",
+                str(mongo_dir / "nx.pid"),
             ],
             log=mongo_dir / "nx.log",
         )
@@ -534,10 +538,14 @@ class Profiler:
         argv += ["--duration", str(max(1, int(seconds))), "--nonblocking", "-o", str(out)]
         self._procs.append((name, Proc(f"py-spy-{name}", argv, log=self.directory / f"{name}.py-spy.log"), out))
 
-    def finish(self) -> list[dict[str, Any]]:
-        """Wait for the recorders, then one summary per profiled process."""
+    def finish(self, now: bool = False) -> list[dict[str, Any]]:
+        """One summary per profiled process: after the recorders' ``--duration``, or at once
+        (``now``: SIGINT, on which py-spy writes what it sampled so far)."""
         results = []
         for name, proc, out in self._procs:
+            if now and proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=120)
             proc.stop(timeout_s=5)
@@ -596,6 +604,20 @@ def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
             lambda n: ("(herald/" in n or "(services/" in n) and not any(root in n for root in _ROOT_FRAMES),
         ),
     }
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A directory for the run's logs and the store's files: removed after a run that
+    succeeded, kept (and named on stderr) after one that failed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    except BaseException:
+        progress(f"logs kept in {path}")
+        raise
+    stop_all()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -293,12 +293,10 @@ def main() -> None:
     per_node = (args.connections + args.warm) / args.nodes
     if per_node > common.FILES_PER_PROCESS - 500:
         parser.error(f"{per_node:.0f} connections per push process: past the 20,000 open files limit; add --nodes")
-    import tempfile
-
-    args.workdir = Path(tempfile.mkdtemp(prefix="herald-bench-conn-"))
     profiler = common.Profiler(args.profile)
     base = {"bench": "connections", **common.machine(), "versions": common.versions()}
-    with common.deadline(MAX_SECONDS if not args.full else 4 * MAX_SECONDS, "connections benchmark"):
+    limit = MAX_SECONDS if not args.full else 4 * MAX_SECONDS
+    with common.scratch("herald-bench-conn-") as args.workdir, common.deadline(limit, "connections benchmark"):
         herald = None
         if not args.baseline_only:
             herald = run_herald(args, profiler)

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,9 @@ def herald_round(
         progress(f"collect refused some messages: {sorted(set(statuses))}")
     frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
-    return result_of("herald", variant, frames, started, used, args.members, args.messages)
+    result = result_of("herald", variant, frames, started, used, args.members, args.messages)
+    result["profiles"] = profiler.finish(now=True)
+    return result
 
 
 def bare_round(
@@ -187,7 +188,9 @@ def bare_round(
             control.recv(timeout=300)
     frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
-    return result_of("bare websockets", variant, frames, started, used, args.members, args.messages)
+    result = result_of("bare websockets", variant, frames, started, used, args.members, args.messages)
+    result["profiles"] = profiler.finish(now=True)
+    return result
 
 
 def start_bare(count: int, args: argparse.Namespace) -> tuple[list[Proc], list[int]]:
@@ -205,6 +208,14 @@ def start_bare(count: int, args: argparse.Namespace) -> tuple[list[Proc], list[i
                 raise RuntimeError(f"bare server did not start:\n{proc.log_tail()}")
             time.sleep(0.1)
     return procs, ports
+
+
+def report(result: dict[str, Any], base: dict[str, Any]) -> None:
+    """The result's JSON line, then one line per profile taken during it."""
+    profiles = result.pop("profiles", [])
+    emit({**base, **result})
+    for summary in profiles:
+        emit({**base, **summary})
 
 
 def ratio(herald: dict[str, Any], bare: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +254,7 @@ def run(args: argparse.Namespace, base: dict[str, Any], profiler: common.Profile
             settled = common.wait_quiet(busy)
             progress(f"herald: {opened} connected, node quiet after {settled} s; one node, {args.messages} messages")
             one = herald_round(cluster, workers, cluster.push_pids[:1], args, "one node", profiler)
-            emit({**base, **one})
+            report(one, base)
             herald_results.append(one)
             if not args.one_node:
                 progress("herald: moving half the members to push node 2")
@@ -268,7 +279,7 @@ def run(args: argparse.Namespace, base: dict[str, Any], profiler: common.Profile
                 settled = common.wait_quiet(busy)
                 progress(f"herald: nodes quiet after {settled} s; two nodes, {args.messages} messages")
                 two = herald_round(cluster, workers, cluster.push_pids, args, "two nodes", profiler)
-                emit({**base, **two})
+                report(two, base)
                 herald_results.append(two)
         finally:
             workers.stop()
@@ -280,7 +291,7 @@ def run(args: argparse.Namespace, base: dict[str, Any], profiler: common.Profile
         connect_all(workers, [ports[0]] * clients, ["/"] * args.members, sources, welcome=False)
         time.sleep(1)
         one = bare_round(workers, procs[:1], ports[:1], args, "one node", profiler)
-        emit({**base, **one})
+        report(one, base)
         emit(ratio(herald_results[0], one, base))
         if not args.one_node:
             moved = clients // 2
@@ -304,7 +315,7 @@ def run(args: argparse.Namespace, base: dict[str, Any], profiler: common.Profile
             )
             time.sleep(1)
             two = bare_round(workers, procs, ports, args, "two nodes", profiler)
-            emit({**base, **two})
+            report(two, base)
             emit(ratio(herald_results[1], two, base))
     finally:
         workers.stop()
@@ -329,13 +340,10 @@ def main() -> None:
     args = parser.parse_args()
     args.members = min(args.members, 30_000)
     args.messages = min(args.messages, 1000)
-    args.workdir = Path(tempfile.mkdtemp(prefix="herald-bench-fanout-"))
     profiler = common.Profiler(args.profile)
     base = {"bench": "fanout", **common.machine(), "versions": common.versions()}
-    with common.deadline(MAX_SECONDS, "fan-out benchmark"):
+    with common.scratch("herald-bench-fanout-") as args.workdir, common.deadline(MAX_SECONDS, "fan-out benchmark"):
         run(args, base, profiler)
-        for summary in profiler.finish():
-            emit({**base, **summary})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,8 +121,8 @@ def main() -> None:
         "batch": {"batch": args.batch, "users": max(args.users, args.batch), "concurrency": args.batch_concurrency},
         "batch-one-channel": {"batch": args.batch, "users": 1, "concurrency": args.batch_concurrency},
     }
-    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-ingest-"))
     with (
+        common.scratch("herald-bench-ingest-") as workdir,
         common.deadline(MAX_SECONDS, "ingest benchmark"),
         Cluster("bench_ing", roles=("auth", "collect"), push=0, workdir=workdir / "cluster") as cluster,
     ):

@@ -246,8 +246,10 @@ def run_concurrent(args: argparse.Namespace) -> list[dict]:
 
     results = []
     profiler = common.Profiler(args.profile)
-    workdir = Path(tempfile.mkdtemp(prefix="herald-bench-latency-"))
-    with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster:
+    with (
+        common.scratch("herald-bench-latency-") as workdir,
+        common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster,
+    ):
         users = [f"l{i}" for i in range(args.users)]
         tokens = asyncio.run(common.mint_tokens(cluster.ports["auth"], cluster.api_key, users, 16))
         workers = Workers(args.nodes, workdir)
@@ -290,6 +292,7 @@ def run_concurrent(args: argparse.Namespace) -> list[dict]:
                     break
                 time.sleep(0.2)
             used = meter.stop()
+            profiles = profiler.finish(now=True)
             stats = workers.all({"cmd": "stats", "latencies": True})
             latencies = [x for s in stats for x in s.get("latencies", [])]
             results.append(
@@ -308,9 +311,9 @@ def run_concurrent(args: argparse.Namespace) -> list[dict]:
                     },
                 }
             )
+            results.extend(profiles)
         finally:
             workers.stop()
-    results.extend(profiler.finish())
     return results
 
 
