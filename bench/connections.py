@@ -21,7 +21,8 @@ Then the same clients against bare ``websockets`` servers (``bench/bare_server.p
 same process count and port sharing) hold the same number of connections: the baseline.
 
     python bench/connections.py                     # 10k connections, one push process
-    python bench/connections.py --full              # 100k over six push processes sharing a port
+    python bench/connections.py --full              # 100k over six push processes sharing a port,
+                                                    # 10 connections per user (10k tokens)
     python bench/connections.py --connections 2000 --hold 5
 """
 
@@ -210,12 +211,15 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
         workdir=args.workdir / "cluster",
     ) as cluster:
         total = args.connections + args.warm
-        progress(f"herald: minting {total} connect tokens through auth ({args.mint_concurrency} in flight)")
+        count = math.ceil(total / args.per_user)
+        progress(f"herald: minting {count} connect tokens through auth ({args.mint_concurrency} in flight)")
         started = time.monotonic()
-        users = [f"c{i}" for i in range(total)]
+        users = [f"c{i}" for i in range(count)]
         tokens = asyncio.run(common.mint_tokens(cluster.ports["auth"], cluster.api_key, users, args.mint_concurrency))
         minted_s = time.monotonic() - started
-        paths = [f"/ws?token={token}" for token in tokens]
+        # With --per-user K, connection i uses token i % count: a user's K connections are
+        # spread over the run, each handshake still checked at auth.
+        paths = [f"/ws?token={tokens[i % count]}" for i in range(total)]
         names = [f"{cluster.namespace}:node:{node}" for node in cluster.node_ids]
         result = measure(
             "herald",
@@ -229,7 +233,9 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
             heartbeat=(cluster.redis, names, int(args.heartbeat * 3 * 1000)),
             profiler=profiler,
         )
-        result["tokens_minted_per_s"] = round(total / minted_s, 1)
+        result["tokens_minted_per_s"] = round(count / minted_s, 1)
+        result["users"] = count
+        result["connections_per_user"] = args.per_user
         result["heartbeat_s"] = args.heartbeat
         return result
 
@@ -275,6 +281,12 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=200, help="connections opened before the RSS baseline")
     parser.add_argument("--concurrency", type=int, default=64, help="handshakes in flight, all clients together")
     parser.add_argument("--mint-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--per-user",
+        type=int,
+        help="connections per user and token (default 1; --full 10: the stand-in store scans its whole"
+        " token collection on every read, so 100k live tokens would make each check cost ~100 ms)",
+    )
     parser.add_argument("--hold", type=float, help="seconds to hold the connections idle (default 12; --full 25)")
     parser.add_argument("--heartbeat", type=float, default=10.0, help="HERALD_HEARTBEAT_S and the bare ping interval")
     parser.add_argument("--ping-sample", type=int, default=20, help="clients per process sending app pings")
@@ -288,6 +300,7 @@ def main() -> None:
     args = parser.parse_args()
     args.connections = min(args.connections or (100_000 if args.full else 10_000), 120_000)
     args.nodes = args.nodes or (6 if args.full else 1)
+    args.per_user = max(1, args.per_user or (10 if args.full else 1))
     args.hold = args.hold if args.hold is not None else (25.0 if args.full else 12.0)
     args.bare_heartbeat = args.heartbeat if args.bare_heartbeat is None else args.bare_heartbeat
     per_node = (args.connections + args.warm) / args.nodes
