@@ -21,6 +21,7 @@ Times (``now``) are wall-clock epoch seconds, comparable with messages' ``ts``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,16 @@ class ChannelSequence:
             return Step()
         return self._advance(now)
 
+    def take_run(self, first: int, last: int) -> bool:
+        """The fast path of ``live`` for the contiguous offsets ``first..last``: when the
+        sequence is caught up (started, nothing held, not reading the store, ``first`` next)
+        they can all be written at once, and are counted as sent. Otherwise False, and the
+        caller feeds them to ``live`` one by one."""
+        if self.sent != first - 1 or self._held or self.fetching or not self.started:
+            return False
+        self.sent = last
+        return True
+
     def fetched(self, page: list[Wire], now: float) -> Step:
         """A store page (ascending, after the requested offset, at most ``PAGE`` long)."""
         self.fetching = False
@@ -126,3 +137,21 @@ class ChannelSequence:
             self.sent += 1
             out.append(self._held.pop(self.sent))
         return out
+
+
+def contiguous_runs(messages: Iterable[Wire]) -> list[list[Wire]]:
+    """Split a batch into runs of consecutive offsets on one app's channel, keeping order:
+    the unit that can be framed once and written to a caught-up reader in one write."""
+    runs: list[list[Wire]] = []
+    for message in messages:
+        if runs:
+            last = runs[-1][-1]
+            if (
+                last["channel"] == message["channel"]
+                and last["app"] == message["app"]
+                and last["offset"] + 1 == message["offset"]
+            ):
+                runs[-1].append(message)
+                continue
+        runs.append([message])
+    return runs

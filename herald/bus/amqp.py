@@ -58,6 +58,10 @@ from herald.names import Names
 
 log = logging.getLogger(__name__)
 
+# Deliveries a consumer handles back to back before acknowledging them (at most the
+# channel's prefetch are buffered anyway).
+HANDLE_AT_ONCE = 64
+
 # The faults worth retrying, and only those:
 # - AMQPConnectionError: refused, lost or closed connection (ConnectionClosed and
 #   the handshake failures are subclasses);
@@ -191,20 +195,40 @@ class _Consumer:
             message = await self._inbox.get()
             if message is None:
                 break
-            if not _stale(message):
-                await self._handle(message)
+            # Everything already buffered is handled before any of it is acknowledged: the
+            # handlers run back to back in one turn of the event loop, so a push node that
+            # fell behind writes each socket once for the lot (PushNode._flush).
+            batch, stop = [message], False
+            while len(batch) < HANDLE_AT_ONCE and not self._inbox.empty():
+                more = self._inbox.get_nowait()
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            await self._handle([m for m in batch if not _stale(m)])
+            if stop:
+                break
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await self._handler(message.body)
-        except asyncio.CancelledError:
-            await self._requeue([message])
-            raise
-        except Exception:
-            log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
-            await asyncio.sleep(REDELIVERY_PAUSE_S)
-            await self._requeue([message, *self._take_buffered()])
-        else:
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        handled: list[AbstractIncomingMessage] = []
+        for index, message in enumerate(batch):
+            try:
+                await self._handler(message.body)
+            except asyncio.CancelledError:
+                await self._ack(handled)
+                await self._requeue(batch[index:])
+                raise
+            except Exception:
+                log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
+                await self._ack(handled)
+                await asyncio.sleep(REDELIVERY_PAUSE_S)
+                await self._requeue([*batch[index:], *self._take_buffered()])
+                return
+            handled.append(message)
+        await self._ack(handled)
+
+    async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
+        for message in messages:
             await _settle(message.ack(), self.name, "ack")
 
     def _take_buffered(self) -> list[AbstractIncomingMessage]:

@@ -1,4 +1,4 @@
-from herald.sequencing import HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence
+from herald.sequencing import HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence, contiguous_runs
 
 
 def m(offset: int) -> dict:
@@ -118,3 +118,44 @@ def test_a_gap_before_a_recent_message_is_waited_for() -> None:
     sequence.start(0, now)
     assert offsets(sequence.fetched([recent], now)) == []
     assert sequence.hole_since == now
+
+
+def test_a_caught_up_sequence_takes_a_whole_run_at_once() -> None:
+    sequence = started(4)
+
+    assert sequence.take_run(5, 8)
+    assert sequence.sent == 8
+    assert offsets(sequence.live(m(9), 0.0)) == [9]
+
+
+def test_a_run_that_does_not_follow_what_was_sent_is_left_to_live() -> None:
+    sequence = started(4)
+
+    assert not sequence.take_run(6, 7)  # 5 is missing
+    assert not sequence.take_run(3, 4)  # already sent
+    assert sequence.sent == 4
+
+
+def test_no_run_is_taken_while_anything_is_held_or_read_or_before_the_start() -> None:
+    holding = started(0)
+    holding.live(m(3), 0.0)  # 1 and 2 missing: 3 is held, the store is read
+    reading = ChannelSequence()
+    reading.start(0, 0.0)
+
+    assert not holding.take_run(1, 2)
+    assert not reading.take_run(1, 1)
+    assert not ChannelSequence().take_run(1, 1)
+
+
+def test_runs_split_where_the_channel_app_or_offset_sequence_changes() -> None:
+    batch = [
+        {"app": "a", "channel": "group:x", "offset": 1},
+        {"app": "a", "channel": "group:x", "offset": 2},
+        {"app": "a", "channel": "group:y", "offset": 3},
+        {"app": "b", "channel": "group:y", "offset": 4},
+        {"app": "b", "channel": "group:y", "offset": 6},
+    ]
+
+    runs = contiguous_runs(batch)
+
+    assert [[message["offset"] for message in run] for run in runs] == [[1, 2], [3], [4], [6]]
