@@ -102,7 +102,9 @@ class Admitted:
 
 
 def http_response(status: int, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    # The WebSocket server closes the connection after any answer but an upgrade: saying so
+    # keeps HTTP clients from sending their next request on a socket about to close.
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")])
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
@@ -203,9 +205,7 @@ class PushServer:
             return json_response(200, {"status": "ready"})
         if path == "/metrics":
             text, content_type = metrics.exposition()
-            return Response(
-                200, "OK", Headers([("Content-Type", content_type), ("Content-Length", str(len(text)))]), text
-            )
+            return http_response(200, text, content_type)
         if path in STATIC_FILES:
             return self._static(path)
         if path == "/console/config":
