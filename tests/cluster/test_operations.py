@@ -32,6 +32,17 @@ def _herald(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
+async def _herald_async(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI without blocking the event loop: the test's sockets must keep answering the
+    server's pings meanwhile (heartbeat 1 s here), or it closes them as dead (1011)."""
+    process = await asyncio.create_subprocess_exec(
+        HERALD, *args, env={**os.environ, **cluster.env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, stdout.decode(), stderr.decode())
+
+
 async def _metrics(http: httpx.AsyncClient, cluster: Cluster, service: str) -> str:
     answer = await http.get(cluster.url(service) + "/metrics")
     assert answer.status_code == 200, (service, answer.text)
@@ -61,10 +72,11 @@ async def test_status_shows_each_node_with_its_connections_the_queues_and_the_ap
         await next_frame(ws, "welcome")
     for n in range(20):
         await publisher.send(users, "tick", n)
-    await collect_messages(sockets[2], 20)
+    for ws in sockets:  # read, so that their clients keep answering pings
+        await collect_messages(ws, 20)
     await asyncio.sleep(2.5)  # a heartbeat (1 s here) reports the nodes; dispatch writes counts each second
 
-    shown = _herald(cluster, "status")
+    shown = await _herald_async(cluster, "status")
 
     assert shown.returncode == 0, shown.stderr
     print(shown.stdout)  # shown with -s: what an operator sees
