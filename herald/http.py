@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request, Security
@@ -133,8 +133,23 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-def create_api(title: str, description: str, checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
-    """A FastAPI app with Herald's error shape, ``/healthz``, ``/readyz`` and ``/metrics``."""
+class Readiness(BaseModel):
+    status: str
+    degraded: list[str] = []
+
+
+def create_api(
+    title: str,
+    description: str,
+    checks: Sequence[ReadinessCheck] = (),
+    soft_checks: Mapping[str, ReadinessCheck] | None = None,
+) -> FastAPI:
+    """A FastAPI app with Herald's error shape, ``/healthz``, ``/readyz`` and ``/metrics``.
+
+    ``checks`` are what the service cannot work without: one failing makes ``/readyz`` 503,
+    so a load balancer stops sending it requests. ``soft_checks`` are what it works around
+    (collect still accepts with RabbitMQ down; auth still issues tokens with Redis down):
+    a failing one is listed under ``degraded`` and the service stays ready."""
     app = FastAPI(title=title, description=description, version="1")
     service = title.removeprefix("Herald ").lower()
     install_error_handlers(app, service)
@@ -159,12 +174,19 @@ def create_api(title: str, description: str, checks: Sequence[ReadinessCheck] = 
         "/readyz",
         tags=["operations"],
         summary="Every dependency answers",
+        response_model=Readiness,
         responses={503: ERROR_RESPONSES[503]},
     )
-    async def readyz() -> dict[str, str]:
+    async def readyz() -> Readiness:
         for check in checks:
             await check()
-        return {"status": "ready"}
+        degraded = []
+        for name, check in (soft_checks or {}).items():
+            try:
+                await check()
+            except HeraldError:
+                degraded.append(name)
+        return Readiness(status="degraded" if degraded else "ready", degraded=degraded)
 
     return app
 

@@ -130,7 +130,13 @@ def _settings_of(app_id: str, config: AppConfig) -> AppSettings:
 
 
 def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus) -> FastAPI:
-    api = create_api("Herald auth", "Apps, API keys and user connect tokens.", checks=[store.ping])
+    api = create_api(
+        "Herald auth",
+        "Apps, API keys and user connect tokens.",
+        checks=[store.ping],
+        # Revoking closes connections through Redis and RabbitMQ; issuing needs neither.
+        soft_checks={"directory": directory.ping, "bus": bus.ping},
+    )
     keys = AppKeys(store)
     current_app = keys.dependency()
     AppId = Annotated[str, Depends(current_app)]

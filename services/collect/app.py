@@ -23,6 +23,9 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
         "Herald collect",
         "Send messages to users, groups or everyone; manage groups; see who is online.",
         checks=[store.ping],
+        # Accepted messages wait in the store for the outbox when RabbitMQ is down; rate
+        # limits fail open and presence answers 503 when Redis is.
+        soft_checks={"directory": directory.ping, "bus": bus.ping},
     )
     app_id = Annotated[str, Depends(AppKeys(store).dependency())]
     quotas = Quotas(settings, AppConfigs(store), directory)
