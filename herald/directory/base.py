@@ -16,7 +16,7 @@ Raises ``herald.errors.Unavailable`` when the server cannot be reached.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -43,6 +43,24 @@ class Located:
 
 # How long per-second message counts are kept (``count_messages``).
 COUNTS_KEPT_S = 120
+
+
+def average_rates(seconds: Iterable[Mapping[str, int | str]], window_s: int) -> dict[str, float]:
+    """Messages per second per app from per-second counts (Redis gives them as strings)."""
+    totals: dict[str, int] = {}
+    for counts in seconds:
+        for app_id, count in counts.items():
+            totals[app_id] = totals.get(app_id, 0) + int(count)
+    return {app_id: total / window_s for app_id, total in totals.items()}
+
+
+def free_of_charge(cost: int, rate_per_s: float, burst: int) -> bool:
+    """Whether ``take`` can answer without touching the bucket; a bucket without a rate or
+    burst is a caller's bug, refused as one."""
+    if rate_per_s <= 0 or burst < 1:
+        raise ValueError(f"a token bucket needs rate_per_s > 0 and burst >= 1, not {rate_per_s}, {burst}")
+    return cost <= 0
+
 
 ChannelKey = tuple[str, str]  # (app_id, channel), channel being group:<name> or broadcast
 

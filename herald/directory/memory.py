@@ -15,7 +15,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from herald.directory.base import COUNTS_KEPT_S, ChannelKey, Directory, Located, NodeReport, Presence, RateDecision
+from herald.directory.base import (
+    COUNTS_KEPT_S,
+    ChannelKey,
+    Directory,
+    Located,
+    NodeReport,
+    Presence,
+    RateDecision,
+    average_rates,
+    free_of_charge,
+)
 
 User = tuple[str, str]  # (app_id, user_id)
 
@@ -255,9 +265,7 @@ class MemoryDirectory(Directory):
 
     # Rate limits --------------------------------------------------------------------
     async def take(self, app_id: str, cost: int, rate_per_s: float, burst: int) -> RateDecision:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError(f"a token bucket needs rate_per_s > 0 and burst >= 1, not {rate_per_s}, {burst}")
-        if cost <= 0:
+        if free_of_charge(cost, rate_per_s, burst):
             return RateDecision(True, 0.0)
         now = time.monotonic()
         bucket = self._buckets.get(app_id)
@@ -284,11 +292,7 @@ class MemoryDirectory(Directory):
             del self._counts[old]
 
     async def message_rates(self, window_s: int, now_s: int) -> dict[str, float]:
-        totals: dict[str, int] = {}
-        for second in range(now_s - window_s, now_s):
-            for app_id, count in self._counts.get(second, {}).items():
-                totals[app_id] = totals.get(app_id, 0) + count
-        return {app_id: total / window_s for app_id, total in totals.items()}
+        return average_rates((self._counts.get(second, {}) for second in range(now_s - window_s, now_s)), window_s)
 
     # Helpers ------------------------------------------------------------------------
     def _assert(self, node_id: str, conns: Sequence[Presence], ttl_s: float, now: float) -> None:

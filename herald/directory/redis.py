@@ -38,7 +38,17 @@ from redis.backoff import ExponentialBackoff
 
 from herald import codec
 from herald.directory import scripts
-from herald.directory.base import COUNTS_KEPT_S, ChannelKey, Directory, Located, NodeReport, Presence, RateDecision
+from herald.directory.base import (
+    COUNTS_KEPT_S,
+    ChannelKey,
+    Directory,
+    Located,
+    NodeReport,
+    Presence,
+    RateDecision,
+    average_rates,
+    free_of_charge,
+)
 from herald.directory.scripts import Script
 from herald.errors import Unavailable
 from herald.names import Names
@@ -402,9 +412,7 @@ class RedisDirectory(Directory):
 
     # Rate limits --------------------------------------------------------------------
     async def take(self, app_id: str, cost: int, rate_per_s: float, burst: int) -> RateDecision:
-        if rate_per_s <= 0 or burst < 1:
-            raise ValueError(f"a token bucket needs rate_per_s > 0 and burst >= 1, not {rate_per_s}, {burst}")
-        if cost <= 0:
+        if free_of_charge(cost, rate_per_s, burst):
             return RateDecision(True, 0.0)
         with _unavailable("taking rate tokens"):
             [(allowed, retry_after)] = await self._execute(
@@ -503,11 +511,7 @@ class RedisDirectory(Directory):
             pipe.hgetall(self._names.message_counts_key(second))
         with _unavailable("reading message rates"):
             seconds = await pipe.execute()
-        totals: dict[str, int] = {}
-        for counts in seconds:
-            for app_id, count in counts.items():
-                totals[app_id] = totals.get(app_id, 0) + int(count)
-        return {app_id: total / window_s for app_id, total in totals.items()}
+        return average_rates(seconds, window_s)
 
     def _forget_node(self, pipe: Pipeline, node_id: str, channels: set[str]) -> None:
         """Queue the removal of a node's channel routes and its own bookkeeping."""
