@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
+from typing import TYPE_CHECKING
 
 from herald.directory.base import Presence
 from herald.model import BROADCAST, user_channel
 from herald.sequencing import ChannelSequence
+
+if TYPE_CHECKING:
+    from services.push.socket import Socket
 
 ChannelKey = tuple[str, str]  # (app_id, channel)
 
@@ -43,7 +45,7 @@ class FrameBudget:
 
 @dataclass(eq=False, slots=True)
 class Connection:
-    ws: ServerConnection
+    ws: Socket
     conn_id: str
     app_id: str
     user_id: str
@@ -60,6 +62,10 @@ class Connection:
     pending_starts: dict[str, int] = field(default_factory=dict)
     # Per channel: what was written and what waits (see herald.sequencing).
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
+    # Client frames waiting while the server works for this connection (it starts, or a
+    # publish awaits its answer); None when frames are answered as they come.
+    inbox: list[str | bytes] | None = None
+    waiter: asyncio.Future[None] | None = None  # set while waiting for the first frame
 
     @property
     def user_channel(self) -> str:
@@ -161,15 +167,6 @@ class LocalConnections:
         return [conn.presence for conn in self]
 
 
-def write_framed(ws: ServerConnection, data: bytes) -> bool:
-    """Write already-framed bytes (``herald.framing``) to an open connection, skipping the
-    library's per-socket framing; the same checks ``websockets.broadcast`` makes. Safe with
-    no extension negotiated: the library flushes its own frames as it makes them, so nothing
-    of its own waits to be written before ours."""
-    if ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
-        return False
-    transport = ws.transport
-    if transport is None or transport.is_closing():
-        return False
-    transport.write(data)
-    return True
+def write_framed(ws: Socket, data: bytes) -> bool:
+    """Write already-framed bytes (``herald.framing``) to an open connection."""
+    return ws.write_framed(data)

@@ -18,8 +18,6 @@ from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from websockets.protocol import State
-
 from herald import control, events, metrics, runtime
 from herald.bus.base import Bus
 from herald.control import Command, Join, Kick, Leave
@@ -247,7 +245,7 @@ class PushNode:
 
     async def _fetch(self, conn: Connection, channel: str, after: int) -> None:
         """Read the store for what the connection misses; retried while the store is down."""
-        while conn.ws.protocol.state is State.OPEN:
+        while conn.ws.open:
             try:
                 async with self._fetch_slots:
                     page = await self._store.read_channel(conn.app_id, channel, after, PAGE, time.time())
@@ -275,7 +273,7 @@ class PushNode:
             return
         conn.closing = True
         log.info("closing with %d: %s", code, reason, extra=_context(conn))
-        if conn.ws.protocol.state is State.OPEN:
+        if conn.ws.open:
             if code == CLOSE_SLOW_CONSUMER:
                 # The close frame waits behind everything the client has not read yet;
                 # give it time to get there before the connection is cut.
@@ -292,7 +290,7 @@ class PushNode:
         now = time.time()
         for conn, channel in list(self._holes):
             sequence = conn.sequences.get(channel)
-            if sequence is None or sequence.hole_since is None or conn.ws.protocol.state is not State.OPEN:
+            if sequence is None or sequence.hole_since is None or not conn.ws.open:
                 self._holes.discard((conn, channel))
                 continue
             self._count(self._apply(conn, channel, sequence.tick(now), {}))

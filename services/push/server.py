@@ -1,8 +1,10 @@
-"""The push node's WebSocket server: token check before the upgrade, then the frame loop.
+"""The push node's WebSocket server: token check before the upgrade, then client frames.
 
-The token is checked against auth in ``process_request``, before any socket is upgraded:
-a bad or expired token gets HTTP 401 and no WebSocket exists. ``/healthz`` and
-``/readyz`` are answered on the same port.
+The token is checked against auth in ``_process_request``, before any socket is upgraded:
+a bad or expired token gets HTTP 401 and no WebSocket exists. ``/healthz``, ``/readyz``,
+``/metrics`` and the console are answered on the same port. Sockets are
+``services.push.socket.Socket``s: frames are answered from the event loop's callbacks, and
+a task exists only while a connection starts or awaits a publish.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from herald import codec, metrics
 from herald.appconfig import AppConfigs
@@ -55,10 +57,15 @@ from services.push.handshake import (
 from services.push.introspect import Identity, TokenChecker
 from services.push.node import PushNode
 from services.push.publish import ClientPublishing
+from services.push.socket import Keepalive, Socket
 
 log = logging.getLogger("herald.push")
 
 MAX_FRAME_BYTES = 64 * 1024
+# Connections waiting in the kernel for accept(): a reconnect storm arrives all at once.
+BACKLOG = 4096
+# Frames a busy connection (starting, or awaiting a publish) may queue before its reads pause.
+MAX_INBOX = 64
 # How long a new connection may take to send ``resume`` before its backlog starts at the
 # stored cursors. Clients that resume send it first thing, so they never wait.
 RESUME_WAIT_S = 0.25
@@ -93,7 +100,7 @@ class ConnectLimits:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """What ``_process_request`` learned about a connection, handed to ``_handle``."""
+    """What ``_process_request`` learned about a connection that may upgrade."""
 
     identity: Identity
     device: str | None
@@ -152,7 +159,11 @@ class PushServer:
         self._demo = demo
         self._reuse_port = reuse_port
         self._console = console or ConsoleConfig()
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._sockets: set[Socket] = set()
+        self._keepalive = Keepalive(heartbeat_s, heartbeat_s * 2)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -160,26 +171,18 @@ class PushServer:
         return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self._host,
-            self._port,
-            process_request=self._process_request,
-            select_subprotocol=lambda _conn, offered: choose_subprotocol(offered),
-            compression=None,
-            max_size=MAX_FRAME_BYTES,
-            ping_interval=self._heartbeat_s,
-            ping_timeout=self._heartbeat_s * 2,
-            close_timeout=2,
-            reuse_port=self._reuse_port,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_socket, self._host, self._port, reuse_port=self._reuse_port or None, backlog=BACKLOG
         )
+        self._sweeper = loop.create_task(self._keepalive.run(lambda: self._sockets), name="push-keepalive")
 
     async def stop(self) -> None:
         """Drain: stop accepting, leave routing, ask every client to reconnect elsewhere (1012),
         and wait for them up to the deadline. They resume on another node: nothing is lost."""
         if self._server is None:
             return
-        self._server.close(close_connections=False)
+        self._server.close()
         await self.node.withdraw(leaving=True)
         closing = [conn.ws.close(CLOSE_DRAINING, "node draining") for conn in self.node.connections]
         if closing:
@@ -189,10 +192,57 @@ class PushServer:
             )
             for task in pending:
                 task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
+        for sock in list(self._sockets):
+            sock.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    # Socket events (services.push.socket.SocketEvents) --------------------------------
+
+    def _new_socket(self) -> Socket:
+        sock = Socket(self, MAX_FRAME_BYTES, _select_subprotocol)
+        self._sockets.add(sock)
+        return sock
+
+    def request(self, sock: Socket, request: Request) -> None:
+        self._spawn(self._open(sock, request))
+
+    def message(self, sock: Socket, data: str | bytes) -> None:
+        conn: Connection | None = sock.conn
+        if conn is None:
+            return
+        if conn.inbox is not None:
+            # Busy: still starting, or a publish is awaiting its answer. Frames keep their order.
+            conn.inbox.append(data)
+            if conn.waiter is not None and not conn.waiter.done():
+                conn.waiter.set_result(None)
+            if len(conn.inbox) >= MAX_INBOX and sock.transport is not None:
+                sock.transport.pause_reading()
+            return
+        work = self._reply(conn, data)
+        if work is not None:
+            conn.inbox = []
+            self._spawn(self._finish(conn, work))
+
+    def lost(self, sock: Socket) -> None:
+        self._sockets.discard(sock)
+        conn: Connection | None = sock.conn
+        if conn is None:
+            return
+        if conn.waiter is not None and not conn.waiter.done():
+            conn.waiter.set_result(None)
+        if conn.inbox is None:
+            self._spawn(self.node.detach(conn))
+        # Otherwise the task working for the connection detaches it when it settles.
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process_request(self, request: Request) -> Response | Admitted:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
@@ -246,14 +296,12 @@ class PushServer:
             message = f"this user already holds {len(held)} connections; at most {most}"
             return _error(429, "too_many_connections", message)
         metrics.push_handshakes.inc()
-        # Handed to _handle on the connection itself: nothing to clean up if the upgrade fails.
-        connection.herald_admitted = Admitted(  # type: ignore[attr-defined]
+        return Admitted(
             identity,
             device_from_request(request.path) or identity.device,
             secret_hash(token),
             limits.frames_per_s or self._limits.frames_per_s,
         )
-        return None
 
     @staticmethod
     def _static(path: str) -> Response:
@@ -280,48 +328,100 @@ class PushServer:
             return json_response(exc.status, exc.to_body())
         return _error(404, "not_found", "the demo answers /demo/session, /demo/online and /demo/app")
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        admitted: Admitted = ws.herald_admitted  # type: ignore[attr-defined]
-        identity = admitted.identity
+    async def _open(self, sock: Socket, request: Request) -> None:
+        """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
+        start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
+        try:
+            answer = await self._process_request(request)
+        except Exception:
+            log.exception("could not answer a request for %s", request.path)
+            answer = _error(500, "internal", "the push node failed to answer this request")
+        if isinstance(answer, Response):
+            sock.respond(answer)
+            return
+        response = sock.protocol.accept(request)
+        if response.status_code != 101 or sock.transport is None or sock.transport.is_closing():
+            sock.respond(response)
+            return
+        identity = answer.identity
         conn = Connection(
-            ws,
+            sock,
             uuid.uuid4().hex,
             identity.app_id,
             identity.user_id,
-            admitted.device,
-            token_hash=admitted.token_hash,
+            answer.device,
+            token_hash=answer.token_hash,
             publish=identity.publish,
-            frames=FrameBudget(admitted.frames_per_s),
+            frames=FrameBudget(answer.frames_per_s),
         )
+        conn.inbox = []
+        sock.conn = conn
+        sock.respond(response)
         try:
-            await self.node.attach(conn)
-            try:
-                positions = await self.node.load_channels(conn)
-            except Unavailable:
-                await ws.close(CLOSE_TRY_LATER, "store unavailable, reconnect later")
-                return
-            await ws.send(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
-            first = await self._first_frame(ws)
-            resume = self._parse(first) if first is not None else None
-            if isinstance(resume, Resume):
-                positions.update(self._readable(conn, resume, ws))
-            self.node.begin_all(conn, positions)
-            if first is not None and not isinstance(resume, Resume):
-                await self._reply(conn, first)
-            async for raw in ws:
-                await self._reply(conn, raw)
-        except ConnectionClosed:
-            pass
+            await self._start(conn)
+            await self._drain(conn)
+        except Exception:
+            log.exception("a connection failed to start", extra={"conn_id": conn.conn_id})
+            await sock.close(1011, "internal error")
         finally:
-            await self.node.detach(conn)
+            self._settle(conn)
 
-    async def _first_frame(self, ws: ServerConnection) -> str | bytes | None:
+    async def _start(self, conn: Connection) -> None:
+        sock = conn.ws
+        await self.node.attach(conn)
+        try:
+            positions = await self.node.load_channels(conn)
+        except Unavailable:
+            await sock.close(CLOSE_TRY_LATER, "store unavailable, reconnect later")
+            return
+        sock.send_text(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
+        first = await self._first_frame(conn)
+        resume = self._parse(first) if first is not None else None
+        if isinstance(resume, Resume):
+            positions.update(self._readable(conn, resume))
+        self.node.begin_all(conn, positions)
+        if first is not None and not isinstance(resume, Resume):
+            await self._answer(conn, first)
+
+    async def _first_frame(self, conn: Connection) -> str | bytes | None:
         """The client's first frame if it comes within ``RESUME_WAIT_S``: a ``resume`` there
         sets where the backlog starts; otherwise it starts at the stored cursors."""
+        assert conn.inbox is not None
+        if not conn.inbox and conn.ws.open:
+            conn.waiter = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.waiter, RESUME_WAIT_S)
+            conn.waiter = None
+        return conn.inbox.pop(0) if conn.inbox else None
+
+    async def _finish(self, conn: Connection, work: Coroutine[Any, Any, None]) -> None:
         try:
-            return await asyncio.wait_for(ws.recv(), RESUME_WAIT_S)
-        except TimeoutError:
-            return None
+            await work
+            await self._drain(conn)
+        finally:
+            self._settle(conn)
+
+    async def _drain(self, conn: Connection) -> None:
+        """Answer the frames that waited, in order, awaiting what must be awaited."""
+        inbox = conn.inbox
+        assert inbox is not None
+        while inbox and conn.ws.open:
+            await self._answer(conn, inbox.pop(0))
+
+    def _settle(self, conn: Connection) -> None:
+        """Back to answering frames as they come; the connection is detached here if it
+        was lost while this task worked for it (``lost`` leaves that to us)."""
+        conn.inbox = None
+        sock = conn.ws
+        if sock.transport is not None and not sock.transport.is_reading() and sock.open:
+            sock.transport.resume_reading()
+        if sock.gone:
+            self._spawn(self.node.detach(conn))
+
+    async def _answer(self, conn: Connection, raw: str | bytes) -> None:
+        work = self._reply(conn, raw)
+        if work is not None:
+            await work
 
     @staticmethod
     def _parse(raw: str | bytes) -> ClientFrame | FrameError:
@@ -330,43 +430,56 @@ class PushServer:
         except FrameError as exc:
             return exc
 
-    def _readable(self, conn: Connection, resume: Resume, ws: ServerConnection) -> dict[str, int]:
+    def _readable(self, conn: Connection, resume: Resume) -> dict[str, int]:
         """The resume positions this connection may use; the others get an error frame."""
         refused = [channel for channel in resume.positions if not conn.may_read(channel)]
         if refused:
             message = f"not your channels: {', '.join(sorted(refused)[:5])}"
             _count_error("forbidden_channel")
-            broadcast([ws], error_frame("forbidden_channel", message))
+            conn.ws.send_text(error_frame("forbidden_channel", message))
         return {channel: offset for channel, offset in resume.positions.items() if conn.may_read(channel)}
 
-    async def _reply(self, conn: Connection, raw: str | bytes) -> None:
+    def _reply(self, conn: Connection, raw: str | bytes) -> Coroutine[Any, Any, None] | None:
+        """Answer one client frame. Everything is answered at once except a publish, which
+        needs the store and the bus: that comes back as work to await, and the frames after
+        it wait their turn."""
         now = time.monotonic()
         frame = self._parse(raw)
+        sock = conn.ws
         if not conn.frames.take(now):
             _count_error("rate_limited")
             message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
             if isinstance(frame, Publish):
-                await conn.ws.send(reply_error_frame(frame.seq, "rate_limited", message))
+                sock.send_text(reply_error_frame(frame.seq, "rate_limited", message))
             elif now - conn.frames.warned_at >= 1.0:
                 # At most one error frame a second: a flood must not make us send a flood.
                 conn.frames.warned_at = now
-                await conn.ws.send(error_frame("rate_limited", message))
-            return
+                sock.send_text(error_frame("rate_limited", message))
+            return None
         if isinstance(frame, FrameError):
             _count_error(frame.code)
             if frame.seq is not None:
-                await conn.ws.send(reply_error_frame(frame.seq, frame.code, frame.message))
+                sock.send_text(reply_error_frame(frame.seq, frame.code, frame.message))
             else:
-                await conn.ws.send(error_frame(frame.code, frame.message))
+                sock.send_text(error_frame(frame.code, frame.message))
         elif isinstance(frame, Publish):
-            await conn.ws.send(await self._publishing.reply(conn, frame))
+            return self._publish(conn, frame)
         elif isinstance(frame, Ping):
-            await conn.ws.send(PONG_FRAME)
+            sock.send_text(PONG_FRAME)
         elif isinstance(frame, Ack):
             if conn.may_read(frame.channel):
                 self.node.record_ack(conn, frame.channel, frame.offset)
             else:
                 _count_error("forbidden_channel")
-                await conn.ws.send(error_frame("forbidden_channel", f"{frame.channel} is not one of your channels"))
+                sock.send_text(error_frame("forbidden_channel", f"{frame.channel} is not one of your channels"))
         elif isinstance(frame, Resume):
-            self.node.begin(conn, self._readable(conn, frame, conn.ws))
+            self.node.begin(conn, self._readable(conn, frame))
+        return None
+
+    async def _publish(self, conn: Connection, frame: Publish) -> None:
+        conn.ws.send_text(await self._publishing.reply(conn, frame))
+
+
+def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    chosen = choose_subprotocol(offered)
+    return Subprotocol(chosen) if chosen is not None else None

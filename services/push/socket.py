@@ -1,0 +1,262 @@
+"""One client socket of a push node: HTTP request, upgrade, then frames, on websockets'
+sans-I/O ``ServerProtocol`` under an ``asyncio.Protocol`` of our own.
+
+Why not websockets' asyncio ``ServerConnection``: it keeps, per connection, a message
+assembler with its futures, a keepalive task and a handler task: 12.6 KB per idle
+connection without keepalive, 14.9 KB with it (docs/BENCHMARKS.md). A push node holds
+tens of thousands of idle sockets; here an idle socket is this object, the protocol and
+the transport (about 5 KB measured), frames are handled in ``data_received`` without a
+task, and one node-wide sweep (``Keepalive``) pings every socket and closes the silent.
+
+The library still does everything that is easy to get wrong: parsing the request,
+validating the upgrade, parsing and limiting frames, answering pings, and the closing
+handshake. We only move bytes and route events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from herald.framing import text_frame
+
+log = logging.getLogger("herald.push")
+
+CLOSE_TIMEOUT_S = 2.0
+# A socket that has not finished its HTTP request by then is dropped (websockets' open_timeout).
+OPEN_TIMEOUT_S = 10.0
+CLOSE_KEEPALIVE_TIMEOUT = 1011
+CLOSE_INVALID_TEXT = 1007
+
+_websockets_log = logging.getLogger("websockets.server")
+
+
+class SocketEvents(Protocol):
+    """What the push server does with a socket's events (``services.push.server``)."""
+
+    def request(self, sock: Socket, request: Request) -> None: ...
+
+    def message(self, sock: Socket, data: str | bytes) -> None: ...
+
+    def lost(self, sock: Socket) -> None: ...
+
+
+class Socket(asyncio.Protocol):
+    __slots__ = (
+        "_fragments",
+        "_lost",
+        "_opcode",
+        "close_timeout",
+        "conn",
+        "events",
+        "gone",
+        "last_seen",
+        "protocol",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        events: SocketEvents,
+        max_size: int,
+        select_subprotocol: Callable[[ServerProtocol, Sequence[Subprotocol]], Subprotocol | None],
+    ) -> None:
+        self.events = events
+        self.protocol = ServerProtocol(
+            select_subprotocol=select_subprotocol,
+            max_size=max_size,
+            logger=_websockets_log,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.close_timeout = CLOSE_TIMEOUT_S
+        self.last_seen = time.monotonic()
+        self.conn: Any = None  # the node's Connection once upgraded (services.push.connections)
+        self.gone = False  # the TCP connection is closed
+        self._lost: asyncio.Future[None] | None = None
+        # A fragmented message being received: its opcode and the parts so far.
+        self._opcode: Opcode | None = None
+        self._fragments: list[bytes] | None = None
+
+    # asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self.flush()
+        for event in events:
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self.events.request(self, event)
+        if protocol.close_expected():
+            self._close_later()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self.protocol.events_received()
+        self.flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.protocol.receive_eof()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        self._lost = None
+        self.events.lost(self)
+
+    # Writing -----------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self.protocol.state is State.OPEN
+
+    def flush(self) -> None:
+        """Write what the protocol produced; its end-of-stream marker means close the TCP
+        connection once the rest is out (the server closes first, RFC 6455 7.1.1)."""
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                transport.close()
+
+    def write_framed(self, data: bytes) -> bool:
+        """Write frames already built (``herald.framing``): the same bytes for every socket."""
+        transport = self.transport
+        if self.protocol.state is not State.OPEN or transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    def send_text(self, text: str | bytes) -> bool:
+        return self.write_framed(text_frame(text.encode() if isinstance(text, str) else text))
+
+    def respond(self, response: Response) -> None:
+        """The answer to the HTTP request: an upgrade (101) or a plain response, after which
+        the protocol asks for the connection to close."""
+        self.protocol.send_response(response)
+        self.flush()
+
+    def ping(self) -> None:
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_ping(b"")
+            self.flush()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake and wait for the client's answer (or the TCP close)
+        up to ``close_timeout``, then cut the connection."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self.flush()
+        await self.wait_lost(self.close_timeout)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_lost(self, timeout_s: float) -> None:
+        """Until the connection is gone; aborted after ``timeout_s``."""
+        transport = self.transport
+        if transport is None or self.protocol.state is State.CLOSED:
+            return
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), timeout_s)
+        except TimeoutError:
+            transport.abort()
+
+    # Reading -----------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._deliver(opcode, bytes(frame.data))
+            else:
+                self._opcode, self._fragments = opcode, [bytes(frame.data)]
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                opcode, data = self._opcode, b"".join(self._fragments)
+                self._opcode = self._fragments = None
+                assert opcode is not None
+                self._deliver(opcode, data)
+        # Pings are answered and closes handled by the protocol; pongs only prove liveness.
+
+    def _deliver(self, opcode: Opcode, data: bytes) -> None:
+        if opcode is Opcode.BINARY:
+            self.events.message(self, data)
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.protocol.fail(CLOSE_INVALID_TEXT, "invalid UTF-8 in a text frame")
+            self.flush()
+            self._close_later()
+            return
+        self.events.message(self, text)
+
+    def _close_later(self) -> None:
+        """The protocol expects the TCP connection to close: make sure it does."""
+        if self.transport is not None:
+            asyncio.get_running_loop().call_later(self.close_timeout, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and self.protocol.state is not State.CLOSED:
+            self.transport.abort()
+
+
+class Keepalive:
+    """Node-wide keepalive: one pass every ``interval_s`` pings each open socket and closes
+    those that sent nothing (no pong, no frame) for ``timeout_s``; sockets still in their
+    HTTP request after ``OPEN_TIMEOUT_S`` are dropped. Replaces one task per connection."""
+
+    def __init__(self, interval_s: float, timeout_s: float) -> None:
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+
+    def sweep(self, sockets: Iterable[Socket], now: float) -> int:
+        """Ping or close every socket; returns how many were closed for silence."""
+        closed = 0
+        for sock in list(sockets):
+            state = sock.protocol.state
+            if state is State.OPEN:
+                if now - sock.last_seen > self.timeout_s:
+                    closed += 1
+                    sock.protocol.fail(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+                    sock.flush()
+                    sock._close_later()
+                else:
+                    sock.ping()
+            elif state is State.CONNECTING and now - sock.last_seen > OPEN_TIMEOUT_S:
+                sock.abort()
+        return closed
+
+    async def run(self, sockets: Callable[[], Iterable[Socket]]) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                closed = self.sweep(sockets(), time.monotonic())
+            except Exception:  # the sweep must outlive any one socket's surprise
+                log.exception("keepalive sweep failed")
+                continue
+            if closed:
+                log.info("closed %d connections that missed their heartbeats", closed)
