@@ -336,6 +336,8 @@ class PushServer:
         except Exception:
             log.exception("could not answer a request for %s", request.path)
             answer = _error(500, "internal", "the push node failed to answer this request")
+        if sock.gone:
+            return
         if isinstance(answer, Response):
             sock.respond(answer)
             return

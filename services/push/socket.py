@@ -36,6 +36,7 @@ CLOSE_TIMEOUT_S = 2.0
 OPEN_TIMEOUT_S = 10.0
 CLOSE_KEEPALIVE_TIMEOUT = 1011
 CLOSE_INVALID_TEXT = 1007
+PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, no payload
 
 _websockets_log = logging.getLogger("websockets.server")
 
@@ -155,9 +156,15 @@ class Socket(asyncio.Protocol):
         self.flush()
 
     def ping(self) -> None:
-        if self.protocol.state is State.OPEN:
-            self.protocol.send_ping(b"")
-            self.flush()
+        """An empty ping. Server frames are unmasked, so its bytes are the same for every
+        socket; the sans-I/O protocol keeps no record of pings sent, so nothing is skipped."""
+        self.write_framed(PING_FRAME)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close at once with ``code``, without waiting for anything the client says."""
+        self.protocol.fail(code, reason)
+        self.flush()
+        self._close_later()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake and wait for the client's answer (or the TCP close)
@@ -208,9 +215,7 @@ class Socket(asyncio.Protocol):
         try:
             text = data.decode()
         except UnicodeDecodeError:
-            self.protocol.fail(CLOSE_INVALID_TEXT, "invalid UTF-8 in a text frame")
-            self.flush()
-            self._close_later()
+            self.fail(CLOSE_INVALID_TEXT, "invalid UTF-8 in a text frame")
             return
         self.events.message(self, text)
 
@@ -241,9 +246,7 @@ class Keepalive:
             if state is State.OPEN:
                 if now - sock.last_seen > self.timeout_s:
                     closed += 1
-                    sock.protocol.fail(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
-                    sock.flush()
-                    sock._close_later()
+                    sock.fail(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
                 else:
                     sock.ping()
             elif state is State.CONNECTING and now - sock.last_seen > OPEN_TIMEOUT_S:

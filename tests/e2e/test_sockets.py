@@ -119,14 +119,6 @@ async def test_frames_sent_before_the_welcome_are_answered_in_order(
     assert [frame["type"] for frame in frames] == ["welcome", "pong", "error"]
 
 
-async def test_a_silent_socket_that_never_finishes_its_request_is_not_kept_forever(standalone: Standalone) -> None:
-    url = urlsplit(standalone.ws_url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
-    writer.write(b"GET /ws HTTP/1.1\r\n")  # and nothing more
-    assert await _read_until_closed(reader, 20.0) == b""
-    writer.close()
-
-
 async def test_closing_from_the_client_side_clears_presence(standalone: Standalone, publisher: Publisher) -> None:
     user = f"leaver-{uuid.uuid4().hex[:8]}"
     ws = await open_ws(standalone.ws_url, await publisher.token(user))
