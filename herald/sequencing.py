@@ -7,7 +7,10 @@ and whether to read the store. The rules:
 - Nothing is written at or below ``sent`` (the highest offset written): no duplicates.
 - A message is written only when every offset before it was written, or is known
   not to exist: no gaps, no reordering. Live messages that arrive early are held.
-- Missing offsets are read from the store. An offset the store does not have either is
+- Missing offsets are read from the store, after ``HOLE_GRACE_S``: a message that overtook
+  its predecessor (two requests racing to the bus) almost always sees it arrive live
+  within milliseconds, and on a shared channel every reader would otherwise read the store
+  at the same moment. An offset the store does not have either is
   still being written by a concurrent request (it will arrive live within the store's
   timeout) or never will be (its write failed, or it expired). After ``HOLE_WAIT_S`` and
   one last read it is skipped; at once if the message after it was accepted more than
@@ -30,6 +33,8 @@ Wire = dict[str, Any]
 # Longer than a store write may take (HERALD_STORE_TIMEOUT_S defaults to 3 s), so a
 # concurrent insert is never mistaken for a hole.
 HOLE_WAIT_S = 5.0
+# How long a gap may wait for its message to arrive live before the store is read for it.
+HOLE_GRACE_S = 0.05
 # Messages held per channel before the connection is closed as a slow consumer.
 MAX_HELD = 5_000
 # Messages read from the store at a time during a catch-up.
@@ -44,13 +49,14 @@ class Step:
 
 
 class ChannelSequence:
-    __slots__ = ("_final_read", "_held", "fetching", "hole_since", "sent", "started")
+    __slots__ = ("_final_read", "_held", "_hole_read", "fetching", "hole_since", "sent", "started")
 
     def __init__(self) -> None:
         self.sent = 0
         self.started = False
         self.fetching = False
         self.hole_since: float | None = None
+        self._hole_read = False  # the store was read for the current hole
         self._final_read = False
         self._held: dict[int, Wire] = {}
 
@@ -99,10 +105,17 @@ class ChannelSequence:
         return step
 
     def tick(self, now: float) -> Step:
-        """Called now and then: gives up on a hole that outlived ``HOLE_WAIT_S``."""
-        if self.fetching or self.hole_since is None or now - self.hole_since < HOLE_WAIT_S:
+        """Called now and then: reads the store for a hole that outlived ``HOLE_GRACE_S``,
+        and gives up on one that outlived ``HOLE_WAIT_S``."""
+        if self.fetching or self.hole_since is None:
             return Step()
-        return self._fetch(now, final=True)
+        waited = now - self.hole_since
+        if waited >= HOLE_WAIT_S:
+            return self._fetch(now, final=True)
+        if waited >= HOLE_GRACE_S and not self._hole_read:
+            self._hole_read = True
+            return self._fetch(now, final=False)
+        return Step()
 
     def _fetch(self, now: float, *, final: bool) -> Step:
         self.fetching = True
@@ -121,9 +134,10 @@ class ChannelSequence:
             step.write.extend(self._release())
             return self._advance(now) if self._held else step
         if self.hole_since is None:
+            # A new hole: the store is read for it at the first tick after HOLE_GRACE_S,
+            # unless its message arrives live before (it usually does).
             self.hole_since = now
-            if not after_read:
-                step.fetch_after = self._fetch(now, final=False).fetch_after
+            self._hole_read = after_read
         return step
 
     def _settled_gap(self, now: float) -> bool:

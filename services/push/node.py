@@ -26,7 +26,7 @@ from herald.errors import Unavailable
 from herald.framing import text_frame
 from herald.model import BROADCAST, Delivery, parse_channel
 from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
-from herald.sequencing import PAGE, Step, contiguous_runs
+from herald.sequencing import HOLE_GRACE_S, PAGE, Step, contiguous_runs
 from herald.store.base import Store
 from services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
 from services.push.receipts import ReceiptBuffer
@@ -62,6 +62,8 @@ class PushNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._holes: set[tuple[Connection, str]] = set()
+        self._hole_tick: asyncio.TimerHandle | None = None
+        self._reads: dict[tuple[str, str, int], asyncio.Future[list[dict[str, Any]]]] = {}
         self._unflushed: dict[Connection, list[bytes]] = {}  # frames written at the end of this loop turn
         self.delivered = 0
 
@@ -239,22 +241,42 @@ class PushNode:
             self._write(conn, channel, step.write, b"".join(self._frame(message, frames) for message in step.write))
         if step.fetch_after is not None:
             self._spawn(self._fetch(conn, channel, step.fetch_after), f"fetch-{conn.conn_id}")
-        if conn.sequence(channel).hole_since is not None:
+        if conn.sequence(channel).hole_since is not None and (conn, channel) not in self._holes:
             self._holes.add((conn, channel))
+            self._tick_holes_soon()
         return len(step.write)
+
+    def _tick_holes_soon(self) -> None:
+        """A tick at the end of a new hole's grace, sooner than the regular one."""
+        if self._hole_tick is None:
+            self._hole_tick = asyncio.get_running_loop().call_later(HOLE_GRACE_S, self._tick_holes)
 
     async def _fetch(self, conn: Connection, channel: str, after: int) -> None:
         """Read the store for what the connection misses; retried while the store is down."""
         while conn.ws.open:
             try:
-                async with self._fetch_slots:
-                    page = await self._store.read_channel(conn.app_id, channel, after, PAGE, time.time())
+                wires = await self._read_shared(conn.app_id, channel, after)
             except Unavailable:
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
-            wires = [message.to_wire() for message in page]
             self._count(self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.time()), {}))
             return
+
+    async def _read_shared(self, app_id: str, channel: str, after: int) -> list[dict[str, Any]]:
+        """One store read per (channel, position) at a time for the whole node: the readers of
+        a shared channel meet the same hole together, and ten thousand of them must not make
+        ten thousand reads. The page is read-only for its readers."""
+        key = (app_id, channel, after)
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = asyncio.ensure_future(self._read_page(app_id, channel, after))
+            read.add_done_callback(lambda _done: self._reads.pop(key, None))
+        return await asyncio.shield(read)
+
+    async def _read_page(self, app_id: str, channel: str, after: int) -> list[dict[str, Any]]:
+        async with self._fetch_slots:
+            page = await self._store.read_channel(app_id, channel, after, PAGE, time.time())
+        return [message.to_wire() for message in page]
 
     def begin(self, conn: Connection, positions: dict[str, int]) -> None:
         """Start (or restart) the connection's channels after the given positions."""
@@ -287,13 +309,20 @@ class PushNode:
         task.add_done_callback(self._tasks.discard)
 
     def _tick_holes(self) -> None:
+        if self._hole_tick is not None:
+            self._hole_tick.cancel()
+            self._hole_tick = None
         now = time.time()
+        in_grace = False
         for conn, channel in list(self._holes):
             sequence = conn.sequences.get(channel)
             if sequence is None or sequence.hole_since is None or not conn.ws.open:
                 self._holes.discard((conn, channel))
                 continue
+            in_grace = in_grace or now - sequence.hole_since < HOLE_GRACE_S
             self._count(self._apply(conn, channel, sequence.tick(now), {}))
+        if in_grace:
+            self._tick_holes_soon()
 
     # Connection side --------------------------------------------------------
     async def attach(self, conn: Connection) -> None:

@@ -1,4 +1,4 @@
-from herald.sequencing import HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence, contiguous_runs
+from herald.sequencing import HOLE_GRACE_S, HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence, contiguous_runs
 
 
 def m(offset: int) -> dict:
@@ -49,23 +49,44 @@ def test_a_duplicate_is_never_written_twice() -> None:
     assert offsets(sequence.live(m(1), 0.0)) == []
 
 
-def test_an_early_message_waits_for_the_missing_one_and_asks_the_store() -> None:
+def test_an_early_message_waits_for_the_missing_one_then_asks_the_store() -> None:
     sequence = started()
     step = sequence.live(m(2), 0.0)
-    assert offsets(step) == [] and step.fetch_after == 0
+    assert offsets(step) == [] and step.fetch_after is None
+    assert sequence.tick(HOLE_GRACE_S / 2).fetch_after is None
+    assert sequence.tick(HOLE_GRACE_S).fetch_after == 0
     assert offsets(sequence.live(m(1), 0.1)) == []  # the read is under way
     assert offsets(sequence.fetched([m(1), m(2)], 0.2)) == [1, 2]
+
+
+def test_a_missing_offset_arriving_live_within_the_grace_needs_no_read() -> None:
+    sequence = started()
+    sequence.live(m(2), 0.0)
+    assert offsets(sequence.live(m(1), HOLE_GRACE_S / 2)) == [1, 2]
+    assert sequence.hole_since is None
+    assert sequence.tick(HOLE_WAIT_S).fetch_after is None
 
 
 def test_a_missing_offset_found_in_the_store_fills_the_gap() -> None:
     sequence = started()
     sequence.live(m(2), 0.0)
+    sequence.tick(HOLE_GRACE_S)
     assert offsets(sequence.fetched([m(1), m(2)], 0.0)) == [1, 2]
+
+
+def test_the_store_is_read_once_per_hole_before_the_final_read() -> None:
+    sequence = started()
+    sequence.live(m(2), 0.0)
+    assert sequence.tick(HOLE_GRACE_S).fetch_after == 0
+    sequence.fetched([m(2)], HOLE_GRACE_S)
+    assert sequence.tick(1.0).fetch_after is None
+    assert sequence.tick(HOLE_WAIT_S).fetch_after == 0
 
 
 def test_a_concurrent_write_arriving_live_during_the_wait_fills_the_gap() -> None:
     sequence = started()
     sequence.live(m(2), 0.0)
+    sequence.tick(HOLE_GRACE_S)
     assert offsets(sequence.fetched([m(2)], 0.0)) == []
     assert offsets(sequence.live(m(1), 1.0)) == [1, 2]
 
@@ -73,6 +94,7 @@ def test_a_concurrent_write_arriving_live_during_the_wait_fills_the_gap() -> Non
 def test_a_hole_is_skipped_only_after_the_wait_and_a_last_read() -> None:
     sequence = started()
     sequence.live(m(2), 0.0)
+    sequence.tick(HOLE_GRACE_S)
     sequence.fetched([m(2)], 0.0)
     assert sequence.tick(HOLE_WAIT_S / 2).fetch_after is None
     last = sequence.tick(HOLE_WAIT_S + 0.1)
