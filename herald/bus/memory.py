@@ -10,7 +10,9 @@ work settles, and goes back to the head of the queue if that fails.
 
 Bounds: a node queue holds at most ``NODE_QUEUE_MAX`` messages; a publish to a full one
 waits up to ``PUBLISH_TIMEOUT_S`` for room, then raises ``Unavailable`` (dispatch
-requeues and retries) instead of dropping anything. The dispatch queue is unbounded:
+requeues and retries) instead of dropping anything. Publishes to one node take turns in
+the order they were called, so one that waited for room is never overtaken by a later
+one that found some (dispatch keeps several batches' publishes going at once). The dispatch queue is unbounded:
 everything in it is already in the store, so its size is bounded by what collect
 accepted, and refusing it here would only move the same backlog to the outbox.
 
@@ -29,6 +31,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from herald.bus.base import HANDLE_AT_ONCE, REDELIVERY_PAUSE_S, BatchHandler, Bus, Handler, Settler
 from herald.errors import Unavailable
@@ -228,6 +231,7 @@ class MemoryBus(Bus):
         self._dispatch = _Mailbox()
         self._receipts = _Mailbox()
         self._nodes: dict[str, _Mailbox] = {}
+        self._turns: dict[str, asyncio.Future[None]] = {}  # per node: the last publish's turn
         self._event_groups: dict[str, _EventGroup] = {}
         self._consumers: list[_Consumer | _BatchConsumer] = []
         self._closed = False
@@ -249,13 +253,34 @@ class MemoryBus(Bus):
 
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
         self._check_open()
-        # A node without a queue is not listening: its users resume from the store.
-        puts = [self._nodes[node].put(body) for node, body in bodies.items() if node in self._nodes]
+        puts: list[asyncio.Future[None]] = []
+        for node, body in bodies.items():
+            if node not in self._nodes:
+                continue  # a node without a queue is not listening: its users resume from the store
+            # Line up behind the node's previous publish now, before anything awaits.
+            mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            before = self._turns.get(node)
+            self._turns[node] = mine
+            put = asyncio.ensure_future(self._put_after(before, self._nodes[node], body))
+            # A callback, so the turn passes even when the put is cancelled before it ran.
+            put.add_done_callback(partial(self._end_turn, node, mine))
+            puts.append(put)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 await asyncio.gather(*puts)
         except TimeoutError as exc:
             raise Unavailable("a node queue stayed full; its node is not keeping up") from exc
+
+    @staticmethod
+    async def _put_after(before: asyncio.Future[None] | None, mailbox: _Mailbox, body: bytes) -> None:
+        if before is not None:
+            await asyncio.wait({before})  # not cancelling it when this put gives up
+        await mailbox.put(body)
+
+    def _end_turn(self, node: str, mine: asyncio.Future[None], _: asyncio.Future[None]) -> None:
+        mine.set_result(None)
+        if self._turns.get(node) is mine:
+            del self._turns[node]
 
     async def publish_receipts(self, body: bytes) -> None:
         self._check_open()

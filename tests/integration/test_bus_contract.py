@@ -15,6 +15,7 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
+from herald.bus import memory
 from herald.bus.amqp import AmqpBus
 from herald.bus.base import BatchHandler, Bus
 from herald.bus.memory import MemoryBus
@@ -607,6 +608,38 @@ async def test_a_closed_bus_refuses_to_publish_events(broker: Broker) -> None:
 
     with pytest.raises(Unavailable):
         await bus.publish_event("app_1.user.online", b"late")
+
+
+# In process only -------------------------------------------------------------------------
+
+
+async def test_publishes_waiting_for_room_in_a_full_node_queue_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "NODE_QUEUE_MAX", 1)
+    bus = MemoryBus()
+    await bus.start()
+    inbox = Inbox()
+    release = asyncio.Event()
+
+    async def blocked_at_first(body: bytes) -> None:
+        await release.wait()
+        await inbox(body)
+
+    try:
+        await bus.consume_node("node-a", blocked_at_first)
+        bodies = numbered(7)
+        await bus.publish_to_nodes({"node-a": bodies[0]})  # taken by the blocked handler
+        await bus.publish_to_nodes({"node-a": bodies[1]})  # fills the queue
+        waiting = [asyncio.ensure_future(bus.publish_to_nodes({"node-a": body})) for body in bodies[2:]]
+
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*waiting), WAIT_S)
+
+        await eventually(lambda: len(inbox.bodies) >= 7)
+        assert inbox.bodies == bodies
+    finally:
+        await bus.close()
 
 
 # RabbitMQ only ---------------------------------------------------------------------------
