@@ -186,7 +186,7 @@ class Settler(Generic[Delivery]):
             while self._settling or self._finishing:
                 await asyncio.wait({*self._settling, *self._finishing})
         except asyncio.CancelledError:
-            for work in self._settling:
+            for work in list(self._settling):
                 work.cancel()
             while self._settling or self._finishing:
                 await asyncio.wait({*self._settling, *self._finishing})
