@@ -12,9 +12,10 @@ Bounds: a node queue holds at most ``NODE_QUEUE_MAX`` messages; a publish to a f
 waits up to ``PUBLISH_TIMEOUT_S`` for room, then raises ``Unavailable`` (dispatch
 requeues and retries) instead of dropping anything. Publishes to one node take turns in
 the order they were called, so one that waited for room is never overtaken by a later
-one that found some (dispatch keeps several batches' publishes going at once). The dispatch queue is unbounded:
-everything in it is already in the store, so its size is bounded by what collect
-accepted, and refusing it here would only move the same backlog to the outbox.
+one that found some (dispatch keeps several batches' publishes going at once). The
+dispatch queue is unbounded: everything in it is already in the store, so its size is
+bounded by what collect accepted, and refusing it here would only move the same backlog
+to the outbox.
 
 Events: ``consume_events`` declares its group's queue (once, then it stays, as a durable
 queue does) and adds its patterns to the group's bindings; ``publish_event`` puts a copy
