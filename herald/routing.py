@@ -38,6 +38,26 @@ def shared_channels_of(messages: Iterable[Mapping[str, Any]]) -> list[ChannelKey
     return list(seen)
 
 
+def in_channel_order(messages: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Messages with each channel's together and in offset order, channels in first-seen
+    order. Concurrent requests can publish a channel's offsets swapped; put together in
+    one node body they then arrive in order, and a push node writes a run of consecutive
+    offsets at once, where an offset arriving before its predecessor costs store reads."""
+    by_channel: dict[ChannelKey, list[Mapping[str, Any]]] = {}
+    for message in messages:
+        by_channel.setdefault((message["app"], message["channel"]), []).append(message)
+    ordered: list[Mapping[str, Any]] = []
+    for run in by_channel.values():
+        if len(run) > 1:
+            run.sort(key=_offset)
+        ordered.extend(run)
+    return ordered
+
+
+def _offset(message: Mapping[str, Any]) -> int:
+    return int(message["offset"])
+
+
 def plan_routes(
     messages: Iterable[Mapping[str, Any]],
     nodes_by_recipient: Mapping[Recipient, Iterable[str]],

@@ -24,7 +24,14 @@ Each consumer buffers its deliveries (at most ``prefetch``, the broker sends no 
 and handles them one at a time in delivery order. When a handler raises, the failed
 message and everything buffered behind it are requeued in order, so RabbitMQ puts them
 back where they were and the order survives a redelivery; only a delivery that was
-already on the wire at that moment can overtake them.
+already on the wire at that moment can overtake them. The dispatch queue's consumer
+hands everything buffered to its handler in one call and acknowledges a batch once the
+work the handler started has settled, several batches at once (``herald.bus.base.Settler``).
+
+Node publishes are written to the socket in the order they were called: each becomes a
+task, tasks first run in creation order, and nothing before aiormq's channel lock
+suspends while the connection is up. So publishes started without awaiting the previous
+ones' confirms still reach a node's queue in order.
 """
 
 from __future__ import annotations
@@ -52,15 +59,11 @@ from aio_pika.exceptions import (
     DeliveryError,
 )
 
-from herald.bus.base import REDELIVERY_PAUSE_S, Bus, Handler
+from herald.bus.base import HANDLE_AT_ONCE, REDELIVERY_PAUSE_S, BatchHandler, Bus, Handler, Settler
 from herald.errors import Unavailable
 from herald.names import Names
 
 log = logging.getLogger(__name__)
-
-# Deliveries a consumer handles back to back before acknowledging them (at most the
-# channel's prefetch are buffered anyway).
-HANDLE_AT_ONCE = 64
 
 # The faults worth retrying, and only those:
 # - AMQPConnectionError: refused, lost or closed connection (ConnectionClosed and
@@ -122,12 +125,11 @@ async def _settle(settling: Coroutine[Any, Any, None], queue: str, verb: str) ->
         log.warning("consumer %s: could not %s a message (%r); the broker redelivers it", queue, verb, exc)
 
 
-class _Consumer:
-    """One subscription, handling its deliveries one at a time, in order."""
+class _Subscription:
+    """One subscription: buffers its deliveries and hands them to ``_handle`` in batches."""
 
-    def __init__(self, queue: AbstractRobustQueue, handler: Handler) -> None:
+    def __init__(self, queue: AbstractRobustQueue) -> None:
         self._queue = queue
-        self._handler = handler
         # Bounded by the channel's prefetch: the broker sends no more unacked messages.
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._tag: str | None = None
@@ -195,37 +197,24 @@ class _Consumer:
             message = await self._inbox.get()
             if message is None:
                 break
-            # Everything already buffered is handled before any of it is acknowledged: the
-            # handlers run back to back in one turn of the event loop, so a push node that
-            # fell behind writes each socket once for the lot (PushNode._flush).
-            batch, stop = [message], False
-            while len(batch) < HANDLE_AT_ONCE and not self._inbox.empty():
-                more = self._inbox.get_nowait()
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            await self._handle([m for m in batch if not _stale(m)])
+            batch, stop = self._take_batch(message)
+            await self._handle(batch)
             if stop:
                 break
 
+    def _take_batch(self, first: AbstractIncomingMessage) -> tuple[list[AbstractIncomingMessage], bool]:
+        """``first`` and what is buffered behind it, without stale ones; True when stopping."""
+        batch, stop = [first], False
+        while len(batch) < HANDLE_AT_ONCE and not self._inbox.empty():
+            more = self._inbox.get_nowait()
+            if more is None:
+                stop = True
+                break
+            batch.append(more)
+        return [m for m in batch if not _stale(m)], stop
+
     async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        handled: list[AbstractIncomingMessage] = []
-        for index, message in enumerate(batch):
-            try:
-                await self._handler(message.body)
-            except asyncio.CancelledError:
-                await self._ack(handled)
-                await self._requeue(batch[index:])
-                raise
-            except Exception:
-                log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
-                await self._ack(handled)
-                await asyncio.sleep(REDELIVERY_PAUSE_S)
-                await self._requeue([*batch[index:], *self._take_buffered()])
-                return
-            handled.append(message)
-        await self._ack(handled)
+        raise NotImplementedError
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         for message in messages:
@@ -247,6 +236,76 @@ class _Consumer:
                 await _settle(message.nack(requeue=True), self.name, "requeue")
 
 
+class _Consumer(_Subscription):
+    """Handles its deliveries one at a time, in order."""
+
+    def __init__(self, queue: AbstractRobustQueue, handler: Handler) -> None:
+        super().__init__(queue)
+        self._handler = handler
+
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        # Everything already buffered is handled before any of it is acknowledged: the
+        # handlers run back to back in one turn of the event loop, so a push node that
+        # fell behind writes each socket once for the lot (PushNode._flush).
+        handled: list[AbstractIncomingMessage] = []
+        for index, message in enumerate(batch):
+            try:
+                await self._handler(message.body)
+            except asyncio.CancelledError:
+                await self._ack(handled)
+                await self._requeue(batch[index:])
+                raise
+            except Exception:
+                log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
+                await self._ack(handled)
+                await asyncio.sleep(REDELIVERY_PAUSE_S)
+                await self._requeue([*batch[index:], *self._take_buffered()])
+                return
+            handled.append(message)
+        await self._ack(handled)
+
+
+class _BatchConsumer(_Subscription):
+    """Hands every buffered delivery to a batch handler in one call and acknowledges them
+    once the work it started has settled, with several batches settling at once."""
+
+    def __init__(self, queue: AbstractRobustQueue, handler: BatchHandler) -> None:
+        super().__init__(queue)
+        self._handler = handler
+        self._settler: Settler[AbstractIncomingMessage] = Settler(self.name, self._ack, self._requeue)
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                # Room first, then take: what buffers while batches settle joins the next one.
+                await self._settler.room()
+                message = await self._inbox.get()
+                if message is None:
+                    break
+                batch, stop = self._take_batch(message)
+                await self._handle(batch)
+                if stop:
+                    break
+        finally:
+            await self._settler.drain()
+
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        if not batch:
+            return
+        try:
+            settled = await self._handler([message.body for message in batch])
+        except asyncio.CancelledError:
+            await self._requeue(batch)
+            raise
+        except Exception:
+            log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
+            self._settler.pause()
+            await asyncio.sleep(REDELIVERY_PAUSE_S)
+            await self._requeue([*batch, *self._take_buffered()])
+            return
+        self._settler.add(batch, settled)
+
+
 class AmqpBus(Bus):
     def __init__(
         self,
@@ -262,7 +321,7 @@ class AmqpBus(Bus):
         self._connection: AbstractRobustConnection | None = None
         self._publisher: _Topology | None = None
         self._subscriber: _Topology | None = None
-        self._consumers: list[_Consumer] = []
+        self._consumers: list[_Subscription] = []
         self._node_queues: list[str] = []
         self._closed = False
 
@@ -345,9 +404,9 @@ class AmqpBus(Bus):
             ]
         )
 
-    async def consume_dispatch(self, handler: Handler) -> None:
+    async def consume_dispatch(self, handler: BatchHandler) -> None:
         subscriber = self._require(self._subscriber)
-        await self._subscribe(subscriber.dispatch_queue, handler)
+        await self._start(_BatchConsumer(subscriber.dispatch_queue, handler))
 
     async def consume_node(self, node_id: str, handler: Handler) -> None:
         subscriber = self._require(self._subscriber)
@@ -439,7 +498,9 @@ class AmqpBus(Bus):
         return _Topology(channel, dispatch_exchange, nodes_exchange, events_exchange, dispatch_queue, receipts_queue)
 
     async def _subscribe(self, queue: AbstractRobustQueue, handler: Handler) -> None:
-        consumer = _Consumer(queue, handler)
+        await self._start(_Consumer(queue, handler))
+
+    async def _start(self, consumer: _Subscription) -> None:
         try:
             await consumer.start()
         except RETRYABLE as exc:

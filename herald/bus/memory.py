@@ -4,13 +4,18 @@ One instance models one process talking to one broker: the dispatch queue exists
 the start (so publishes before any consumer are kept, as with a durable queue), any
 number of ``consume_dispatch`` consumers compete for it, and ``consume_node`` creates
 the node's queue. A handler that raises gets its message back at the head of the queue
-after ``REDELIVERY_PAUSE_S``, the way a broker requeue puts it back in place.
+after ``REDELIVERY_PAUSE_S``, the way a broker requeue puts it back in place. Dispatch
+consumers take batches as on RabbitMQ: what they took stays out of the queue until its
+work settles, and goes back to the head of the queue if that fails.
 
 Bounds: a node queue holds at most ``NODE_QUEUE_MAX`` messages; a publish to a full one
 waits up to ``PUBLISH_TIMEOUT_S`` for room, then raises ``Unavailable`` (dispatch
-requeues and retries) instead of dropping anything. The dispatch queue is unbounded:
-everything in it is already in the store, so its size is bounded by what collect
-accepted, and refusing it here would only move the same backlog to the outbox.
+requeues and retries) instead of dropping anything. Publishes to one node take turns in
+the order they were called, so one that waited for room is never overtaken by a later
+one that found some (dispatch keeps several batches' publishes going at once). The
+dispatch queue is unbounded: everything in it is already in the store, so its size is
+bounded by what collect accepted, and refusing it here would only move the same backlog
+to the outbox.
 
 Events: ``consume_events`` declares its group's queue (once, then it stays, as a durable
 queue does) and adds its patterns to the group's bindings; ``publish_event`` puts a copy
@@ -27,8 +32,9 @@ import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
-from herald.bus.base import REDELIVERY_PAUSE_S, Bus, Handler
+from herald.bus.base import HANDLE_AT_ONCE, REDELIVERY_PAUSE_S, BatchHandler, Bus, Handler, Settler
 from herald.errors import Unavailable
 from herald.events import topic_matches
 
@@ -81,6 +87,13 @@ class _Mailbox:
         body = self._items.popleft()
         self._changed()
         return body
+
+    def take(self, most: int) -> list[bytes]:
+        """Up to ``most`` messages from the head, without waiting."""
+        taken = [self._items.popleft() for _ in range(min(most, len(self._items)))]
+        if taken:
+            self._changed()
+        return taken
 
     def _changed(self) -> None:
         if self._items:
@@ -140,6 +153,69 @@ class _Consumer:
                 self._mailbox.put_front(body)
 
 
+class _BatchConsumer:
+    """A dispatch consumer: every queued body (up to ``HANDLE_AT_ONCE``) in one handler
+    call, kept out of the queue until the work the handler started settles."""
+
+    def __init__(self, name: str, mailbox: _Mailbox, handler: BatchHandler) -> None:
+        self.name = name
+        self._mailbox = mailbox
+        self._handler = handler
+        self._settler: Settler[bytes] = Settler(name, self._forget, self._put_back)
+        self._busy = False
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{name}")
+
+    def alive(self) -> bool:
+        return not self._task.done()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if not self._busy:
+            self._task.cancel()  # waiting for room or for a body: the settling still drain
+        done, _ = await asyncio.wait({self._task}, timeout=HANDLER_GRACE_S)
+        if not done:
+            log.warning("consumer %s: handler still running after %ss, cancelled", self.name, HANDLER_GRACE_S)
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                await self._settler.room()
+                batch = [await self._mailbox.get(), *self._mailbox.take(HANDLE_AT_ONCE - 1)]
+                self._busy = True
+                try:
+                    await self._start(batch)
+                finally:
+                    self._busy = False
+        finally:
+            await self._settler.drain()
+
+    async def _start(self, batch: list[bytes]) -> None:
+        try:
+            settled = await self._handler(batch)
+        except asyncio.CancelledError:
+            await self._put_back(batch)
+            raise
+        except Exception:
+            log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
+            self._settler.pause()
+            try:
+                await asyncio.sleep(REDELIVERY_PAUSE_S)
+            finally:
+                await self._put_back(batch)
+            return
+        self._settler.add(batch, settled)
+
+    async def _forget(self, batch: list[bytes]) -> None:
+        """Settled: the bodies are done with (a broker's ack)."""
+
+    async def _put_back(self, batch: list[bytes]) -> None:
+        for body in reversed(batch):
+            self._mailbox.put_front(body)
+
+
 @dataclass(slots=True)
 class _EventGroup:
     """One group's queue and the patterns bound to it."""
@@ -156,8 +232,9 @@ class MemoryBus(Bus):
         self._dispatch = _Mailbox()
         self._receipts = _Mailbox()
         self._nodes: dict[str, _Mailbox] = {}
+        self._turns: dict[str, asyncio.Future[None]] = {}  # per node: the last publish's turn
         self._event_groups: dict[str, _EventGroup] = {}
-        self._consumers: list[_Consumer] = []
+        self._consumers: list[_Consumer | _BatchConsumer] = []
         self._closed = False
 
     async def start(self) -> None:
@@ -177,13 +254,34 @@ class MemoryBus(Bus):
 
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
         self._check_open()
-        # A node without a queue is not listening: its users resume from the store.
-        puts = [self._nodes[node].put(body) for node, body in bodies.items() if node in self._nodes]
+        puts: list[asyncio.Future[None]] = []
+        for node, body in bodies.items():
+            if node not in self._nodes:
+                continue  # a node without a queue is not listening: its users resume from the store
+            # Line up behind the node's previous publish now, before anything awaits.
+            mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            before = self._turns.get(node)
+            self._turns[node] = mine
+            put = asyncio.ensure_future(self._put_after(before, self._nodes[node], body))
+            # A callback, so the turn passes even when the put is cancelled before it ran.
+            put.add_done_callback(partial(self._end_turn, node, mine))
+            puts.append(put)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 await asyncio.gather(*puts)
         except TimeoutError as exc:
             raise Unavailable("a node queue stayed full; its node is not keeping up") from exc
+
+    @staticmethod
+    async def _put_after(before: asyncio.Future[None] | None, mailbox: _Mailbox, body: bytes) -> None:
+        if before is not None:
+            await asyncio.wait({before})  # not cancelling it when this put gives up
+        await mailbox.put(body)
+
+    def _end_turn(self, node: str, mine: asyncio.Future[None], _: asyncio.Future[None]) -> None:
+        mine.set_result(None)
+        if self._turns.get(node) is mine:
+            del self._turns[node]
 
     async def publish_receipts(self, body: bytes) -> None:
         self._check_open()
@@ -193,9 +291,9 @@ class MemoryBus(Bus):
         self._check_open()
         self._consumers.append(_Consumer("receipts", self._receipts, handler))
 
-    async def consume_dispatch(self, handler: Handler) -> None:
+    async def consume_dispatch(self, handler: BatchHandler) -> None:
         self._check_open()
-        self._consumers.append(_Consumer("dispatch", self._dispatch, handler))
+        self._consumers.append(_BatchConsumer("dispatch", self._dispatch, handler))
 
     async def consume_node(self, node_id: str, handler: Handler) -> None:
         self._check_open()

@@ -46,6 +46,7 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
 
     async def stop_worker() -> None:
         await bus.stop_consuming()
+        await worker.close()
         await webhooks.close()
         await stats.stop()
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
+from herald.bus import memory
 from herald.bus.amqp import AmqpBus
-from herald.bus.base import Bus
+from herald.bus.base import BatchHandler, Bus
 from herald.bus.memory import MemoryBus
 from herald.errors import Unavailable
 from herald.names import Names
@@ -116,6 +117,48 @@ def numbered(count: int) -> list[bytes]:
     return [f"m{index:04d}".encode() for index in range(count)]
 
 
+def batches(handler: Callable[[bytes], Awaitable[None]]) -> BatchHandler:
+    """A dispatch handler that hands each body of a batch to ``handler`` and leaves nothing
+    to settle: the batch is acknowledged as soon as the call returns."""
+
+    async def handle(bodies: list[bytes]) -> Awaitable[None]:
+        for body in bodies:
+            await handler(body)
+        return _nothing_left()
+
+    return handle
+
+
+async def _nothing_left() -> None:
+    return None
+
+
+class Batches:
+    """A dispatch handler recording each call's bodies; each call's remaining work waits
+    for ``release`` (set from the start unless ``held``) and raises ``failures`` first."""
+
+    def __init__(self, held: bool = False, failures: int = 0) -> None:
+        self.calls: list[list[bytes]] = []
+        self.release = asyncio.Event()
+        if not held:
+            self.release.set()
+        self.failures = failures
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [body for call in self.calls for body in call]
+
+    async def __call__(self, bodies: list[bytes]) -> Awaitable[None]:
+        self.calls.append(bodies)
+        return self._settle()
+
+    async def _settle(self) -> None:
+        await self.release.wait()
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a node publish was not confirmed")
+
+
 async def test_a_started_bus_answers_ping(broker: Broker) -> None:
     bus = await broker.open()
 
@@ -142,7 +185,7 @@ async def test_queue_depths_count_what_waits_and_leave_out_missing_queues(broker
 async def test_dispatch_messages_reach_a_consumer_in_order(broker: Broker) -> None:
     bus = await broker.open()
     inbox = Inbox()
-    await bus.consume_dispatch(inbox)
+    await bus.consume_dispatch(batches(inbox))
 
     for body in numbered(50):
         await bus.publish_dispatch(body)
@@ -155,7 +198,7 @@ async def test_receipts_reach_their_own_consumer_in_order_and_never_dispatch(bro
     bus = await broker.open()
     receipts, dispatch = Inbox(), Inbox()
     await bus.consume_receipts(receipts)
-    await bus.consume_dispatch(dispatch)
+    await bus.consume_dispatch(batches(dispatch))
 
     for body in numbered(20):
         await bus.publish_receipts(body)
@@ -167,12 +210,15 @@ async def test_receipts_reach_their_own_consumer_in_order_and_never_dispatch(bro
 
 async def test_competing_dispatch_consumers_share_the_work(broker: Broker) -> None:
     first, second = Inbox(delay_s=0.005), Inbox(delay_s=0.005)
-    await (await broker.open()).consume_dispatch(first)
-    await (await broker.open()).consume_dispatch(second)
+    await (await broker.open()).consume_dispatch(batches(first))
+    await (await broker.open()).consume_dispatch(batches(second))
     publisher = await broker.open()
 
     for body in numbered(40):
         await publisher.publish_dispatch(body)
+        # Lets a waiting consumer take it: in one process nothing else yields here, and a
+        # dispatch consumer takes everything queued at once.
+        await asyncio.sleep(0)
 
     await eventually(lambda: len(first.bodies) + len(second.bodies) >= 40)
     await asyncio.sleep(QUIET_S)
@@ -191,7 +237,7 @@ async def test_a_failing_handler_gets_the_message_again(broker: Broker) -> None:
             raise RuntimeError("a dependency is down")
         handled.append(body)
 
-    await bus.consume_dispatch(fails_once_on_a)
+    await bus.consume_dispatch(batches(fails_once_on_a))
     await bus.publish_dispatch(b"a")
     await bus.publish_dispatch(b"b")
 
@@ -218,6 +264,86 @@ async def test_a_redelivered_message_keeps_its_place_in_line(broker: Broker) -> 
 
     await eventually(lambda: len(handled) >= 10)
     assert handled == numbered(10)
+
+
+async def test_a_dispatch_consumer_gets_everything_queued_in_one_call(broker: Broker) -> None:
+    bus = await broker.open()
+    blocking = asyncio.Event()
+    calls: list[list[bytes]] = []
+
+    async def first_call_blocks(bodies: list[bytes]) -> Awaitable[None]:
+        calls.append(bodies)
+        if len(calls) == 1:
+            await blocking.wait()
+        return _nothing_left()
+
+    await bus.consume_dispatch(first_call_blocks)
+    await bus.publish_dispatch(b"first")
+    await eventually(lambda: len(calls) == 1)
+    for body in numbered(10):
+        await bus.publish_dispatch(body)
+    await asyncio.sleep(QUIET_S)  # the broker's deliveries reach the consumer's buffer
+    blocking.set()
+
+    await eventually(lambda: len(calls) >= 2)
+    assert calls == [[b"first"], numbered(10)]
+
+
+async def test_dispatch_bodies_come_back_when_their_work_fails(broker: Broker) -> None:
+    bus = await broker.open()
+    handler = Batches(failures=1)
+    await bus.consume_dispatch(handler)
+
+    await bus.publish_dispatch(b"a")
+
+    await eventually(lambda: len(handler.calls) >= 2)
+    assert handler.bodies[:2] == [b"a", b"a"]
+
+
+async def test_a_dispatch_consumer_takes_the_next_batch_while_one_settles(broker: Broker) -> None:
+    bus = await broker.open()
+    handler = Batches(held=True)
+    await bus.consume_dispatch(handler)
+
+    await bus.publish_dispatch(b"first")
+    await eventually(lambda: len(handler.calls) == 1)
+    await bus.publish_dispatch(b"second")
+
+    await eventually(lambda: len(handler.calls) == 2)
+    assert handler.calls == [[b"first"], [b"second"]]
+    handler.release.set()
+
+
+async def test_stopping_waits_for_batches_settling_and_acknowledges_them(broker: Broker) -> None:
+    bus = await broker.open()
+    handler = Batches(held=True)
+    await bus.consume_dispatch(handler)
+    await bus.publish_dispatch(b"settling")
+    await eventually(lambda: len(handler.calls) == 1)
+
+    stopping = asyncio.create_task(bus.stop_consuming())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()
+    handler.release.set()
+    await asyncio.wait_for(stopping, WAIT_S)
+
+    inbox = Inbox()
+    await bus.consume_dispatch(batches(inbox))
+    await bus.publish_dispatch(b"next")
+    await eventually(lambda: len(inbox.bodies) >= 1)
+    await asyncio.sleep(QUIET_S)
+    assert inbox.bodies == [b"next"]
+
+
+async def test_node_publishes_started_together_arrive_in_the_order_started(broker: Broker) -> None:
+    inbox = Inbox()
+    await (await broker.open()).consume_node("node-a", inbox)
+    dispatcher = await broker.open()
+
+    await asyncio.gather(*(dispatcher.publish_to_nodes({"node-a": body}) for body in numbered(50)))
+
+    await eventually(lambda: len(inbox.bodies) >= 50)
+    assert inbox.bodies == numbered(50)
 
 
 async def test_node_messages_reach_only_that_node(broker: Broker) -> None:
@@ -266,7 +392,7 @@ async def test_dispatch_published_before_a_consumer_exists_is_kept(broker: Broke
         await publisher.publish_dispatch(body)
 
     inbox = Inbox()
-    await (await broker.open()).consume_dispatch(inbox)
+    await (await broker.open()).consume_dispatch(batches(inbox))
 
     await eventually(lambda: len(inbox.bodies) >= 3)
     assert inbox.bodies == numbered(3)
@@ -275,7 +401,7 @@ async def test_dispatch_published_before_a_consumer_exists_is_kept(broker: Broke
 async def test_stop_consuming_stops_delivery(broker: Broker) -> None:
     bus = await broker.open()
     stopped = Inbox()
-    await bus.consume_dispatch(stopped)
+    await bus.consume_dispatch(batches(stopped))
     await bus.publish_dispatch(b"before")
     await eventually(lambda: len(stopped.bodies) >= 1)
 
@@ -285,7 +411,7 @@ async def test_stop_consuming_stops_delivery(broker: Broker) -> None:
 
     assert stopped.bodies == [b"before"]
     resumed = Inbox()
-    await bus.consume_dispatch(resumed)
+    await bus.consume_dispatch(batches(resumed))
     await eventually(lambda: len(resumed.bodies) >= 1)
     assert resumed.bodies == [b"after"]
 
@@ -300,7 +426,7 @@ async def test_stop_consuming_lets_the_handler_in_flight_finish(broker: Broker) 
         await release.wait()
         finished.append(body)
 
-    await bus.consume_dispatch(slow)
+    await bus.consume_dispatch(batches(slow))
     await bus.publish_dispatch(b"in-flight")
     await asyncio.wait_for(started.wait(), WAIT_S)
 
@@ -312,7 +438,7 @@ async def test_stop_consuming_lets_the_handler_in_flight_finish(broker: Broker) 
     assert finished == [b"in-flight"]
     # It was acknowledged: a new consumer gets only what comes next.
     inbox = Inbox()
-    await bus.consume_dispatch(inbox)
+    await bus.consume_dispatch(batches(inbox))
     await bus.publish_dispatch(b"next")
     await eventually(lambda: len(inbox.bodies) >= 1)
     await asyncio.sleep(QUIET_S)
@@ -323,7 +449,7 @@ async def test_consuming_reports_live_consumers(broker: Broker) -> None:
     bus = await broker.open()
     assert not bus.consuming()
 
-    await bus.consume_dispatch(Inbox())
+    await bus.consume_dispatch(batches(Inbox()))
     await bus.consume_node("node-a", Inbox())
     assert bus.consuming()
 
@@ -333,7 +459,7 @@ async def test_consuming_reports_live_consumers(broker: Broker) -> None:
 
 async def test_consuming_reports_a_dead_consumer(broker: Broker) -> None:
     bus = await broker.open()
-    await bus.consume_dispatch(Inbox())
+    await bus.consume_dispatch(batches(Inbox()))
     assert bus.consuming()
 
     await broker.kill_consumers(bus)
@@ -484,6 +610,38 @@ async def test_a_closed_bus_refuses_to_publish_events(broker: Broker) -> None:
         await bus.publish_event("app_1.user.online", b"late")
 
 
+# In process only -------------------------------------------------------------------------
+
+
+async def test_publishes_waiting_for_room_in_a_full_node_queue_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "NODE_QUEUE_MAX", 1)
+    bus = MemoryBus()
+    await bus.start()
+    inbox = Inbox()
+    release = asyncio.Event()
+
+    async def blocked_at_first(body: bytes) -> None:
+        await release.wait()
+        await inbox(body)
+
+    try:
+        await bus.consume_node("node-a", blocked_at_first)
+        bodies = numbered(7)
+        await bus.publish_to_nodes({"node-a": bodies[0]})  # taken by the blocked handler
+        await bus.publish_to_nodes({"node-a": bodies[1]})  # fills the queue
+        waiting = [asyncio.ensure_future(bus.publish_to_nodes({"node-a": body})) for body in bodies[2:]]
+
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*waiting), WAIT_S)
+
+        await eventually(lambda: len(inbox.bodies) >= 7)
+        assert inbox.bodies == bodies
+    finally:
+        await bus.close()
+
+
 # RabbitMQ only ---------------------------------------------------------------------------
 
 
@@ -544,7 +702,7 @@ async def test_a_bus_recovers_after_its_connection_drops(namespace: str, amqp_ur
     await bus.start()
     try:
         dispatched, delivered = Inbox(), Inbox()
-        await bus.consume_dispatch(dispatched)
+        await bus.consume_dispatch(batches(dispatched))
         await bus.consume_node("node-a", delivered)
 
         await proxy.cut()

@@ -1,4 +1,4 @@
-from herald.routing import plan_routes, recipients_of, shared_channels_of
+from herald.routing import in_channel_order, plan_routes, recipients_of, shared_channels_of
 
 
 def _msg(app: str, channel: str, offset: int) -> dict:
@@ -65,3 +65,14 @@ def test_user_and_group_messages_keep_their_order_on_a_node() -> None:
     messages = [_msg("a1", "user:7", 1), _msg("a1", "group:ops", 1), _msg("a1", "user:7", 2)]
     routes = plan_routes(messages, {("a1", "7"): {"n1"}}, {("a1", "group:ops"): {"n1"}})
     assert [m["id"] for m in routes["n1"]] == ["user:7-1", "group:ops-1", "user:7-2"]
+
+
+def test_a_nodes_messages_are_put_in_offset_order_per_channel() -> None:
+    messages = [_msg("a1", "user:7", 2), _msg("a1", "user:8", 5), _msg("a1", "user:7", 1), _msg("a1", "user:8", 4)]
+    assert [m["id"] for m in in_channel_order(messages)] == ["user:7-1", "user:7-2", "user:8-4", "user:8-5"]
+
+
+def test_the_same_channel_name_in_two_apps_is_ordered_apart() -> None:
+    messages = [_msg("a1", "user:7", 2), _msg("a2", "user:7", 1), _msg("a1", "user:7", 1)]
+    ordered = in_channel_order(messages)
+    assert [(m["app"], m["offset"]) for m in ordered] == [("a1", 1), ("a1", 2), ("a2", 1)]
