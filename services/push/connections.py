@@ -60,6 +60,11 @@ class Connection:
     pending_starts: dict[str, int] = field(default_factory=dict)
     # Per channel: what was written and what waits (see herald.sequencing).
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
+    # Whether this connection's routes (presence, channel counts) were written at connect:
+    # only then may its channels' heads stand in for reading their backlog.
+    routed: bool = True
+    # The channels' heads read at connect (PushNode.load_channels), until begin_all uses them.
+    heads: dict[str, int] | None = None
 
     @property
     def user_channel(self) -> str:

@@ -201,15 +201,18 @@ class PushNode:
             self._holes.discard((conn, channel))
         await self._write_counts([(leaving[0].app_id, channel)])
 
-    async def _write_counts(self, keys: list[ChannelKey] | None = None) -> None:
-        """Tell the directory how many local readers these channels (or all) have now."""
+    async def _write_counts(self, keys: list[ChannelKey] | None = None) -> bool:
+        """Tell the directory how many local readers these channels (or all) have now;
+        False if it could not be told (the heartbeat writes every count again)."""
         counts = self.connections.channel_counts(keys)
         if not counts:
-            return
+            return True
         try:
             await self._directory.set_channel_counts(self.node_id, counts, self._heartbeat_s * 3)
         except Unavailable:
             log.warning("directory unavailable while updating channel routes; the heartbeat retries")
+            return False
+        return True
 
     def _announce(self, kind: str, presences: list[Presence], *, node_id: str | None = "") -> None:
         """Publish presence events in the background: a slow broker must not slow connects.
@@ -258,11 +261,14 @@ class PushNode:
             self._count(self._apply(conn, channel, conn.sequence(channel).fetched(wires, time.time()), {}))
             return
 
-    def begin(self, conn: Connection, positions: dict[str, int]) -> None:
-        """Start (or restart) the connection's channels after the given positions."""
+    def begin(self, conn: Connection, positions: dict[str, int], heads: dict[str, int] | None = None) -> None:
+        """Start (or restart) the connection's channels after the given positions; a channel
+        whose head is given and not past its position has no backlog to read."""
         now = time.time()
+        heads = heads or {}
         for channel, position in positions.items():
-            self._count(self._apply(conn, channel, conn.sequence(channel).start(position, now), {}))
+            step = conn.sequence(channel).start(position, now, heads.get(channel))
+            self._count(self._apply(conn, channel, step, {}))
 
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
@@ -311,8 +317,10 @@ class PushNode:
             # The next heartbeat re-asserts every local connection; until then live
             # messages for this user may miss this node and are recovered on resume.
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
+            conn.routed = False
             first = []
-        await self._write_counts([(conn.app_id, BROADCAST)])
+        if not await self._write_counts([(conn.app_id, BROADCAST)]):
+            conn.routed = False
         self._announce(events.USER_ONLINE, first)
 
     async def load_channels(self, conn: Connection) -> dict[str, int]:
@@ -323,33 +331,43 @@ class PushNode:
         later reaches this node as a command. Raises Unavailable if the store is down.
         """
         user_channel = conn.user_channel
-        cursors, groups, heads = await asyncio.gather(
+        cursors, groups = await asyncio.gather(
             self._store.get_cursors(conn.app_id, conn.user_id),
             self._store.groups_of(conn.app_id, conn.user_id),
-            self._store.channel_heads(conn.app_id, [BROADCAST]),
         )
         for channel, offset in self._receipts.pending_positions(conn.app_id, conn.user_id).items():
             cursors[channel] = max(offset, cursors.get(channel, 0))
         joined = [f"group:{group}" for group in groups if f"group:{group}" not in conn.groups]
         for channel in joined:
             self.connections.subscribe(conn, channel)
-        if joined:
-            await self._write_counts([(conn.app_id, channel) for channel in joined])
+        if joined and not await self._write_counts([(conn.app_id, channel) for channel in joined]):
+            conn.routed = False
+        # Every channel's head in one read, after every route was written: a message
+        # allocated later reaches this node live, so a channel whose start position is its
+        # head has nothing to read from the store (begin_all).
+        group_channels = [f"group:{group}" for group in groups]
+        heads = await self._store.channel_heads(conn.app_id, [user_channel, BROADCAST, *group_channels])
         # A reader with no acknowledged position starts at the present of shared channels
         # (the broadcast's head, the group's offset when they joined), not their history.
         positions = {user_channel: cursors.get(user_channel, 0), BROADCAST: cursors.get(BROADCAST, heads[BROADCAST])}
         for group, after in groups.items():
             channel = f"group:{group}"
             positions[channel] = max(after, cursors.get(channel, 0))
+        if conn.routed:
+            conn.heads = heads
         return positions
 
     def begin_all(self, conn: Connection, positions: dict[str, int]) -> None:
         """Start every channel of the connection: from ``positions``, or where a join that
         arrived meanwhile said."""
         starts = {**conn.pending_starts, **positions}
+        # A join that arrived meanwhile may still have been writing its route when the heads
+        # were read: its channel reads the store.
+        heads = {channel: head for channel, head in (conn.heads or {}).items() if channel not in conn.pending_starts}
+        conn.heads = None
         conn.pending_starts.clear()
         conn.started = True
-        self.begin(conn, {channel: offset for channel, offset in starts.items() if conn.may_read(channel)})
+        self.begin(conn, {channel: offset for channel, offset in starts.items() if conn.may_read(channel)}, heads)
 
     async def detach(self, conn: Connection) -> None:
         for channel in conn.sequences:
