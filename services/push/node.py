@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -47,6 +46,9 @@ MAX_CONCURRENT_FETCHES = 16
 RECOVERY_BUDGET_S = 60.0
 # How long `herald status` keeps showing a node that stopped reporting (then it is forgotten).
 REPORT_KEPT_S = 300.0
+# Disconnects the directory could not be told of, kept to be retried at each heartbeat;
+# past this many the node rebuilds its whole record instead (``_rebuild``).
+MAX_OWED_REMOVALS = 10_000
 
 
 class PushNode:
@@ -66,6 +68,14 @@ class PushNode:
         self._holes: set[tuple[Connection, str]] = set()
         self._unflushed: dict[Connection, list[bytes]] = {}  # frames written at the end of this loop turn
         self.delivered = 0
+        # What the heartbeat needs to know the directory's record of this node is whole
+        # without reading it (see _beat): connections being added right now, disconnects
+        # begun so far, disconnects the directory missed, and whether an add was missed.
+        self._adding = 0
+        self._removals_begun = 0
+        self._owed_removals: list[Presence] = []
+        self._reassert = False
+        self._rebuild = False
 
     # Bus side ---------------------------------------------------------------
     async def handle(self, body: bytes) -> None:
@@ -311,6 +321,7 @@ class PushNode:
         self.connections.add(conn)
         metrics.push_connections.set(len(self.connections))
         log.debug("connected", extra=_context(conn))
+        self._adding += 1
         try:
             first = await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
         except Unavailable:
@@ -318,7 +329,10 @@ class PushNode:
             # messages for this user may miss this node and are recovered on resume.
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
             conn.routed = False
+            self._reassert = True
             first = []
+        finally:
+            self._adding -= 1
         if not await self._write_counts([(conn.app_id, BROADCAST)]):
             conn.routed = False
         self._announce(events.USER_ONLINE, first)
@@ -377,10 +391,13 @@ class PushNode:
             return
         metrics.push_connections.set(len(self.connections))
         log.debug("disconnected", extra=_context(conn))
+        self._removals_begun += 1
         try:
             last = await self._directory.remove_connections(self.node_id, [conn.presence])
         except Unavailable:
+            # Presence does not expire on its own: the heartbeat tells the directory later.
             log.warning("directory unavailable at disconnect", extra={"conn_id": conn.conn_id})
+            self._owe_removals([conn.presence])
             return
         await self._write_counts(changed)
         self._announce(events.USER_OFFLINE, last)
@@ -392,6 +409,8 @@ class PushNode:
     # Node-wide loops --------------------------------------------------------
     async def start(self) -> None:
         await self._bus.consume_node(self.node_id, self.handle)
+        # A previous process under this id (a restart) left connections that died with it.
+        self._announce(events.USER_OFFLINE, await self._directory.reset_node(self.node_id))
         await self._directory.refresh_node(self.node_id, [], self._heartbeat_s * 3)
         self.routable = True
         with contextlib.suppress(Unavailable):
@@ -434,22 +453,91 @@ class PushNode:
             if not self.routable:
                 continue
             try:
-                known = await self._directory.refresh_node(
-                    self.node_id, self.connections.presences(), self._heartbeat_s * 3
-                )
-                await self._directory.set_channel_counts(
-                    self.node_id, self.connections.channel_counts(), self._heartbeat_s * 3
-                )
-                # Whoever notices a dead node first cleans up after it and announces its
-                # users offline; the directory lets only one node do it.
-                self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
-                await self._report()
+                await self._beat()
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
-                continue
-            if not known:
-                log.warning("this node's routes were lost (directory flushed or expired); catching up")
-                self.catch_up_all()
+
+    async def _beat(self) -> None:
+        """One heartbeat: a few round trips whatever the number of connections.
+
+        The node's key is refreshed and the directory's count of the node's connections
+        compared with the ones it must have: every local connection whose add finished,
+        less disconnects begun meanwhile. Only when the key was lost, an add failed, or
+        the count falls short (a flush, a reaper that took this node for dead while it
+        stalled) are all connections re-asserted, O(connections), and only when the key
+        was lost are the messages of the gap caught up from the store.
+        """
+        ttl_s = self._heartbeat_s * 3
+        if self._rebuild:
+            await self._rebuild_record()
+        expected = len(self.connections) - self._adding
+        begun = self._removals_begun
+        beat = await self._directory.beat(self.node_id, ttl_s)
+        expected -= self._removals_begun - begun
+        if not beat.known or self._reassert or beat.connections < expected:
+            if beat.known and not self._reassert:
+                log.warning(
+                    "the directory lost %d of this node's connections; re-asserting them",
+                    expected - beat.connections,
+                )
+            self._reassert = False
+            try:
+                await self._directory.refresh_node(self.node_id, self.connections.presences(), ttl_s)
+            except Unavailable:
+                self._reassert = True
+                raise
+        await self._settle_removals()
+        await self._directory.set_channel_counts(self.node_id, self.connections.channel_counts(), ttl_s)
+        # Whoever notices a dead node first cleans up after it and announces its
+        # users offline; the directory lets only one node do it.
+        self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
+        await self._report()
+        if not beat.known:
+            log.warning("this node's routes were lost (directory flushed or expired); catching up")
+            self.catch_up_all()
+
+    def _owe_removals(self, presences: list[Presence]) -> None:
+        """Keep disconnects the directory missed for the heartbeat to retry; too many, and
+        the node rebuilds its record from what it holds instead."""
+        if self._rebuild:
+            return
+        self._owed_removals += presences
+        if len(self._owed_removals) > MAX_OWED_REMOVALS:
+            log.warning("over %d disconnects owed to the directory; rebuilding this node's record", MAX_OWED_REMOVALS)
+            self._owed_removals = []
+            self._rebuild = True
+
+    async def _settle_removals(self) -> None:
+        owed, self._owed_removals = self._owed_removals, []
+        if not owed:
+            return
+        try:
+            last = await self._directory.remove_connections(self.node_id, owed)
+        except Unavailable:
+            self._owe_removals(owed)
+            raise
+        self._announce(events.USER_OFFLINE, last)
+
+    async def _rebuild_record(self) -> None:
+        """Forget every connection recorded under this node, then write the ones it holds:
+        the cure for disconnects the directory missed beyond ``MAX_OWED_REMOVALS``. Users
+        whose only connections were those are announced offline; messages routed while the
+        record was being rewritten are caught up from the store."""
+        self._rebuild = False
+        try:
+            gone = await self._directory.reset_node(self.node_id)
+        except Unavailable:
+            self._rebuild = True
+            raise
+        # Users still connected here are written back below: they never went offline.
+        self._announce(events.USER_OFFLINE, [p for p in gone if not self.connections.of_user(p.app_id, p.user_id)])
+        try:
+            await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
+        except Unavailable:
+            self._reassert = True
+            raise
+        finally:
+            self.catch_up_all()
 
     async def _report(self) -> None:
         """Tell operators (``herald status``, ``/metrics``) how this node is doing."""
@@ -460,8 +548,8 @@ class PushNode:
             depth = None
         if depth is not None:
             metrics.queue_depth.labels(label).set(depth)
-        by_app = Counter(conn.app_id for conn in self.connections)
-        report = NodeReport(self.node_id, len(self.connections), dict(by_app), depth, int(time.time() * 1000))
+        by_app = self.connections.by_app()
+        report = NodeReport(self.node_id, len(self.connections), by_app, depth, int(time.time() * 1000))
         await self._directory.report_node(report, REPORT_KEPT_S)
 
     async def _recover_subscription(self) -> None:

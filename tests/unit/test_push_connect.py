@@ -9,12 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from websockets.protocol import State
 
 from herald.bus.memory import MemoryBus
 from herald.directory.base import Presence
@@ -22,45 +20,8 @@ from herald.directory.memory import MemoryDirectory
 from herald.errors import Unavailable
 from herald.model import Message
 from herald.store.sqlite import SqliteStore
-from services.push.connections import Connection
 from services.push.node import PushNode
-
-APP = "app-1"
-
-
-class CountingStore:
-    """The SQLite store, counting each method called."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self.store = store
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self.store, name)
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return await method(*args, **kwargs)
-
-        return counted
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.written = b""
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
-def socket() -> Any:
-    return SimpleNamespace(protocol=SimpleNamespace(state=State.OPEN), send_in_progress=None, transport=Transport())
+from tests.support.pushnode import APP, CountingStore, connect, settle
 
 
 class NoPresence(MemoryDirectory):
@@ -76,13 +37,6 @@ async def store() -> AsyncIterator[CountingStore]:
     await sqlite.close()
 
 
-async def connect(node: PushNode, user_id: str) -> Connection:
-    conn = Connection(socket(), uuid.uuid4().hex, APP, user_id, None)
-    await node.attach(conn)
-    node.begin_all(conn, await node.load_channels(conn))
-    return conn
-
-
 async def insert(store: CountingStore, channel: str) -> None:
     [offset] = (await store.store.allocate_offsets(APP, {channel: 1})).values()
     now = time.time()
@@ -92,11 +46,6 @@ async def insert(store: CountingStore, channel: str) -> None:
 
 def reads(store: CountingStore) -> Counter[str]:
     return +Counter({name: count for name, count in store.calls.items() if name != "allocate_offsets"})
-
-
-async def settle(node: PushNode) -> None:
-    while node._tasks:
-        await next(iter(node._tasks))
 
 
 async def test_a_new_connection_with_nothing_pending_makes_three_store_reads(store: CountingStore) -> None:
