@@ -30,6 +30,7 @@ from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
 from herald.sequencing import PAGE, Step, contiguous_runs
 from herald.store.base import Store
 from services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
+from services.push.presence import PresenceWriter
 from services.push.receipts import ReceiptBuffer
 
 log = logging.getLogger("herald.push")
@@ -49,6 +50,8 @@ REPORT_KEPT_S = 300.0
 # Disconnects the directory could not be told of, kept to be retried at each heartbeat;
 # past this many the node rebuilds its whole record instead (``_rebuild``).
 MAX_OWED_REMOVALS = 10_000
+# Presence events published by one task at most (their confirms awaited together).
+MAX_EVENTS_PER_TASK = 256
 
 
 class PushNode:
@@ -76,6 +79,8 @@ class PushNode:
         self._owed_removals: list[Presence] = []
         self._reassert = False
         self._rebuild = False
+        self._presence = PresenceWriter(directory, node_id, heartbeat_s * 3, self.connections.channel_counts)
+        self._events: list[dict[str, Any]] = []  # presence events published at the end of this loop turn
 
     # Bus side ---------------------------------------------------------------
     async def handle(self, body: bytes) -> None:
@@ -238,10 +243,21 @@ class PushNode:
                 conn_id=presence.conn_id,
                 node_id=self.node_id if node_id == "" else node_id,
             )
-            self._spawn(self._publish_event(value), f"event-{kind}")
+            self._events.append(value)
+            if len(self._events) == 1:
+                asyncio.get_running_loop().call_soon(self._publish_events)
 
-    async def _publish_event(self, value: dict[str, Any]) -> None:
-        await events.publish(self._bus, value)
+    def _publish_events(self) -> None:
+        """The events of one loop turn go out together, their confirms awaited together: a
+        connect storm costs one task per ``MAX_EVENTS_PER_TASK`` events, not one per event.
+        Each stays its own message with its own routing key (``herald.events``)."""
+        pending, self._events = self._events, []
+        for start in range(0, len(pending), MAX_EVENTS_PER_TASK):
+            chunk = pending[start : start + MAX_EVENTS_PER_TASK]
+            self._spawn(self._publish_chunk(chunk), "events")
+
+    async def _publish_chunk(self, values: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*(events.publish(self._bus, value) for value in values))
 
     def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> int:
         """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
@@ -323,19 +339,18 @@ class PushNode:
         log.debug("connected", extra=_context(conn))
         self._adding += 1
         try:
-            first = await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
-        except Unavailable:
+            added = await self._presence.add(conn.presence, [(conn.app_id, BROADCAST)])
+        finally:
+            self._adding -= 1
+        if not added.presence_written:
             # The next heartbeat re-asserts every local connection; until then live
             # messages for this user may miss this node and are recovered on resume.
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
-            conn.routed = False
             self._reassert = True
-            first = []
-        finally:
-            self._adding -= 1
-        if not await self._write_counts([(conn.app_id, BROADCAST)]):
+        if not (added.presence_written and added.counts_written):
             conn.routed = False
-        self._announce(events.USER_ONLINE, first)
+        if added.first:
+            self._announce(events.USER_ONLINE, [conn.presence])
 
     async def load_channels(self, conn: Connection) -> dict[str, int]:
         """Subscribe the connection to its groups and say where each channel starts.
@@ -392,15 +407,13 @@ class PushNode:
         metrics.push_connections.set(len(self.connections))
         log.debug("disconnected", extra=_context(conn))
         self._removals_begun += 1
-        try:
-            last = await self._directory.remove_connections(self.node_id, [conn.presence])
-        except Unavailable:
+        last = await self._presence.remove(conn.presence, changed)
+        if last is None:
             # Presence does not expire on its own: the heartbeat tells the directory later.
             log.warning("directory unavailable at disconnect", extra={"conn_id": conn.conn_id})
             self._owe_removals([conn.presence])
-            return
-        await self._write_counts(changed)
-        self._announce(events.USER_OFFLINE, last)
+        elif last:
+            self._announce(events.USER_OFFLINE, [conn.presence])
 
     def record_ack(self, conn: Connection, channel: str, offset: int) -> None:
         metrics.messages_acked.inc()
