@@ -64,11 +64,19 @@ class ChannelSequence:
     def held(self) -> int:
         return len(self._held)
 
-    def start(self, position: int, now: float) -> Step:
-        """Begin after ``position``: read the backlog, then release what was held meanwhile."""
+    def start(self, position: int, now: float, head: int | None = None) -> Step:
+        """Begin after ``position``: read the backlog, then release what was held meanwhile.
+
+        ``head`` is the channel's last allocated offset, read after this connection's route
+        was written: whatever is allocated later arrives live. At or past it there is no
+        backlog, so the store is not read (unless held messages show a gap).
+        """
         self.sent = position
         self.started = True
         self._held = {offset: m for offset, m in self._held.items() if offset > position}
+        if head is not None and position >= head:
+            self.fetching = False
+            return self._advance(now)
         return self._fetch(now, final=False)
 
     def live(self, message: Wire, now: float) -> Step:

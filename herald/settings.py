@@ -47,7 +47,7 @@ VARIABLES: tuple[Variable, ...] = (
         "HERALD_CORS_ORIGINS", "", "browser origins allowed to call auth and collect (comma-separated, or *)"
     ),
     Variable("HERALD_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; presence TTL is 3x"),
+    Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; a node silent for 3x is dead"),
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
     Variable("HERALD_MAX_BATCH", "1000", "most messages in one batch request, and users in one `to`"),
     Variable("HERALD_MESSAGE_TTL_S", "604800", "message retention for replay when `ttl_s` is not given"),

@@ -1,10 +1,15 @@
 """The directory: who is connected where, right now. Fast, shared, and allowed to forget.
 
 Redis for clusters, in-process dicts for standalone; one specification
-(tests/integration/test_directory_contract.py). Everything here can be rebuilt: every
-push node re-asserts its live connections at each heartbeat (``refresh_node``), so a
-flushed or restarted Redis heals within one heartbeat, and a crashed node's routes stop
-being returned once its heartbeat key expires.
+(tests/integration/test_directory_contract.py). Everything here can be rebuilt: a push
+node's heartbeat (``beat``) costs the same for one connection as for a hundred thousand,
+and tells the node when its records were lost (a flushed or restarted Redis, a node
+reaped while it stalled); the node then re-asserts all its live connections
+(``refresh_node``), so the directory heals within one heartbeat. A connection's presence
+does not expire on its own: it is removed at disconnect, by the reaper once its node's
+heartbeat expired, or when its node starts again (``reset_node``). Lookups only trust
+connections whose node's heartbeat lives, so a crashed node stops being routed to when
+its heartbeat expires.
 
 Group membership itself is durable and lives in the store; the directory mirrors what
 routing needs of it: per node, how many local connections read each group (and the
@@ -82,6 +87,15 @@ class NodeReport:
     at_ms: int = 0  # when it reported (wall clock), set by the node
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What a node's heartbeat found: whether the node was still known alive, and how many
+    connections the directory records for it (to compare with what the node holds)."""
+
+    known: bool
+    connections: int
+
+
 class Directory(ABC):
     @abstractmethod
     async def start(self) -> None: ...
@@ -94,7 +108,8 @@ class Directory(ABC):
 
     @abstractmethod
     async def add_connections(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> list[Presence]:
-        """Route these connections' users to ``node_id`` (a node calls this at connect).
+        """Route these connections' users to ``node_id`` (a node calls this at connect), and
+        mark the node alive for ``ttl_s``. The connections stay until removed.
 
         Returns the connections that are their user's first (the user came online): the
         check and the write are one atomic step, so two nodes adding a user's first two
@@ -107,13 +122,28 @@ class Directory(ABC):
         (the user went offline), atomically as above."""
 
     @abstractmethod
-    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
-        """Heartbeat: mark the node alive for ``ttl_s`` and re-assert all its connections.
+    async def beat(self, node_id: str, ttl_s: float) -> Beat:
+        """Heartbeat: mark the node alive for ``ttl_s``, whatever number of connections it holds.
 
-        Returns whether the node was still known alive. False means its routes were lost
-        (expired, flushed, removed) since the last heartbeat: messages dispatched in that
-        window reached none of its connections live, and the node must catch them up.
+        ``known`` False means its routes were lost (expired, flushed, removed) since the last
+        heartbeat: messages dispatched in that window reached none of its connections live;
+        the node must re-assert its connections (``refresh_node``) and catch those messages up.
+        ``connections`` fewer than the node holds means some of its records were lost.
         """
+
+    @abstractmethod
+    async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
+        """Mark the node alive for ``ttl_s`` and re-assert all its connections, reporting
+        nobody online (they already were). Returns whether the node was still known alive,
+        as ``beat`` does. O(connections): for start-up and after a loss, not every heartbeat.
+        """
+
+    @abstractmethod
+    async def reset_node(self, node_id: str) -> list[Presence]:
+        """A node starting under an id that may have been used before (a restart): forget
+        every connection and channel route recorded under it, since none of them is live
+        any more. Returns the forgotten connections that were their user's last, so the
+        caller can announce those users offline."""
 
     @abstractmethod
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:
@@ -154,8 +184,8 @@ class Directory(ABC):
     @abstractmethod
     async def set_channel_counts(self, node_id: str, counts: Mapping[ChannelKey, int], ttl_s: float) -> None:
         """How many local connections of ``node_id`` read each channel; 0 removes the node
-        from that channel's routes. Routes expire ``ttl_s`` after the last write, like
-        connections, so every heartbeat re-asserts them."""
+        from that channel's routes. Routes expire ``ttl_s`` after the last write, so every
+        heartbeat re-asserts them: one write per channel the node reads, not per connection."""
 
     @abstractmethod
     async def nodes_for_channels(self, channels: Sequence[ChannelKey]) -> dict[ChannelKey, set[str]]:

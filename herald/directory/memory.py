@@ -1,9 +1,10 @@
 """The directory in-process, for standalone mode: the Redis layout as dicts with deadlines.
 
-It keeps the Redis semantics on purpose (a per-user table that expires as a whole, a
-heartbeat deadline per node, routes trusted only while their node's heartbeat lives, an
-online set that a user enters with its first connection and leaves with its last), so
-the one contract test suite describes both and standalone behaves like a cluster of one.
+It keeps the Redis semantics on purpose (a per-user table of connections that stay until
+removed, a heartbeat deadline per node, routes trusted only while their node's heartbeat
+lives, an online set that a user enters with its first connection and leaves with its
+last), so the one contract test suite describes both and standalone behaves like a
+cluster of one.
 Expiry is checked on read against ``time.monotonic()``; each heartbeat also sweeps what
 expired, so a long-running process does not keep users nobody asks about. No method
 awaits anything, so each runs whole: that is the atomicity Redis gets from its scripts.
@@ -11,12 +12,14 @@ awaits anything, so each runs whole: that is the atomicity Redis gets from its s
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from herald.directory.base import (
     COUNTS_KEPT_S,
+    Beat,
     ChannelKey,
     Directory,
     Located,
@@ -42,7 +45,8 @@ class _Conn:
 
 @dataclass(slots=True)
 class _Routes:
-    """One user's connections and when they all expire (the conns hash and its PEXPIRE)."""
+    """One user's connections (the conns hash). ``expires_at`` is infinite, as the hash has
+    no TTL; an entry without connections is gone."""
 
     expires_at: float
     conns: dict[str, _Conn] = field(default_factory=dict)
@@ -144,12 +148,22 @@ class MemoryDirectory(Directory):
             if self._forget_conns(user, [conn.conn_id for conn in presences], now)
         ]
 
+    async def beat(self, node_id: str, ttl_s: float) -> Beat:
+        now = time.monotonic()
+        self._sweep(now)
+        was_alive = self._alive(node_id, now)
+        self._assert(node_id, [], ttl_s, now)
+        return Beat(was_alive, len(self._node_conns.get(node_id, {})))
+
     async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
         now = time.monotonic()
         self._sweep(now)
         was_alive = self._alive(node_id, now)
         self._assert(node_id, conns, ttl_s, now)
         return was_alive
+
+    async def reset_node(self, node_id: str) -> list[Presence]:
+        return self._forget_node_conns(node_id, time.monotonic())
 
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:
         """Routing only, as in Redis: the online set is left to ``remove_connections``."""
@@ -188,15 +202,21 @@ class MemoryDirectory(Directory):
             if self._alive(node_id, now) or self._claims.get(node_id, 0.0) > now:
                 continue
             self._claims[node_id] = now + REAP_CLAIM_S
-            by_user: dict[User, list[str]] = {}
-            for conn_id, user in self._node_conns.pop(node_id, {}).items():
-                by_user.setdefault(user, []).append(conn_id)
-            for (app_id, user_id), conn_ids in by_user.items():
-                # As in Redis, without device or since: they expired with the node.
-                if self._forget_conns((app_id, user_id), conn_ids, now):
-                    gone.append(Presence(app_id, user_id, conn_ids[-1]))
-            self._forget_channels(node_id)
-            self._registered.discard(node_id)
+            gone += self._forget_node_conns(node_id, now)
+        return gone
+
+    def _forget_node_conns(self, node_id: str, now: float) -> list[Presence]:
+        """Remove what a node recorded, as ``RedisDirectory._reap``; the users left without
+        connections, without device or since as in Redis."""
+        gone: list[Presence] = []
+        by_user: dict[User, list[str]] = {}
+        for conn_id, user in self._node_conns.pop(node_id, {}).items():
+            by_user.setdefault(user, []).append(conn_id)
+        for (app_id, user_id), conn_ids in by_user.items():
+            if self._forget_conns((app_id, user_id), conn_ids, now):
+                gone.append(Presence(app_id, user_id, conn_ids[-1]))
+        self._forget_channels(node_id)
+        self._registered.discard(node_id)
         return gone
 
     # Presence queries -------------------------------------------------------------
@@ -296,21 +316,19 @@ class MemoryDirectory(Directory):
 
     # Helpers ------------------------------------------------------------------------
     def _assert(self, node_id: str, conns: Sequence[Presence], ttl_s: float, now: float) -> None:
-        deadline = now + ttl_s
-        self._heartbeats[node_id] = deadline
+        self._heartbeats[node_id] = now + ttl_s
         self._registered.add(node_id)
+        if not conns:
+            return
         recorded = self._node_conns.setdefault(node_id, {})
         for conn in conns:
             user = (conn.app_id, conn.user_id)
             routes = self._live_routes(user, now)
             if routes is None:
-                routes = self._users[user] = _Routes(expires_at=deadline)
+                # As in Redis: connections stay until removed, not until a deadline.
+                routes = self._users[user] = _Routes(expires_at=math.inf)
             routes.conns[conn.conn_id] = _Conn(node_id, conn.device, conn.since)
-            # Like PEXPIRE: the latest writer sets the deadline of the whole table.
-            routes.expires_at = deadline
-            # Like ZADD GT: online until the latest deadline any writer gave.
-            announced = self._online.setdefault(conn.app_id, {})
-            announced[conn.user_id] = max(announced.get(conn.user_id, 0.0), deadline)
+            self._online.setdefault(conn.app_id, {})[conn.user_id] = math.inf
             recorded[conn.conn_id] = user
 
     def _forget_conns(self, user: User, conn_ids: Sequence[str], now: float) -> bool:

@@ -3,14 +3,15 @@
 Layout (every name from ``herald.names.Names``):
 
 - ``conns_key(app, user)``: hash conn_id -> ``[node_id, since, device]`` (compact JSON),
-  expiring ``ttl_s`` after the last connect or heartbeat of any node holding one of the
-  user's connections;
-- ``online_key(app)``: sorted set user_id -> online-until (epoch ms): who has been
-  announced online. A user enters it with its first connection and leaves it with its
-  last, each inside one Lua script (``herald.directory.scripts``), so online and offline
-  reports alternate even when nodes race or crash;
+  without expiry: a connection is removed at disconnect, by the reaper after its node's
+  heartbeat expired, or when its node restarts (``reset_node``);
+- ``online_key(app)``: sorted set user_id -> online-until (epoch ms; ``ONLINE_UNTIL_REMOVED``
+  now, a heartbeat deadline in earlier versions): who has been announced online. A user
+  enters it with its first connection and leaves it with its last, each inside one Lua
+  script (``herald.directory.scripts``), so online and offline reports alternate even
+  when nodes race or crash;
 - ``node_key(node)``: the node's heartbeat, ``SET ... PX ttl``; a node without it is dead,
-  whatever the hashes still say;
+  whatever the hashes still say. Refreshing it is the whole heartbeat (``beat``): O(1);
 - ``nodes_key``: the set of every node id that registered (``live_nodes`` filters it);
 - ``node_conns_key(node)`` / ``node_channels_key(node)``: what a node wrote, kept without
   expiry, so whoever reaps the node after a crash knows what to remove;
@@ -40,6 +41,7 @@ from herald import codec
 from herald.directory import scripts
 from herald.directory.base import (
     COUNTS_KEPT_S,
+    Beat,
     ChannelKey,
     Directory,
     Located,
@@ -70,6 +72,11 @@ POOL_WAIT_S = 3.0
 # How long a reaper's claim on a dead node lasts: long enough to finish, short enough
 # that a reaper dying half-way leaves the rest to the next one soon.
 REAP_CLAIM_S = 60.0
+
+# The online set's score for a user whose connections do not expire (epoch ms, year
+# 2286): above any "now", so readers of earlier versions, which took users with a
+# future score as online, still list them.
+ONLINE_UNTIL_REMOVED = 10**13
 
 User = tuple[str, str]  # (app_id, user_id)
 
@@ -172,7 +179,6 @@ class RedisDirectory(Directory):
         # new connection routable even before the node's first heartbeat.
         ttl_ms = _ttl_ms(ttl_s)
         users = _by_user(conns)
-        online_until = int(time.time() * 1000) + ttl_ms
 
         def build(pipe: Pipeline) -> None:
             pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms)
@@ -182,7 +188,7 @@ class RedisDirectory(Directory):
                 for conn in presences:
                     fields += [conn.conn_id, _encode_conn(node_id, conn)]
                 keys = [self._names.conns_key(app_id, user_id), self._names.online_key(app_id)]
-                _evalsha(pipe, scripts.ADD_CONNECTIONS, keys, [user_id, ttl_ms, online_until, *fields])
+                _evalsha(pipe, scripts.ADD_CONNECTIONS, keys, [user_id, ONLINE_UNTIL_REMOVED, *fields])
             if users:
                 pipe.hset(self._names.node_conns_key(node_id), mapping=self._node_conns(conns))
 
@@ -206,11 +212,22 @@ class RedisDirectory(Directory):
         lasts = results[: len(users)]
         return [presences[-1] for presences, last in zip(users.values(), lasts, strict=True) if last]
 
+    async def beat(self, node_id: str, ttl_s: float) -> Beat:
+        """Three commands in one round trip, whatever the node holds: its heartbeat key
+        (``GET`` says whether it was still there), its registration, and the size of its
+        record of connections, which the reaper deletes and a flush loses."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._names.node_key(node_id), node_id, px=_ttl_ms(ttl_s), get=True)
+        pipe.sadd(self._names.nodes_key, node_id)
+        pipe.hlen(self._names.node_conns_key(node_id))
+        with _unavailable("beating"):
+            previous, _, recorded = await pipe.execute()
+        return Beat(previous is not None, int(recorded))
+
     async def refresh_node(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> bool:
-        """Plain pipelined writes, no scripts: a heartbeat re-asserts what is already
-        announced, so it reports nobody (a flushed Redis does not make users "come online")."""
+        """Plain pipelined writes, no scripts: this re-asserts what is already announced, so
+        it reports nobody (a flushed Redis does not make users "come online")."""
         ttl_ms = _ttl_ms(ttl_s)
-        online_until = int(time.time() * 1000) + ttl_ms
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms, get=True)
         pipe.sadd(self._names.nodes_key, node_id)
@@ -218,8 +235,8 @@ class RedisDirectory(Directory):
         for (app_id, user_id), presences in _by_user(conns).items():
             key = self._names.conns_key(app_id, user_id)
             pipe.hset(key, mapping={conn.conn_id: _encode_conn(node_id, conn) for conn in presences})
-            pipe.pexpire(key, ttl_ms)
-            by_app.setdefault(app_id, {})[user_id] = online_until
+            pipe.persist(key)
+            by_app.setdefault(app_id, {})[user_id] = ONLINE_UNTIL_REMOVED
         for app_id, users in by_app.items():
             pipe.zadd(self._names.online_key(app_id), users, gt=True)
         if conns:
@@ -229,6 +246,14 @@ class RedisDirectory(Directory):
         with _unavailable("refreshing a node"):
             results = await pipe.execute()
         return results[0] is not None
+
+    async def reset_node(self, node_id: str) -> list[Presence]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._names.node_conns_key(node_id))
+        pipe.smembers(self._names.node_channels_key(node_id))
+        with _unavailable("resetting a node"):
+            recorded, channels = await pipe.execute()
+            return await self._reap({node_id: (recorded, channels)})
 
     async def remove_node(self, node_id: str, conns: Sequence[Presence]) -> None:
         """Routing only: the online set is left alone. A draining node reports its users
@@ -307,8 +332,8 @@ class RedisDirectory(Directory):
     async def _reap(self, nodes: Mapping[str, tuple[dict[str, str], set[str]]]) -> list[Presence]:
         """Remove the dead nodes' connections and routes; report the users left without any.
 
-        The reports carry no device or since: those lived in the user's hash, which has
-        usually expired with the node's heartbeat by the time anyone reaps.
+        The reports carry no device or since: those lived in the user's hash, and only the
+        node's own record (conn id -> user) is read here.
         """
         users: dict[User, list[str]] = {}
         for recorded, _ in nodes.values():

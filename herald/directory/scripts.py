@@ -24,13 +24,15 @@ class Script:
 # One user's connections arrive. Returns 1 if the hash was empty before (every field in
 # it is one this call added): the user came online. HSET and HLEN in one script, so two
 # nodes adding a user's first two connections at once cannot both see an empty hash.
-# KEYS: conns hash, online sorted set. ARGV: user id, ttl ms, online-until epoch ms,
-# then conn id / value pairs.
+# The hash does not expire (PERSIST drops a TTL an earlier version set): connections are
+# removed at disconnect or by the reaper, never by a heartbeat that failed to come.
+# KEYS: conns hash, online sorted set. ARGV: user id, online-until epoch ms ("until
+# removed"), then conn id / value pairs.
 ADD_CONNECTIONS = Script("""
-local added = redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local added = redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 local first = added == redis.call('HLEN', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[3], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
 if first then return 1 end
 return 0
 """)

@@ -65,6 +65,12 @@ class Store(ABC):
         """The token if it exists and ``expires_at > now``."""
 
     @abstractmethod
+    async def get_tokens(self, token_hashes: Sequence[str], now: float) -> dict[str, TokenRecord]:
+        """Of these hashes, the tokens that exist with ``expires_at > now``, by hash, in one
+        query: a push node checks the tokens of every handshake in flight together, and on
+        some servers (the stand-in) each expiring read costs a scan of all live tokens."""
+
+    @abstractmethod
     async def delete_token(self, token_hash: str) -> bool:
         """True if a token was deleted."""
 

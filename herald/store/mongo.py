@@ -171,17 +171,16 @@ class MongoStore(Store):
     async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
         with _translated():
             doc = await self._db.tokens.find_one({"_id": token_hash, "expires_at": {"$gt": _to_datetime(now)}})
-        if doc is None:
-            return None
-        return TokenRecord(
-            token_hash=doc["_id"],
-            app_id=doc["app"],
-            user_id=doc["user"],
-            expires_at=_to_epoch(doc["expires_at"]),
-            created_at=doc["created_at"],
-            device=doc.get("device"),
-            publish=tuple(doc.get("publish") or ()),
-        )
+        return None if doc is None else _token_from(doc)
+
+    async def get_tokens(self, token_hashes: Sequence[str], now: float) -> dict[str, TokenRecord]:
+        wanted = list(dict.fromkeys(token_hashes))
+        if not wanted:
+            return {}
+        query = {"_id": {"$in": wanted}, "expires_at": {"$gt": _to_datetime(now)}}
+        with _translated():
+            cursor = self._db.tokens.find(query)
+            return {doc["_id"]: _token_from(doc) async for doc in cursor}
 
     async def delete_token(self, token_hash: str) -> bool:
         with _translated():
@@ -452,6 +451,18 @@ class MongoStore(Store):
     async def release_idempotency(self, app_id: str, key: str) -> None:
         with _translated():
             await self._db.idempotency.delete_one({"_id": f"{app_id}|{key}"})
+
+
+def _token_from(doc: Mapping[str, Any]) -> TokenRecord:
+    return TokenRecord(
+        token_hash=doc["_id"],
+        app_id=doc["app"],
+        user_id=doc["user"],
+        expires_at=_to_epoch(doc["expires_at"]),
+        created_at=doc["created_at"],
+        device=doc.get("device"),
+        publish=tuple(doc.get("publish") or ()),
+    )
 
 
 def _counter_id(app_id: str, channel: str) -> str:

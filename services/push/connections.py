@@ -66,6 +66,11 @@ class Connection:
     # publish awaits its answer); None when frames are answered as they come.
     inbox: list[str | bytes] | None = None
     waiter: asyncio.Future[None] | None = None  # set while waiting for the first frame
+    # Whether this connection's routes (presence, channel counts) were written at connect:
+    # only then may its channels' heads stand in for reading their backlog.
+    routed: bool = True
+    # The channels' heads read at connect (PushNode.load_channels), until begin_all uses them.
+    heads: dict[str, int] | None = None
 
     @property
     def user_channel(self) -> str:
@@ -101,6 +106,7 @@ class LocalConnections:
         self._by_user: dict[tuple[str, str], set[Connection]] = {}
         self._by_channel: dict[ChannelKey, set[Connection]] = {}
         self._count = 0
+        self._by_app: dict[str, int] = {}  # kept as connections come and go: heartbeats read it
 
     def __len__(self) -> int:
         return self._count
@@ -108,6 +114,7 @@ class LocalConnections:
     def add(self, conn: Connection) -> None:
         self._by_user.setdefault((conn.app_id, conn.user_id), set()).add(conn)
         self._count += 1
+        self._by_app[conn.app_id] = self._by_app.get(conn.app_id, 0) + 1
         for channel in conn.shared_channels:
             self._by_channel.setdefault((conn.app_id, channel), set()).add(conn)
 
@@ -122,6 +129,11 @@ class LocalConnections:
         if not conns:
             del self._by_user[key]
         self._count -= 1
+        left = self._by_app[conn.app_id] - 1
+        if left:
+            self._by_app[conn.app_id] = left
+        else:
+            del self._by_app[conn.app_id]
         changed = []
         for channel in conn.shared_channels:
             self._unsubscribe(conn, channel)
@@ -146,6 +158,10 @@ class LocalConnections:
             readers.discard(conn)
             if not readers:
                 del self._by_channel[key]
+
+    def by_app(self) -> dict[str, int]:
+        """Connections per app, without walking them."""
+        return dict(self._by_app)
 
     def of_user(self, app_id: str, user_id: str) -> set[Connection]:
         return self._by_user.get((app_id, user_id), set())

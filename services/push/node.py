@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
@@ -29,6 +28,7 @@ from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
 from herald.sequencing import HOLE_GRACE_S, PAGE, Step, contiguous_runs
 from herald.store.base import Store
 from services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
+from services.push.presence import PresenceWriter
 from services.push.receipts import ReceiptBuffer
 
 log = logging.getLogger("herald.push")
@@ -45,6 +45,11 @@ MAX_CONCURRENT_FETCHES = 16
 RECOVERY_BUDGET_S = 60.0
 # How long `herald status` keeps showing a node that stopped reporting (then it is forgotten).
 REPORT_KEPT_S = 300.0
+# Disconnects the directory could not be told of, kept to be retried at each heartbeat;
+# past this many the node rebuilds its whole record instead (``_rebuild``).
+MAX_OWED_REMOVALS = 10_000
+# Presence events published by one task at most (their confirms awaited together).
+MAX_EVENTS_PER_TASK = 256
 
 
 class PushNode:
@@ -66,6 +71,16 @@ class PushNode:
         self._reads: dict[tuple[str, str, int], asyncio.Future[list[dict[str, Any]]]] = {}
         self._unflushed: dict[Connection, list[bytes]] = {}  # frames written at the end of this loop turn
         self.delivered = 0
+        # What the heartbeat needs to know the directory's record of this node is whole
+        # without reading it (see _beat): connections being added right now, disconnects
+        # begun so far, disconnects the directory missed, and whether an add was missed.
+        self._adding = 0
+        self._removals_begun = 0
+        self._owed_removals: list[Presence] = []
+        self._reassert = False
+        self._rebuild = False
+        self._presence = PresenceWriter(directory, node_id, heartbeat_s * 3, self.connections.channel_counts)
+        self._events: list[dict[str, Any]] = []  # presence events published at the end of this loop turn
 
     # Bus side ---------------------------------------------------------------
     async def handle(self, body: bytes) -> None:
@@ -201,15 +216,18 @@ class PushNode:
             self._holes.discard((conn, channel))
         await self._write_counts([(leaving[0].app_id, channel)])
 
-    async def _write_counts(self, keys: list[ChannelKey] | None = None) -> None:
-        """Tell the directory how many local readers these channels (or all) have now."""
+    async def _write_counts(self, keys: list[ChannelKey] | None = None) -> bool:
+        """Tell the directory how many local readers these channels (or all) have now;
+        False if it could not be told (the heartbeat writes every count again)."""
         counts = self.connections.channel_counts(keys)
         if not counts:
-            return
+            return True
         try:
             await self._directory.set_channel_counts(self.node_id, counts, self._heartbeat_s * 3)
         except Unavailable:
             log.warning("directory unavailable while updating channel routes; the heartbeat retries")
+            return False
+        return True
 
     def _announce(self, kind: str, presences: list[Presence], *, node_id: str | None = "") -> None:
         """Publish presence events in the background: a slow broker must not slow connects.
@@ -225,10 +243,21 @@ class PushNode:
                 conn_id=presence.conn_id,
                 node_id=self.node_id if node_id == "" else node_id,
             )
-            self._spawn(self._publish_event(value), f"event-{kind}")
+            self._events.append(value)
+            if len(self._events) == 1:
+                asyncio.get_running_loop().call_soon(self._publish_events)
 
-    async def _publish_event(self, value: dict[str, Any]) -> None:
-        await events.publish(self._bus, value)
+    def _publish_events(self) -> None:
+        """The events of one loop turn go out together, their confirms awaited together: a
+        connect storm costs one task per ``MAX_EVENTS_PER_TASK`` events, not one per event.
+        Each stays its own message with its own routing key (``herald.events``)."""
+        pending, self._events = self._events, []
+        for start in range(0, len(pending), MAX_EVENTS_PER_TASK):
+            chunk = pending[start : start + MAX_EVENTS_PER_TASK]
+            self._spawn(self._publish_chunk(chunk), "events")
+
+    async def _publish_chunk(self, values: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*(events.publish(self._bus, value) for value in values))
 
     def _apply(self, conn: Connection, channel: str, step: Step, frames: dict[str, bytes]) -> int:
         """Carry out a sequencing decision: write, read the store, or close an overflowing client."""
@@ -278,11 +307,14 @@ class PushNode:
             page = await self._store.read_channel(app_id, channel, after, PAGE, time.time())
         return [message.to_wire() for message in page]
 
-    def begin(self, conn: Connection, positions: dict[str, int]) -> None:
-        """Start (or restart) the connection's channels after the given positions."""
+    def begin(self, conn: Connection, positions: dict[str, int], heads: dict[str, int] | None = None) -> None:
+        """Start (or restart) the connection's channels after the given positions; a channel
+        whose head is given and not past its position has no backlog to read."""
         now = time.time()
+        heads = heads or {}
         for channel, position in positions.items():
-            self._count(self._apply(conn, channel, conn.sequence(channel).start(position, now), {}))
+            step = conn.sequence(channel).start(position, now, heads.get(channel))
+            self._count(self._apply(conn, channel, step, {}))
 
     def _bound_output(self, conn: Connection) -> None:
         transport = conn.ws.transport
@@ -332,15 +364,20 @@ class PushNode:
         self.connections.add(conn)
         metrics.push_connections.set(len(self.connections))
         log.debug("connected", extra=_context(conn))
+        self._adding += 1
         try:
-            first = await self._directory.add_connections(self.node_id, [conn.presence], self._heartbeat_s * 3)
-        except Unavailable:
+            added = await self._presence.add(conn.presence, [(conn.app_id, BROADCAST)])
+        finally:
+            self._adding -= 1
+        if not added.presence_written:
             # The next heartbeat re-asserts every local connection; until then live
             # messages for this user may miss this node and are recovered on resume.
             log.warning("directory unavailable at connect", extra={"conn_id": conn.conn_id})
-            first = []
-        await self._write_counts([(conn.app_id, BROADCAST)])
-        self._announce(events.USER_ONLINE, first)
+            self._reassert = True
+        if not (added.presence_written and added.counts_written):
+            conn.routed = False
+        if added.first:
+            self._announce(events.USER_ONLINE, [conn.presence])
 
     async def load_channels(self, conn: Connection) -> dict[str, int]:
         """Subscribe the connection to its groups and say where each channel starts.
@@ -350,33 +387,43 @@ class PushNode:
         later reaches this node as a command. Raises Unavailable if the store is down.
         """
         user_channel = conn.user_channel
-        cursors, groups, heads = await asyncio.gather(
+        cursors, groups = await asyncio.gather(
             self._store.get_cursors(conn.app_id, conn.user_id),
             self._store.groups_of(conn.app_id, conn.user_id),
-            self._store.channel_heads(conn.app_id, [BROADCAST]),
         )
         for channel, offset in self._receipts.pending_positions(conn.app_id, conn.user_id).items():
             cursors[channel] = max(offset, cursors.get(channel, 0))
         joined = [f"group:{group}" for group in groups if f"group:{group}" not in conn.groups]
         for channel in joined:
             self.connections.subscribe(conn, channel)
-        if joined:
-            await self._write_counts([(conn.app_id, channel) for channel in joined])
+        if joined and not await self._write_counts([(conn.app_id, channel) for channel in joined]):
+            conn.routed = False
+        # Every channel's head in one read, after every route was written: a message
+        # allocated later reaches this node live, so a channel whose start position is its
+        # head has nothing to read from the store (begin_all).
+        group_channels = [f"group:{group}" for group in groups]
+        heads = await self._store.channel_heads(conn.app_id, [user_channel, BROADCAST, *group_channels])
         # A reader with no acknowledged position starts at the present of shared channels
         # (the broadcast's head, the group's offset when they joined), not their history.
         positions = {user_channel: cursors.get(user_channel, 0), BROADCAST: cursors.get(BROADCAST, heads[BROADCAST])}
         for group, after in groups.items():
             channel = f"group:{group}"
             positions[channel] = max(after, cursors.get(channel, 0))
+        if conn.routed:
+            conn.heads = heads
         return positions
 
     def begin_all(self, conn: Connection, positions: dict[str, int]) -> None:
         """Start every channel of the connection: from ``positions``, or where a join that
         arrived meanwhile said."""
         starts = {**conn.pending_starts, **positions}
+        # A join that arrived meanwhile may still have been writing its route when the heads
+        # were read: its channel reads the store.
+        heads = {channel: head for channel, head in (conn.heads or {}).items() if channel not in conn.pending_starts}
+        conn.heads = None
         conn.pending_starts.clear()
         conn.started = True
-        self.begin(conn, {channel: offset for channel, offset in starts.items() if conn.may_read(channel)})
+        self.begin(conn, {channel: offset for channel, offset in starts.items() if conn.may_read(channel)}, heads)
 
     async def detach(self, conn: Connection) -> None:
         for channel in conn.sequences:
@@ -386,13 +433,14 @@ class PushNode:
             return
         metrics.push_connections.set(len(self.connections))
         log.debug("disconnected", extra=_context(conn))
-        try:
-            last = await self._directory.remove_connections(self.node_id, [conn.presence])
-        except Unavailable:
+        self._removals_begun += 1
+        last = await self._presence.remove(conn.presence, changed)
+        if last is None:
+            # Presence does not expire on its own: the heartbeat tells the directory later.
             log.warning("directory unavailable at disconnect", extra={"conn_id": conn.conn_id})
-            return
-        await self._write_counts(changed)
-        self._announce(events.USER_OFFLINE, last)
+            self._owe_removals([conn.presence])
+        elif last:
+            self._announce(events.USER_OFFLINE, [conn.presence])
 
     def record_ack(self, conn: Connection, channel: str, offset: int) -> None:
         metrics.messages_acked.inc()
@@ -401,6 +449,8 @@ class PushNode:
     # Node-wide loops --------------------------------------------------------
     async def start(self) -> None:
         await self._bus.consume_node(self.node_id, self.handle)
+        # A previous process under this id (a restart) left connections that died with it.
+        self._announce(events.USER_OFFLINE, await self._directory.reset_node(self.node_id))
         await self._directory.refresh_node(self.node_id, [], self._heartbeat_s * 3)
         self.routable = True
         with contextlib.suppress(Unavailable):
@@ -443,22 +493,91 @@ class PushNode:
             if not self.routable:
                 continue
             try:
-                known = await self._directory.refresh_node(
-                    self.node_id, self.connections.presences(), self._heartbeat_s * 3
-                )
-                await self._directory.set_channel_counts(
-                    self.node_id, self.connections.channel_counts(), self._heartbeat_s * 3
-                )
-                # Whoever notices a dead node first cleans up after it and announces its
-                # users offline; the directory lets only one node do it.
-                self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
-                await self._report()
+                await self._beat()
             except Unavailable as exc:
                 log.warning("heartbeat failed: %s", exc.message)
-                continue
-            if not known:
-                log.warning("this node's routes were lost (directory flushed or expired); catching up")
-                self.catch_up_all()
+
+    async def _beat(self) -> None:
+        """One heartbeat: a few round trips whatever the number of connections.
+
+        The node's key is refreshed and the directory's count of the node's connections
+        compared with the ones it must have: every local connection whose add finished,
+        less disconnects begun meanwhile. Only when the key was lost, an add failed, or
+        the count falls short (a flush, a reaper that took this node for dead while it
+        stalled) are all connections re-asserted, O(connections), and only when the key
+        was lost are the messages of the gap caught up from the store.
+        """
+        ttl_s = self._heartbeat_s * 3
+        if self._rebuild:
+            await self._rebuild_record()
+        expected = len(self.connections) - self._adding
+        begun = self._removals_begun
+        beat = await self._directory.beat(self.node_id, ttl_s)
+        expected -= self._removals_begun - begun
+        if not beat.known or self._reassert or beat.connections < expected:
+            if beat.known and not self._reassert:
+                log.warning(
+                    "the directory lost %d of this node's connections; re-asserting them",
+                    expected - beat.connections,
+                )
+            self._reassert = False
+            try:
+                await self._directory.refresh_node(self.node_id, self.connections.presences(), ttl_s)
+            except Unavailable:
+                self._reassert = True
+                raise
+        await self._settle_removals()
+        await self._directory.set_channel_counts(self.node_id, self.connections.channel_counts(), ttl_s)
+        # Whoever notices a dead node first cleans up after it and announces its
+        # users offline; the directory lets only one node do it.
+        self._announce(events.USER_OFFLINE, await self._directory.reap_dead_nodes(), node_id=None)
+        await self._report()
+        if not beat.known:
+            log.warning("this node's routes were lost (directory flushed or expired); catching up")
+            self.catch_up_all()
+
+    def _owe_removals(self, presences: list[Presence]) -> None:
+        """Keep disconnects the directory missed for the heartbeat to retry; too many, and
+        the node rebuilds its record from what it holds instead."""
+        if self._rebuild:
+            return
+        self._owed_removals += presences
+        if len(self._owed_removals) > MAX_OWED_REMOVALS:
+            log.warning("over %d disconnects owed to the directory; rebuilding this node's record", MAX_OWED_REMOVALS)
+            self._owed_removals = []
+            self._rebuild = True
+
+    async def _settle_removals(self) -> None:
+        owed, self._owed_removals = self._owed_removals, []
+        if not owed:
+            return
+        try:
+            last = await self._directory.remove_connections(self.node_id, owed)
+        except Unavailable:
+            self._owe_removals(owed)
+            raise
+        self._announce(events.USER_OFFLINE, last)
+
+    async def _rebuild_record(self) -> None:
+        """Forget every connection recorded under this node, then write the ones it holds:
+        the cure for disconnects the directory missed beyond ``MAX_OWED_REMOVALS``. Users
+        whose only connections were those are announced offline; messages routed while the
+        record was being rewritten are caught up from the store."""
+        self._rebuild = False
+        try:
+            gone = await self._directory.reset_node(self.node_id)
+        except Unavailable:
+            self._rebuild = True
+            raise
+        # Users still connected here are written back below: they never went offline.
+        self._announce(events.USER_OFFLINE, [p for p in gone if not self.connections.of_user(p.app_id, p.user_id)])
+        try:
+            await self._directory.refresh_node(self.node_id, self.connections.presences(), self._heartbeat_s * 3)
+        except Unavailable:
+            self._reassert = True
+            raise
+        finally:
+            self.catch_up_all()
 
     async def _report(self) -> None:
         """Tell operators (``herald status``, ``/metrics``) how this node is doing."""
@@ -469,8 +588,8 @@ class PushNode:
             depth = None
         if depth is not None:
             metrics.queue_depth.labels(label).set(depth)
-        by_app = Counter(conn.app_id for conn in self.connections)
-        report = NodeReport(self.node_id, len(self.connections), dict(by_app), depth, int(time.time() * 1000))
+        by_app = self.connections.by_app()
+        report = NodeReport(self.node_id, len(self.connections), by_app, depth, int(time.time() * 1000))
         await self._directory.report_node(report, REPORT_KEPT_S)
 
     async def _recover_subscription(self) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from herald.directory.base import Directory, Located, NodeReport, Presence, RateDecision
+from herald.directory.base import Beat, Directory, Located, NodeReport, Presence, RateDecision
 from herald.directory.memory import MemoryDirectory
 from herald.directory.redis import RedisDirectory
 from herald.errors import Unavailable
@@ -177,6 +177,57 @@ async def test_a_heartbeat_says_whether_the_node_was_still_known_alive(directory
     assert await directory.refresh_node("node-a", [], TTL_S) is True
     await directory.remove_node("node-a", [])
     assert await directory.refresh_node("node-a", [], TTL_S) is False
+
+
+async def test_a_beat_says_whether_the_node_was_still_known_alive(subject: Subject) -> None:
+    directory = subject.directory
+    assert (await directory.beat("node-a", TTL_S)).known is False
+    assert (await directory.beat("node-a", TTL_S)).known is True
+    await subject.lose_everything()
+    assert (await directory.beat("node-a", TTL_S)).known is False
+
+
+async def test_a_beat_counts_the_connections_recorded_for_the_node(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u1", "c1"), conn("u2", "c2"), conn("u2", "c3")], TTL_S)
+    await directory.add_connections("node-b", [conn("u3", "c4")], TTL_S)
+    await directory.remove_connections("node-a", [conn("u2", "c3")])
+
+    assert await directory.beat("node-a", TTL_S) == Beat(known=True, connections=2)
+
+
+async def test_connections_stay_routable_past_their_first_ttl_while_their_node_beats(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u1", "c1")], SHORT_TTL_S)
+    await directory.beat("node-a", TTL_S)
+
+    await asyncio.sleep(SHORT_TTL_S * 2)
+
+    assert await directory.nodes_for([(APP, "u1")]) == {(APP, "u1"): {"node-a"}}
+    assert await directory.online(APP, None, 10) == {"u1": 1}
+    assert [located.conn_id for located in await directory.connections_of(APP, "u1")] == ["c1"]
+
+
+async def test_a_beat_after_the_node_was_reaped_counts_none_of_its_connections(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u1", "c1")], SHORT_TTL_S)
+    await until_dead(directory, "node-a")
+    await directory.reap_dead_nodes()
+
+    assert await directory.beat("node-a", TTL_S) == Beat(known=False, connections=0)
+
+
+async def test_resetting_a_node_forgets_its_connections_and_reports_users_left_offline(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u1", "c1"), conn("u2", "c2")], TTL_S)
+    await directory.add_connections("node-b", [conn("u2", "c3")], TTL_S)
+    await directory.set_channel_counts("node-a", {(APP, "group:g"): 2}, TTL_S)
+
+    assert await directory.reset_node("node-a") == [conn("u1", "c1")]
+
+    assert await directory.nodes_for([(APP, "u1"), (APP, "u2")]) == {(APP, "u2"): {"node-b"}}
+    assert await directory.nodes_for_channels([(APP, "group:g")]) == {}
+    assert await directory.beat("node-a", TTL_S) == Beat(known=True, connections=0)
+
+
+async def test_resetting_a_node_that_recorded_nothing_reports_nobody(directory: Directory) -> None:
+    assert await directory.reset_node("node-a") == []
 
 
 async def test_removed_node_is_not_routed(directory: Directory) -> None:

@@ -463,6 +463,32 @@ async def test_a_token_without_publish_patterns_reads_back_empty(store: Store, n
     assert found.publish == ()
 
 
+async def test_tokens_are_read_together_by_hash(store: Store, now: float) -> None:
+    mine = TokenRecord("t1", APP, "ann", now + HOUR, now, device="phone", publish=("group:room-*",))
+    theirs = TokenRecord("t2", "app-2", "bob", now + HOUR, now)
+    await store.insert_token(mine)
+    await store.insert_token(theirs)
+
+    assert await store.get_tokens(["t2", "t1"], now) == {"t1": mine, "t2": theirs}
+
+
+async def test_reading_tokens_together_leaves_out_unknown_and_expired_ones(store: Store, now: float) -> None:
+    await store.insert_token(TokenRecord("live", APP, "ann", now + HOUR, now))
+    await store.insert_token(TokenRecord("ending", APP, "ann", now + 300, now))
+
+    found = await store.get_tokens(["live", "ending", "unknown"], now + 300)
+
+    assert list(found) == ["live"]
+
+
+async def test_reading_no_tokens_or_the_same_one_twice(store: Store, now: float) -> None:
+    token = TokenRecord("t1", APP, "ann", now + HOUR, now)
+    await store.insert_token(token)
+
+    assert await store.get_tokens([], now) == {}
+    assert await store.get_tokens(["t1", "t1"], now) == {"t1": token}
+
+
 async def test_deleted_token_is_gone(store: Store, now: float) -> None:
     await store.insert_token(TokenRecord("t1", APP, "ann", now + HOUR, now))
     await store.insert_token(TokenRecord("t2", APP, "ann", now + HOUR, now))

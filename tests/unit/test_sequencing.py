@@ -22,6 +22,39 @@ def test_start_reads_the_backlog_after_the_position() -> None:
     assert offsets(sequence.fetched([m(42), m(43)], 0.0)) == [42, 43]
 
 
+def test_a_start_at_the_channels_head_reads_nothing() -> None:
+    sequence = ChannelSequence()
+    step = sequence.start(41, 0.0, head=41)
+    assert step.fetch_after is None and step.write == []
+    assert sequence.started and not sequence.fetching
+
+
+def test_a_start_behind_the_channels_head_reads_the_backlog() -> None:
+    sequence = ChannelSequence()
+    assert sequence.start(40, 0.0, head=41).fetch_after == 40
+
+
+def test_a_start_at_the_head_is_followed_by_live_messages_at_once() -> None:
+    sequence = ChannelSequence()
+    sequence.start(41, 0.0, head=41)
+    assert offsets(sequence.live(m(42), 0.0)) == [42]
+
+
+def test_messages_held_before_a_start_at_the_head_are_written_by_it() -> None:
+    sequence = ChannelSequence()
+    for offset in (42, 43):
+        sequence.live(m(offset), 0.0)
+    assert offsets(sequence.start(41, 0.0, head=41)) == [42, 43]
+
+
+def test_a_gap_in_messages_held_before_a_start_at_the_head_is_read_from_the_store_after_the_grace() -> None:
+    sequence = ChannelSequence()
+    sequence.live(m(43), 0.0)
+    step = sequence.start(41, 0.0, head=41)
+    assert step.write == [] and step.fetch_after is None
+    assert sequence.tick(HOLE_GRACE_S).fetch_after == 41
+
+
 def test_live_messages_wait_until_the_position_is_known() -> None:
     sequence = ChannelSequence()
     assert offsets(sequence.live(m(5), 0.0)) == []

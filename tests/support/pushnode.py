@@ -1,0 +1,72 @@
+"""A push node on in-process adapters for unit tests: a store that counts its calls, and
+sockets that keep what was written."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from herald.store.sqlite import SqliteStore
+from services.push.connections import Connection
+from services.push.node import PushNode
+
+APP = "app-1"
+
+
+class CountingStore:
+    """The SQLite store, counting each method called."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.store, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def socket() -> Any:
+    """What the node uses of a ``services.push.socket.Socket``: open, and taking frames."""
+    transport = Transport()
+
+    def write_framed(data: bytes) -> bool:
+        transport.write(data)
+        return True
+
+    return SimpleNamespace(open=True, transport=transport, write_framed=write_framed)
+
+
+async def connect(node: PushNode, user_id: str) -> Connection:
+    conn = Connection(socket(), uuid.uuid4().hex, APP, user_id, None)
+    await node.attach(conn)
+    node.begin_all(conn, await node.load_channels(conn))
+    return conn
+
+
+async def settle(node: PushNode) -> None:
+    while node._tasks:
+        await asyncio.gather(*node._tasks)
+        await asyncio.sleep(0)  # the tasks' done callbacks run

@@ -1,0 +1,166 @@
+"""The push node's token check: handshakes in flight share introspection requests to auth.
+
+auth is played by an ``httpx.MockTransport``; what matters is which requests the node
+sends and which identities (or errors) each handshake gets back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from herald.errors import Unavailable
+from services.push.introspect import MAX_BATCH, MAX_REQUESTS, Identity, TokenChecker
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _answer(token: str) -> dict[str, object]:
+    if token.startswith("good-"):
+        user = token.removeprefix("good-")
+        return {"active": True, "app_id": "app-1", "user_id": user, "exp": 2e9, "device": None, "publish": []}
+    return {"active": False}
+
+
+class FakeAuth:
+    """Answers like auth and records every request's path and tokens."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, list[str]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/v1/introspect/batch":
+            self.requests.append((request.url.path, body["tokens"]))
+            return httpx.Response(200, json={"results": [_answer(token) for token in body["tokens"]]})
+        self.requests.append((request.url.path, [body["token"]]))
+        return httpx.Response(200, json=_answer(body["token"]))
+
+
+def _checker(handler: Handler) -> TokenChecker:
+    return TokenChecker("http://auth", "service-secret", transport=httpx.MockTransport(handler))
+
+
+async def test_handshakes_in_flight_share_one_request() -> None:
+    auth = FakeAuth()
+    checker = _checker(auth)
+
+    found = await asyncio.gather(*(checker.identity(f"good-u{i}") for i in range(20)))
+
+    assert [identity.user_id for identity in found if identity] == [f"u{i}" for i in range(20)]
+    assert len(auth.requests) == 1
+    await checker.close()
+
+
+async def test_each_handshake_gets_its_own_tokens_answer() -> None:
+    checker = _checker(FakeAuth())
+
+    good, bad = await asyncio.gather(checker.identity("good-ann"), checker.identity("revoked"))
+
+    assert good == Identity("app-1", "ann", 2e9, None, ())
+    assert bad is None
+    await checker.close()
+
+
+async def test_the_same_token_twice_in_flight_is_asked_once() -> None:
+    auth = FakeAuth()
+    checker = _checker(auth)
+
+    first, second = await asyncio.gather(checker.identity("good-ann"), checker.identity("good-ann"))
+
+    assert first == second and first is not None
+    assert auth.requests == [("/v1/introspect/batch", ["good-ann"])]
+    await checker.close()
+
+
+async def test_a_request_carries_at_most_max_batch_tokens() -> None:
+    auth = FakeAuth()
+    checker = _checker(auth)
+
+    found = await asyncio.gather(*(checker.identity(f"good-u{i}") for i in range(MAX_BATCH * 2 + 1)))
+
+    assert all(found)
+    assert max(len(tokens) for _, tokens in auth.requests) <= MAX_BATCH
+    assert sum(len(tokens) for _, tokens in auth.requests) == MAX_BATCH * 2 + 1
+    await checker.close()
+
+
+async def test_tokens_arriving_while_requests_are_out_wait_and_go_together() -> None:
+    auth = FakeAuth()
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return auth(request)
+
+    checker = TokenChecker("http://auth", "s", transport=httpx.MockTransport(slow))
+    first = [asyncio.ensure_future(checker.identity(f"good-a{i}")) for i in range(MAX_REQUESTS)]
+    for _ in range(MAX_REQUESTS):
+        await asyncio.sleep(0)  # each on its own loop turn: one request each, all slots taken
+    later = [asyncio.ensure_future(checker.identity(f"good-b{i}")) for i in range(10)]
+    await asyncio.sleep(0)
+    release.set()
+
+    assert all(await asyncio.gather(*first, *later))
+    assert ("/v1/introspect/batch", [f"good-b{i}" for i in range(10)]) in auth.requests
+    await checker.close()
+
+
+async def test_a_token_too_long_to_be_one_is_refused_without_asking() -> None:
+    auth = FakeAuth()
+    checker = _checker(auth)
+
+    assert await checker.identity("x" * 513) is None
+    assert await checker.identity("") is None
+    assert auth.requests == []
+    await checker.close()
+
+
+async def test_auth_unreachable_makes_every_waiting_handshake_unavailable() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    checker = _checker(down)
+
+    outcomes = await asyncio.gather(checker.identity("good-a"), checker.identity("good-b"), return_exceptions=True)
+
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+    await checker.close()
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(500, json={"error": {"code": "internal"}}),
+        httpx.Response(200, json={"results": []}),  # fewer answers than tokens
+        httpx.Response(200, json={"results": [{"active": True}]}),  # active without an identity
+        httpx.Response(200, content=b"not json"),
+    ],
+)
+async def test_an_answer_auth_should_not_give_never_lets_a_token_in(response: httpx.Response) -> None:
+    checker = _checker(lambda request: response)
+
+    with pytest.raises(Unavailable):
+        await checker.identity("good-a")
+    await checker.close()
+
+
+async def test_an_auth_without_the_batch_path_is_asked_one_token_at_a_time() -> None:
+    auth = FakeAuth()
+
+    def older(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/introspect/batch":
+            return httpx.Response(404, json={"error": {"code": "not_found"}})
+        return auth(request)
+
+    checker = _checker(older)
+
+    found = await asyncio.gather(checker.identity("good-a"), checker.identity("bad"))
+
+    assert [identity.user_id if identity else None for identity in found] == ["a", None]
+    assert sorted(auth.requests) == [("/v1/introspect", ["bad"]), ("/v1/introspect", ["good-a"])]
+    await checker.close()

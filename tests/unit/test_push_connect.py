@@ -1,0 +1,78 @@
+"""What a push node reads from the store when a connection arrives.
+
+A node with in-process adapters (SQLite in memory, the memory directory and bus); the
+store is wrapped to count its calls, the socket is a stand-in that keeps what was written.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from herald.bus.memory import MemoryBus
+from herald.directory.base import Presence
+from herald.directory.memory import MemoryDirectory
+from herald.errors import Unavailable
+from herald.model import Message
+from herald.store.sqlite import SqliteStore
+from services.push.node import PushNode
+from tests.support.pushnode import APP, CountingStore, connect, settle
+
+
+class NoPresence(MemoryDirectory):
+    async def add_connections(self, node_id: str, conns: Any, ttl_s: float) -> list[Presence]:
+        raise Unavailable("directory down")
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[CountingStore]:
+    sqlite = SqliteStore(":memory:")
+    await sqlite.start()
+    yield CountingStore(sqlite)
+    await sqlite.close()
+
+
+async def insert(store: CountingStore, channel: str) -> None:
+    [offset] = (await store.store.allocate_offsets(APP, {channel: 1})).values()
+    now = time.time()
+    message = Message(uuid.uuid4().hex, APP, channel, offset, "e", {}, int(now * 1000), now + 60)
+    await store.store.insert_messages([message])
+
+
+def reads(store: CountingStore) -> Counter[str]:
+    return +Counter({name: count for name, count in store.calls.items() if name != "allocate_offsets"})
+
+
+async def test_a_new_connection_with_nothing_pending_makes_three_store_reads(store: CountingStore) -> None:
+    node = PushNode("node-a", MemoryBus(), MemoryDirectory(), store, 10.0)  # type: ignore[arg-type]
+    await store.store.add_member(APP, "ops", "ann", 0, time.time())
+
+    await connect(node, "ann")
+    await settle(node)
+
+    assert reads(store) == Counter({"get_cursors": 1, "groups_of": 1, "channel_heads": 1})
+
+
+async def test_a_connection_reads_the_backlog_of_only_the_channels_with_one(store: CountingStore) -> None:
+    node = PushNode("node-a", MemoryBus(), MemoryDirectory(), store, 10.0)  # type: ignore[arg-type]
+    await insert(store, "user:ann")
+
+    conn = await connect(node, "ann")
+    await settle(node)
+
+    assert store.calls["read_channel"] == 1
+    assert conn.sequences["user:ann"].sent == 1
+
+
+async def test_a_connection_whose_route_was_not_written_reads_every_backlog(store: CountingStore) -> None:
+    node = PushNode("node-a", MemoryBus(), NoPresence(), store, 10.0)  # type: ignore[arg-type]
+
+    await connect(node, "ann")
+    await settle(node)
+
+    assert store.calls["read_channel"] == 2  # the inbox and the broadcast
