@@ -8,9 +8,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald import codec
-from herald.accept import Acceptor, Draft, Limits, draft_for
+from herald.accept import Draft, Limits, draft_for
 from herald.directory.base import Directory
 from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from herald.groupcommit import GroupCommit
 from herald.http import ERROR_RESPONSES, STRICT_BODY, json_int
 from herald.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
 from herald.store.base import Store
@@ -134,14 +135,14 @@ def _accepted(messages: list[Message], online: dict[str, bool | None]) -> list[d
 
 
 def message_routes(
-    app_id_dependency: Any, store: Store, acceptor: Acceptor, directory: Directory, quotas: Quotas
+    app_id_dependency: Any, store: Store, committer: GroupCommit, directory: Directory, quotas: Quotas
 ) -> APIRouter:
     api = APIRouter()
     AppId = app_id_dependency
 
     async def accept(app_id: str, drafts: list[Draft]) -> list[list[dict[str, Any]]]:
         await quotas.charge(app_id, sum(len(d.channels) for d in drafts))
-        accepted = await acceptor.accept(app_id, drafts)
+        accepted = await committer.accept(app_id, drafts)
         online = await presence(app_id, [m.channel for group in accepted for m in group])
         return [_accepted(group, online) for group in accepted]
 
