@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from herald import codec
 from herald.accept import Draft, Limits, draft_for
 from herald.directory.base import Directory
-from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
 from herald.groupcommit import GroupCommit
 from herald.http import ERROR_RESPONSES, STRICT_BODY, json_int
 from herald.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
 from herald.store.base import Store
+from services.collect.online import OnlineLookups
 from services.collect.quotas import Quotas
 
 MAX_TTL_S = 365 * 86400
@@ -160,28 +161,13 @@ def message_routes(
 ) -> APIRouter:
     api = APIRouter()
     AppId = app_id_dependency
+    lookups = OnlineLookups(directory)
 
     async def accept(app_id: str, drafts: list[Draft]) -> list[list[dict[str, Any]]]:
         await quotas.charge(app_id, sum(len(d.channels) for d in drafts))
         accepted = await committer.accept(app_id, drafts)
-        online = await presence(app_id, [m.channel for group in accepted for m in group])
+        online = await lookups.online(app_id, [m.channel for group in accepted for m in group])
         return [_accepted(group, online) for group in accepted]
-
-    async def presence(app_id: str, channels: list[str]) -> dict[str, bool | None]:
-        """Per recipient channel: connected right now? None when the directory cannot say."""
-        online: dict[str, bool | None] = dict.fromkeys(channels)
-        users = {channel: parse_channel(channel) for channel in channels}
-        recipients = [(app_id, name) for kind, name in users.values() if kind == "user"]
-        if not recipients:
-            return online
-        try:
-            nodes = await directory.nodes_for(recipients)
-        except Unavailable:
-            return online
-        for channel, (kind, name) in users.items():
-            if kind == "user":
-                online[channel] = (app_id, name) in nodes
-        return online
 
     async def send_idempotent(app_id: str, item: SendMessage, draft_: Draft) -> list[dict[str, Any]]:
         key = item.idempotency_key
