@@ -25,8 +25,9 @@ log = logging.getLogger("herald.published")
 # Far below the outbox sweeper's MIN_AGE_S (5 s): in normal operation every mark lands
 # before the sweeper may look at the message.
 LINGER_S = 0.05
-# Ids per mark_published call: one `$in` list, bounded so one write stays small.
-MAX_IDS_PER_WRITE = 5000
+# Ids per mark_published call: one `$in` list, bounded so one write stays short (the
+# stand-in store serialises operations: a long one delays every request's writes).
+MAX_IDS_PER_WRITE = 1000
 # Ids waiting while the store is slow or down; past this, new ones are left to the sweeper.
 MAX_PENDING = 200_000
 
