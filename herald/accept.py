@@ -31,7 +31,7 @@ from herald.model import (
     now_ms,
     user_channel,
 )
-from herald.offsets import count_per_channel
+from herald.offsets import assign_offsets, count_per_channel
 from herald.published import PublishedMarks
 from herald.store.base import Store
 
@@ -142,30 +142,26 @@ class Acceptor:
         else:
             allocated = await asyncio.gather(*(self._store.allocate_offsets(a, c) for a, c in counts.items()))
             lasts = dict(zip(counts, allocated, strict=True))
-        next_offset = {
-            app_id: {channel: lasts[app_id][channel] - n + 1 for channel, n in wanted.items()}
-            for app_id, wanted in counts.items()
-        }
+        # Each app's channels were counted in the order the loop below walks them.
+        offsets_of = {app_id: iter(assign_offsets(channels, lasts[app_id])) for app_id, channels in channels_of.items()}
         ids = iter(new_message_ids(sum(len(channels) for channels in channels_of.values())))
         ts = now_ms()
         now = time.time()
         accepted: list[list[list[Message]]] = []
         messages: list[Message] = []
         for app_id, drafts in requests:
-            offsets = next_offset[app_id]
+            offsets = offsets_of[app_id]
             groups: list[list[Message]] = []
             for draft in drafts:
                 expires_at = now + draft.ttl_s
                 group = []
                 for channel in draft.channels:
-                    offset = offsets[channel]
-                    offsets[channel] = offset + 1
                     group.append(
                         Message(
                             id=next(ids),
                             app_id=app_id,
                             channel=channel,
-                            offset=offset,
+                            offset=next(offsets),
                             event=draft.event,
                             data=draft.data,
                             ts=ts,
