@@ -6,15 +6,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
+from herald import codec
 from herald.accept import Acceptor, Draft
 from herald.bus.memory import MemoryBus
 from herald.errors import Unavailable
 from herald.model import Message, now_ms
 from herald.published import PublishedMarks
 from herald.store.sqlite import SqliteStore
+from services.collect.outbox import OutboxSweeper
 
 APP = "app_00000000000000a1"
 
@@ -130,3 +133,19 @@ async def test_without_marks_an_accept_writes_its_own_mark(store: MarkingStore) 
     await bus.start()
     messages = await accept(Acceptor(store, bus), "ann")
     assert await statuses(store, messages) == ["yes"]
+
+
+async def test_the_outbox_sweeper_republishes_only_what_no_mark_recorded(store: MarkingStore) -> None:
+    marks = PublishedMarks(store)
+    acceptor = await acceptor_with(store, marks)
+    recorded = await accept(acceptor, "ann", "bob")
+    await marks.flush()
+    store.refuse_marks = True
+    [lost] = await accept(acceptor, "cid")
+    await marks.flush()
+    healthy = MemoryBus()
+    await healthy.start()
+    with patch("services.collect.outbox.MIN_AGE_S", 0.0):
+        assert await OutboxSweeper(store, Acceptor(store, healthy)).sweep() == 1
+    [wire] = [wire for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
+    assert wire["id"] == lost.id and lost.id not in {m.id for m in recorded}
