@@ -16,6 +16,7 @@ up before its group was written is left out of it.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,7 +72,7 @@ class GroupCommit:
             group = self._open = _Group()
             task = asyncio.create_task(self._commit(group), name="group-commit")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._ended, group))
         answer: asyncio.Future[list[list[Message]]] = asyncio.get_running_loop().create_future()
         group.requests.append(_Request(app_id, drafts, answer))
         group.messages += size
@@ -81,18 +82,13 @@ class GroupCommit:
         await asyncio.sleep(self._window_s)
         async with self._slots:
             # Closed only now: while earlier groups hold every slot, this one keeps growing.
-            if self._open is group:
-                self._open = None
+            self._close(group)
             requests = [request for request in group.requests if not request.answer.done()]
             if not requests:
                 return
             self.groups += 1
             try:
                 results = await self._acceptor.accept_together([(r.app_id, r.drafts) for r in requests])
-            except asyncio.CancelledError:
-                for request in requests:
-                    request.answer.cancel()
-                raise
             except Exception as exc:
                 for request in requests:
                     if not request.answer.done():
@@ -101,3 +97,15 @@ class GroupCommit:
             for request, result in zip(requests, results, strict=True):
                 if not request.answer.done():
                     request.answer.set_result(result)
+
+    def _ended(self, group: _Group, task: asyncio.Task[None]) -> None:
+        """However the group's task ended (cancelled at shutdown, even before it ran), no
+        request of the group is left waiting for an answer."""
+        self._tasks.discard(task)
+        self._close(group)
+        for request in group.requests:
+            request.answer.cancel()  # no effect on those already answered
+
+    def _close(self, group: _Group) -> None:
+        if self._open is group:
+            self._open = None

@@ -151,3 +151,17 @@ def test_message_ids_drawn_together_are_distinct_32_hex_digits() -> None:
     ids = new_message_ids(1000)
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+async def test_a_group_cancelled_while_gathering_leaves_no_request_waiting(
+    store: CountingStore, bus: MemoryBus
+) -> None:
+    commit = GroupCommit(Acceptor(store, bus), window_s=3600)
+    waiting = asyncio.ensure_future(commit.accept(APP, [draft("user:ann")]))
+    await asyncio.sleep(0)
+    for task in list(commit._tasks):  # what the loop does to leftover tasks at shutdown
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    [[message]] = await GroupCommit(Acceptor(store, bus), window_s=0).accept(APP, [draft("user:ann")])
+    assert message.offset == 1, "nothing of the cancelled group was stored"
