@@ -8,7 +8,9 @@ one per request (a Redis round trip was about 6% of a single-message request).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 from herald.directory.base import Directory
 from herald.errors import Unavailable
@@ -55,7 +57,14 @@ class OnlineLookups:
         waiting, self._waiting = self._waiting or [], None
         task = asyncio.create_task(self._lookup(waiting), name="online-lookup")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._ended, waiting))
+
+    def _ended(self, waiting: list[tuple[Sequence[Recipient], asyncio.Future[Any]]], task: asyncio.Task[None]) -> None:
+        """However the lookup ended (cancelled at shutdown, even before it ran), nobody is
+        left waiting for it."""
+        self._tasks.discard(task)
+        for _, answer in waiting:
+            answer.cancel()  # no effect on those already answered
 
     async def _lookup(
         self, waiting: list[tuple[Sequence[Recipient], asyncio.Future[dict[Recipient, set[str]]]]]

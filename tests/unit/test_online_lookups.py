@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from herald.directory.base import Presence
 from herald.directory.memory import MemoryDirectory
 from herald.errors import Unavailable
@@ -57,3 +59,14 @@ async def test_with_the_directory_down_every_user_is_unknown() -> None:
     lookups = OnlineLookups(directory)
     answers = await asyncio.gather(lookups.online(APP, ["user:ann"]), lookups.online(APP, ["user:bob"]))
     assert answers == [{"user:ann": None}, {"user:bob": None}]
+
+
+async def test_a_lookup_cancelled_before_it_ran_leaves_nobody_waiting() -> None:
+    lookups = OnlineLookups(await connected("ann"))
+    waiting = asyncio.ensure_future(lookups.online(APP, ["user:ann"]))
+    while not lookups._tasks:  # until the lookup task is created, before it runs
+        await asyncio.sleep(0)
+    for task in list(lookups._tasks):  # what the loop does to leftover tasks at shutdown
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
