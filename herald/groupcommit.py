@@ -2,10 +2,12 @@
 
 Each accept costs a few round trips whatever its size (an offset allocation per channel,
 one insert, one confirmed publish), and on the store server a round trip costs more than
-the documents it carries. So requests arriving within ``window_s`` of each other are
-accepted together (``Acceptor.accept_together``): one allocation per distinct channel,
-one ``insert_many``, one publish for the whole group. Under load the group grows on its
-own: while ``max_in_flight`` groups are being written, the next one stays open.
+the documents it carries. So concurrent requests are accepted together
+(``Acceptor.accept_together``): one allocation per distinct channel, one ``insert_many``,
+one publish for the whole group. When nothing is being written a request goes at once,
+with whatever arrived in the same event-loop turn; while a group is being written the
+next one gathers for ``window_s`` (about a millisecond), and while ``max_in_flight``
+groups are, it stays open and keeps growing.
 
 Each request still hears back only when its messages are stored (and published, or left
 to the outbox), and a group is all or nothing: when the store refuses it, every request
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 from herald.accept import Acceptor, Draft
 from herald.model import Message
 
-# About a millisecond: a request alone waits that much longer; under load it is the time
-# it takes for a group worth sharing to gather.
+# About a millisecond: while another group is being written, the time a new group
+# gathers before it may take a free slot. (Nothing is being written: no wait at all.)
 WINDOW_S = 0.001
 # Messages per group: bounds one insert_many and the bodies of one publish. A group
 # fails as a whole when one store write times out (3 s by default), so it stays far
@@ -62,6 +64,7 @@ class GroupCommit:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._open: _Group | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writing = 0  # groups being written now
         self.groups = 0
 
     async def accept(self, app_id: str, drafts: Sequence[Draft]) -> list[list[Message]]:
@@ -79,7 +82,9 @@ class GroupCommit:
         return await answer
 
     async def _commit(self, group: _Group) -> None:
-        await asyncio.sleep(self._window_s)
+        # Idle, a request is written at once (with whatever arrived in the same event-loop
+        # turn): a lone request pays no window. Busy, the group gathers for the window.
+        await asyncio.sleep(self._window_s if self._writing else 0)
         async with self._slots:
             # Closed only now: while earlier groups hold every slot, this one keeps growing.
             self._close(group)
@@ -87,6 +92,7 @@ class GroupCommit:
             if not requests:
                 return
             self.groups += 1
+            self._writing += 1
             try:
                 results = await self._acceptor.accept_together([(r.app_id, r.drafts) for r in requests])
             except Exception as exc:
@@ -94,6 +100,8 @@ class GroupCommit:
                     if not request.answer.done():
                         request.answer.set_exception(exc)
                 return
+            finally:
+                self._writing -= 1
             for request, result in zip(requests, results, strict=True):
                 if not request.answer.done():
                     request.answer.set_result(result)

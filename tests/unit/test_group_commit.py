@@ -134,6 +134,32 @@ async def test_a_request_given_up_before_its_group_is_written_is_left_out(store:
     assert await store.channel_heads(APP, ["user:gone"]) == {"user:gone": 0}
 
 
+async def test_a_request_arriving_while_nothing_is_written_does_not_wait_for_the_window(
+    store: CountingStore, bus: MemoryBus
+) -> None:
+    commit = GroupCommit(Acceptor(store, bus), window_s=3600)
+    [[message]] = await asyncio.wait_for(commit.accept(APP, [draft("user:ann")]), 30)  # a bound, not a speed check
+    assert message.offset == 1
+
+
+async def test_requests_arriving_while_a_group_is_written_gather_into_the_next_one(
+    store: CountingStore, bus: MemoryBus
+) -> None:
+    commit = GroupCommit(Acceptor(store, bus), window_s=0.5)
+    store.gate = asyncio.Event()
+    first = asyncio.ensure_future(commit.accept(APP, [draft("user:first")]))
+    while not store.allocations:
+        await asyncio.sleep(0)
+    later = []
+    for n in range(3):  # one per event-loop turn
+        later.append(asyncio.ensure_future(commit.accept(APP, [draft(f"user:u{n}")])))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    store.gate.set()
+    await asyncio.gather(first, *later)
+    assert store.inserts == [1, 3]
+
+
 async def test_a_group_holds_at_most_max_messages(store: CountingStore, bus: MemoryBus) -> None:
     commit = GroupCommit(Acceptor(store, bus), max_messages=4)
     await asyncio.gather(*(commit.accept(APP, [draft(f"user:u{n}", f"user:v{n}")]) for n in range(4)))
