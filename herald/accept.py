@@ -10,6 +10,7 @@ caller still gets its 202, because the store has them and nothing acknowledged i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,11 +27,12 @@ from herald.model import (
     check_group,
     check_user_id,
     group_channel,
-    new_message_id,
+    new_message_ids,
     now_ms,
     user_channel,
 )
 from herald.offsets import assign_offsets, count_per_channel
+from herald.published import PublishedMarks
 from herald.store.base import Store
 
 log = logging.getLogger("herald.accept")
@@ -105,37 +107,78 @@ def _draft(channels: tuple[str, ...], event: Any, data: Any, ttl_s: int | None, 
 
 
 class Acceptor:
-    def __init__(self, store: Store, bus: Bus) -> None:
+    """Allocates offsets, stores, then publishes: the order that makes a 202 a promise.
+
+    ``marks`` takes recording the bus confirms (``published: "yes"``) off the caller's
+    path: without it each accept waits for its own ``mark_published`` write, which only
+    spares the outbox sweeper a re-publish and guards nothing the caller relies on.
+    """
+
+    def __init__(self, store: Store, bus: Bus, marks: PublishedMarks | None = None) -> None:
         self._store = store
         self._bus = bus
+        self._marks = marks
 
     async def accept(self, app_id: str, drafts: Sequence[Draft]) -> list[list[Message]]:
         """Store every draft's messages with fresh offsets, then queue them; one list per draft."""
-        channels = [channel for draft in drafts for channel in draft.channels]
-        last = await self._store.allocate_offsets(app_id, count_per_channel(channels))
-        offsets = iter(assign_offsets(channels, last))
+        [accepted] = await self.accept_together([(app_id, drafts)])
+        return accepted
+
+    async def accept_together(self, requests: Sequence[tuple[str, Sequence[Draft]]]) -> list[list[list[Message]]]:
+        """Accept several requests' drafts as one: per request, one list per draft.
+
+        One offset allocation per app (each distinct channel counted once), one insert and
+        one publish for all of them; a channel's offsets follow the order of ``requests``.
+        All or nothing: when the store refuses, the error is every request's and nothing
+        of any of them is queued.
+        """
+        channels_of: dict[str, list[str]] = {}
+        for app_id, drafts in requests:
+            channels_of.setdefault(app_id, []).extend(channel for draft in drafts for channel in draft.channels)
+        counts = {app_id: count_per_channel(channels) for app_id, channels in channels_of.items()}
+        if len(counts) == 1:
+            [(app_id, wanted)] = counts.items()
+            lasts = {app_id: await self._store.allocate_offsets(app_id, wanted)}
+        else:
+            allocated = await asyncio.gather(*(self._store.allocate_offsets(a, c) for a, c in counts.items()))
+            lasts = dict(zip(counts, allocated, strict=True))
+        # Each app's channels were counted in the order the loop below walks them.
+        offsets_of = {app_id: iter(assign_offsets(channels, lasts[app_id])) for app_id, channels in channels_of.items()}
+        ids = iter(new_message_ids(sum(len(channels) for channels in channels_of.values())))
         ts = now_ms()
         now = time.time()
-        accepted = [
-            [
-                Message(
-                    id=new_message_id(),
-                    app_id=app_id,
-                    channel=channel,
-                    offset=next(offsets),
-                    event=draft.event,
-                    data=draft.data,
-                    ts=ts,
-                    expires_at=now + draft.ttl_s,
-                    sender=draft.sender,
-                )
-                for channel in draft.channels
-            ]
-            for draft in drafts
-        ]
-        messages = [message for group in accepted for message in group]
+        accepted: list[list[list[Message]]] = []
+        messages: list[Message] = []
+        for app_id, drafts in requests:
+            offsets = offsets_of[app_id]
+            groups: list[list[Message]] = []
+            for draft in drafts:
+                expires_at = now + draft.ttl_s
+                group = []
+                for channel in draft.channels:
+                    group.append(
+                        Message(
+                            id=next(ids),
+                            app_id=app_id,
+                            channel=channel,
+                            offset=next(offsets),
+                            event=draft.event,
+                            data=draft.data,
+                            ts=ts,
+                            expires_at=expires_at,
+                            sender=draft.sender,
+                        )
+                    )
+                groups.append(group)
+                messages.extend(group)
+            accepted.append(groups)
         await self._store.insert_messages(messages)
-        from_sockets = sum(len(group) for group, draft in zip(accepted, drafts, strict=True) if draft.sender)
+        self._count(messages)
+        await self.publish(messages, mark_later=self._marks is not None)
+        return accepted
+
+    def _count(self, messages: Sequence[Message]) -> None:
+        from_sockets = sum(1 for message in messages if message.sender)
         if from_sockets:
             metrics.messages_accepted.labels("socket").inc(from_sockets)
         if len(messages) > from_sockets:
@@ -147,24 +190,31 @@ class Acceptor:
                     message.channel,
                     message.offset,
                     extra={
-                        "app_id": app_id,
+                        "app_id": message.app_id,
                         "message_id": message.id,
                         "conn_id": (message.sender or {}).get("conn_id"),
                     },
                 )
-        await self.publish(messages)
-        return accepted
 
-    async def publish(self, messages: Sequence[Message]) -> bool:
-        """Queue stored messages for dispatch; False leaves them to the outbox sweeper."""
+    async def publish(self, messages: Sequence[Message], *, mark_later: bool = False) -> bool:
+        """Queue stored messages for dispatch; False leaves them to the outbox sweeper.
+
+        ``mark_later`` hands the confirmed ids to the background marks instead of writing
+        them now. The outbox sweeper must not: it pages through what is still pending, and
+        would read the same page again before the marks land.
+        """
         try:
             for body in codec.encode_batches(message.to_wire() for message in messages):
                 await self._bus.publish_dispatch(body)
         except Unavailable as exc:
             log.warning("bus unavailable, %d messages left for the outbox: %s", len(messages), exc.message)
             return False
+        ids = [message.id for message in messages]
+        if mark_later and self._marks is not None:
+            self._marks.add(ids)
+            return True
         try:
-            await self._store.mark_published([message.id for message in messages])
+            await self._store.mark_published(ids)
         except Unavailable as exc:
             log.warning(
                 "could not mark %d messages published (they may be sent twice): %s",

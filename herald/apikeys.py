@@ -7,6 +7,7 @@ keeps working for at most that long on replicas that had just seen it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +36,9 @@ class AppKeys:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._cache: dict[str, tuple[str, float]] = {}
+        # Store reads under way, by key hash: when a busy publisher's entry expires, every
+        # request it has in flight misses at once, and they share one read.
+        self._reading: dict[str, asyncio.Future[str | None]] = {}
 
     async def app_for_key(self, key: str) -> str:
         key_hash = secret_hash(key)
@@ -42,7 +46,11 @@ class AppKeys:
         cached = self._cache.get(key_hash)
         if cached and cached[1] > now:
             return cached[0]
-        app_id = await self._store.app_for_key(key_hash)
+        reading = self._reading.get(key_hash)
+        if reading is None:
+            reading = self._reading[key_hash] = asyncio.ensure_future(self._store.app_for_key(key_hash))
+            reading.add_done_callback(self._read)
+        app_id = await asyncio.shield(reading)
         if app_id is None:
             self._cache.pop(key_hash, None)
             raise Unauthorized("unknown API key", code="bad_api_key")
@@ -50,6 +58,13 @@ class AppKeys:
             self._cache.clear()
         self._cache[key_hash] = (app_id, now + CACHE_S)
         return app_id
+
+    def _read(self, reading: asyncio.Future[str | None]) -> None:
+        for key_hash, pending in list(self._reading.items()):
+            if pending is reading:
+                del self._reading[key_hash]
+        if not reading.cancelled():
+            reading.exception()  # retrieved here too: every caller may have given up
 
     def forget(self, app_id: str) -> None:
         """Drop this process's cached keys of an app (after rotating its key here)."""

@@ -7,6 +7,7 @@ in any channel is one integer and resume is a range query.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -82,6 +83,17 @@ def parse_channel(channel: Any) -> tuple[str, str]:
 
 def new_message_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_message_ids(count: int) -> list[str]:
+    """``count`` fresh ids shaped like ``new_message_id()``'s (32 hex digits, 128 random bits).
+
+    One read of the system's randomness for a whole batch: building a ``uuid.UUID`` per
+    message was a tenth of collect's time on 1,000-message batches. The ids are opaque,
+    so nothing depends on uuid4's version bits.
+    """
+    raw = os.urandom(16 * count).hex()
+    return [raw[start : start + 32] for start in range(0, 32 * count, 32)]
 
 
 def now_ms() -> int:

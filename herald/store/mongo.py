@@ -1,10 +1,12 @@
 """The cluster store: MongoDB through PyMongo's async API.
 
 The operations used are deliberately few (DESIGN.md section 9): string ``_id``s, inserts,
-``$set``/``$inc``/``$max`` updates, ``find_one_and_update`` with ``$inc`` and upsert, range
-queries with sort and limit, unique and TTL indexes. That keeps the contract tests, which
-also run against the ``nx-27017`` stand-in, meaningful for a real mongod. "Insert if absent"
-is ``insert_one`` catching ``DuplicateKeyError`` on the ``_id``, never ``$setOnInsert``.
+``$set``/``$inc``/``$max`` updates, ``find_one_and_update`` with ``$inc`` and upsert,
+``bulk_write`` (offsets for many channels: a compare-and-set per counter, see
+``_compare_and_add``), range queries with sort and limit, unique and TTL indexes. That
+keeps the contract tests, which also run against the ``nx-27017`` stand-in, meaningful for
+a real mongod. "Insert if absent" is ``insert_one`` catching ``DuplicateKeyError`` on the
+``_id``, never ``$setOnInsert``.
 
 Composite ``_id``s join their parts with ``|``: app ids, user ids, group names and channel
 names cannot contain it (herald.model's patterns), so each ``_id`` names one record only.
@@ -22,8 +24,8 @@ that BSON refuses), and both stores hold the very same bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +50,12 @@ from herald.store.base import CLAIM_TIMEOUT_S, Store
 RETRYABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 DUPLICATE_KEY = 11000
+
+# Channels from which one allocation reads and raises counters in bulk rather than
+# with a find_one_and_update each: two round trips against one per channel.
+_BULK_ALLOCATION_MIN = 3
+# Compare-and-set rounds before the counters still contended are raised with $inc.
+_COMPARE_AND_ADD_ROUNDS = 3
 
 # How often a claim is retried when it keeps disappearing between insert and read
 # (released or expired meanwhile): more than that means something is hammering the key.
@@ -88,6 +96,8 @@ class MongoStore(Store):
             socketTimeoutMS=timeout_ms,
         )
         self._db: AsyncDatabase[dict[str, Any]] = self._client[database]
+        # Counter ids with an allocation of this process in flight -> when it is done.
+        self._busy_counters: dict[str, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         db = self._db
@@ -194,11 +204,57 @@ class MongoStore(Store):
 
     # Offsets ----------------------------------------------------------------
     async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
-        # One atomic $inc per channel, all in flight together: a message to a thousand
-        # users touches a thousand counters, and their round trips should overlap.
+        # A few channels: one atomic $inc each, in flight together. Many (a batch to a
+        # thousand users, a group commit of many requests): read the counters and raise
+        # each by compare-and-set, all in one bulk write (see _compare_and_add). The two
+        # interleave safely, with each other and across processes: every write is a
+        # single-document atomic update of the counter itself.
+        if not counts:
+            return {}
+        async with self._allocating([_counter_id(app_id, channel) for channel in counts]):
+            with _translated():
+                if len(counts) < _BULK_ALLOCATION_MIN:
+                    return await self._increment_each(app_id, counts)
+                allocated: dict[str, int] = {}
+                pending = dict(counts)
+                for _ in range(_COMPARE_AND_ADD_ROUNDS):
+                    allocated.update(await self._compare_and_add(app_id, pending))
+                    pending = {channel: n for channel, n in pending.items() if channel not in allocated}
+                    if not pending:
+                        break
+                else:
+                    # Contended on every round (other processes writing the same counters):
+                    # $inc always succeeds, so the rest cannot starve.
+                    allocated.update(await self._increment_each(app_id, pending))
+        return {channel: allocated[channel] for channel in counts}
+
+    @asynccontextmanager
+    async def _allocating(self, counter_ids: Sequence[str]) -> AsyncIterator[None]:
+        """Wait until no allocation of this process touches these counters, then hold them.
+
+        Concurrent allocations here (group commits, push nodes' publishers) would otherwise
+        race each other's compare-and-set on shared counters and redo whole rounds; other
+        processes still can, and lose only a round.
+        """
+        while True:
+            busy = {self._busy_counters[i] for i in counter_ids if i in self._busy_counters}
+            if not busy:
+                break
+            await asyncio.wait(busy)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for counter_id in counter_ids:
+            self._busy_counters[counter_id] = done
+        try:
+            yield
+        finally:
+            for counter_id in counter_ids:
+                if self._busy_counters.get(counter_id) is done:
+                    del self._busy_counters[counter_id]
+            done.set_result(None)
+
+    async def _increment_each(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
         channels = list(counts)
-        with _translated():
-            values = await asyncio.gather(*(self._increment(app_id, ch, counts[ch]) for ch in channels))
+        values = await asyncio.gather(*(self._increment(app_id, channel, counts[channel]) for channel in channels))
         return dict(zip(channels, values, strict=True))
 
     async def _increment(self, app_id: str, channel: str, count: int) -> int:
@@ -215,6 +271,42 @@ class MongoStore(Store):
             # before 4.2 do not retry that upsert themselves. The counter exists now.
             doc = await self._db.counters.find_one_and_update(**args)
         return int(doc["n"])
+
+    async def _compare_and_add(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+        """One round for many counters: the new values of those raised, absent the others.
+
+        Each counter is read, then updated only if it still holds what was read:
+        ``{_id, n: head}`` -> ``$inc n``, with upsert. If another writer got there first
+        the filter matches nothing, the upsert tries to insert a second document with
+        that ``_id``, and the unique ``_id`` index refuses it: a duplicate-key error at
+        that operation's index, so each counter's outcome is known exactly, in two round
+        trips for any number of channels (a thousand ``find_one_and_update`` were 40% of
+        collect's time on batches). A counter never written (head 0) is created by the
+        upsert as ``n = count``. MongoDB retries an upsert's duplicate key itself only when
+        the filter is equality on exactly the index's fields and the update leaves them
+        alone; this filter has ``n`` too and changes it, so the error always comes back.
+        """
+        heads = await self.channel_heads(app_id, list(counts))
+        channels = list(counts)
+        updates = [
+            UpdateOne(
+                {"_id": _counter_id(app_id, channel), "n": heads[channel]},
+                {"$inc": {"n": counts[channel]}},
+                upsert=True,
+            )
+            for channel in channels
+        ]
+        lost: set[int] = set()
+        try:
+            await self._db.counters.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            lost = {int(error["index"]) for error in errors}
+        return {
+            channel: heads[channel] + counts[channel] for index, channel in enumerate(channels) if index not in lost
+        }
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
         ids = {_counter_id(app_id, channel): channel for channel in channels}

@@ -10,6 +10,7 @@ from herald.apikeys import AppKeys
 from herald.appconfig import AppConfigs
 from herald.bus.base import Bus
 from herald.directory.base import Directory
+from herald.groupcommit import GroupCommit
 from herald.http import create_api
 from herald.settings import Settings
 from herald.store.base import Store
@@ -29,6 +30,6 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
     )
     app_id = Annotated[str, Depends(AppKeys(store).dependency())]
     quotas = Quotas(settings, AppConfigs(store), directory)
-    api.include_router(message_routes(app_id, store, acceptor, directory, quotas))
+    api.include_router(message_routes(app_id, store, GroupCommit(acceptor), directory, quotas))
     api.include_router(people_routes(app_id, store, directory, bus, quotas))
     return api

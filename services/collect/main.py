@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald.accept import Acceptor
 from herald.adapters import Adapters
+from herald.published import PublishedMarks
 from herald.runtime import HttpServer, Part
 from herald.settings import Settings
 from services.collect.app import create_app
@@ -17,8 +18,10 @@ def body_limit(settings: Settings) -> int:
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
     assert adapters.store is not None and adapters.bus is not None and adapters.directory is not None
-    acceptor = Acceptor(adapters.store, adapters.bus)
+    # Parts stop in reverse: the HTTP server drains first, then the last marks are written.
+    marks = PublishedMarks(adapters.store)
+    acceptor = Acceptor(adapters.store, adapters.bus, marks)
     app = create_app(settings, adapters.store, acceptor, adapters.directory, adapters.bus)
     server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings), settings.cors_origins)
     outbox = OutboxSweeper(adapters.store, acceptor)
-    return [Part("outbox", outbox.start, outbox.stop), server.part()]
+    return [Part("published-marks", marks.start, marks.stop), Part("outbox", outbox.start, outbox.stop), server.part()]

@@ -5,15 +5,18 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald import codec
-from herald.accept import Acceptor, Draft, Limits, draft_for
+from herald.accept import Draft, Limits, draft_for
 from herald.directory.base import Directory
-from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests, Unavailable
+from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
+from herald.groupcommit import GroupCommit
 from herald.http import ERROR_RESPONSES, STRICT_BODY, json_int
 from herald.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
 from herald.store.base import Store
+from services.collect.online import OnlineLookups
 from services.collect.quotas import Quotas
 
 MAX_TTL_S = 365 * 86400
@@ -133,33 +136,38 @@ def _accepted(messages: list[Message], online: dict[str, bool | None]) -> list[d
     return [{"id": m.id, "channel": m.channel, "offset": m.offset, "online": online[m.channel]} for m in messages]
 
 
+def _answer(body: dict[str, Any]) -> Response:
+    """A 202 encoded once by orjson.
+
+    The routes still declare their ``response_model`` (the OpenAPI schema and the fuzz
+    tests' conformance checks go by it), but FastAPI does not validate a ``Response``
+    again: for a batch that re-validation of 1,000 results was a quarter of collect's time.
+    The bodies are built to the models' shapes here, so nothing is lost by skipping it.
+    """
+    return Response(codec.dumps(body), status_code=202, media_type="application/json")
+
+
+def _without_none(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batch items as ``response_model_exclude_none`` gave them: no ``"online": null``."""
+    for item in results:
+        for accepted in item.get("messages") or ():
+            if accepted.get("online", False) is None:
+                del accepted["online"]
+    return results
+
+
 def message_routes(
-    app_id_dependency: Any, store: Store, acceptor: Acceptor, directory: Directory, quotas: Quotas
+    app_id_dependency: Any, store: Store, committer: GroupCommit, directory: Directory, quotas: Quotas
 ) -> APIRouter:
     api = APIRouter()
     AppId = app_id_dependency
+    lookups = OnlineLookups(directory)
 
     async def accept(app_id: str, drafts: list[Draft]) -> list[list[dict[str, Any]]]:
         await quotas.charge(app_id, sum(len(d.channels) for d in drafts))
-        accepted = await acceptor.accept(app_id, drafts)
-        online = await presence(app_id, [m.channel for group in accepted for m in group])
+        accepted = await committer.accept(app_id, drafts)
+        online = await lookups.online(app_id, [m.channel for group in accepted for m in group])
         return [_accepted(group, online) for group in accepted]
-
-    async def presence(app_id: str, channels: list[str]) -> dict[str, bool | None]:
-        """Per recipient channel: connected right now? None when the directory cannot say."""
-        online: dict[str, bool | None] = dict.fromkeys(channels)
-        users = {channel: parse_channel(channel) for channel in channels}
-        recipients = [(app_id, name) for kind, name in users.values() if kind == "user"]
-        if not recipients:
-            return online
-        try:
-            nodes = await directory.nodes_for(recipients)
-        except Unavailable:
-            return online
-        for channel, (kind, name) in users.items():
-            if kind == "user":
-                online[channel] = (app_id, name) in nodes
-        return online
 
     async def send_idempotent(app_id: str, item: SendMessage, draft_: Draft) -> list[dict[str, Any]]:
         key = item.idempotency_key
@@ -188,9 +196,9 @@ def message_routes(
         tags=["messages"],
         summary="Send a message to users",
     )
-    async def send(body: SendMessage, app_id: AppId) -> dict[str, Any]:
+    async def send(body: SendMessage, app_id: AppId) -> Response:
         draft = _draft(body, await quotas.limits(app_id))
-        return {"messages": await send_idempotent(app_id, body, draft)}
+        return _answer({"messages": await send_idempotent(app_id, body, draft)})
 
     @api.post(
         "/v1/messages/batch",
@@ -201,7 +209,7 @@ def message_routes(
         tags=["messages"],
         summary="Send many messages; each item succeeds or fails on its own",
     )
-    async def send_batch(body: SendBatch, app_id: AppId) -> dict[str, Any]:
+    async def send_batch(body: SendBatch, app_id: AppId) -> Response:
         max_batch = await quotas.max_batch(app_id)
         if len(body.messages) > max_batch:
             raise PayloadTooLarge(f"at most {max_batch} messages per batch", code="batch_too_large")
@@ -235,7 +243,7 @@ def message_routes(
             accepted = await accept(app_id, [d for _, d in plain])
             for (index, _), messages in zip(plain, accepted, strict=True):
                 results[index] = {"messages": messages}
-        return {"results": results}
+        return _answer({"results": _without_none(results)})
 
     @api.get(
         "/v1/messages/{message_id}",
@@ -278,7 +286,9 @@ def message_routes(
 
 
 def _draft(item: SendMessage, limits: Limits) -> Draft:
-    return draft_for(item.to.model_dump(), item.event, item.data, item.ttl_s, limits)
+    # The three fields as a plain dict: model_dump() was a twentieth of a batch's time.
+    to = {"users": item.to.users, "group": item.to.group, "broadcast": item.to.broadcast}
+    return draft_for(to, item.event, item.data, item.ttl_s, limits)
 
 
 def _invalid_item(exc: ValidationError) -> dict[str, Any]:

@@ -106,6 +106,31 @@ async def test_offset_ranges_of_concurrent_allocations_never_overlap(store: Stor
     assert sorted(owned) == list(range(1, sum(counts) + 1))
 
 
+async def test_an_allocation_of_many_channels_continues_each_counter(store: Store) -> None:
+    await store.allocate_offsets(APP, {"user:ann": 2})
+    channels = {f"user:u{i}": i % 3 + 1 for i in range(40)}
+    assert await store.allocate_offsets(APP, {"user:ann": 1, **channels}) == {"user:ann": 3, **channels}
+    assert await store.allocate_offsets(APP, {"user:ann": 1, "user:u0": 1, "user:u1": 4}) == {
+        "user:ann": 4,
+        "user:u0": 2,
+        "user:u1": 6,
+    }
+
+
+async def test_concurrent_allocations_of_many_shared_channels_never_overlap(store: Store) -> None:
+    channels = [f"user:u{i}" for i in range(12)]
+    requests = [{channel: k for channel in channels[k % 4 :]} for k in range(1, 11)]
+    results = await asyncio.gather(*(store.allocate_offsets(APP, counts) for counts in requests))
+    for channel in channels:
+        owned = [
+            offset
+            for counts, result in zip(requests, results, strict=True)
+            if channel in counts
+            for offset in range(result[channel] - counts[channel] + 1, result[channel] + 1)
+        ]
+        assert sorted(owned) == list(range(1, len(owned) + 1)), channel
+
+
 async def test_channels_have_independent_counters(store: Store) -> None:
     assert await store.allocate_offsets(APP, {"user:ann": 3, "user:bob": 2}) == {"user:ann": 3, "user:bob": 2}
     assert await store.allocate_offsets(APP, {"user:bob": 1}) == {"user:bob": 3}
