@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import LISTEN_PORTS, free_port, wait_for_port
 
 
 def free_port_block(count: int, attempts: int = 50) -> int:
@@ -22,7 +22,7 @@ def free_port_block(count: int, attempts: int = 50) -> int:
 
     for _ in range(attempts):
         base = free_port()
-        if base + count > 65000:
+        if base + count >= LISTEN_PORTS.stop:
             continue
         socks = []
         try:

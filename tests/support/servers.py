@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -10,11 +11,23 @@ import sys
 import time
 from pathlib import Path
 
+# Below the kernel's ephemeral range (32768-60999 by default): a port the kernel hands out
+# for port 0 is also one it may give any outgoing connection (to Redis, to RabbitMQ) before
+# the server we start binds it, and a RabbitMQ restart reconnects everything at once.
+LISTEN_PORTS = range(20_000, 32_000)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free to listen on now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free listening port")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 20.0) -> None:
