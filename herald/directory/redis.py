@@ -68,6 +68,7 @@ RETRYABLE: tuple[type[Exception], ...] = (
 SOCKET_TIMEOUT_S = 3.0
 POOL_SIZE = 64
 POOL_WAIT_S = 3.0
+ALIVE_CACHE_S = 1.0
 
 # How long a reaper's claim on a dead node lasts: long enough to finish, short enough
 # that a reaper dying half-way leaves the rest to the next one soon.
@@ -135,6 +136,11 @@ class RedisDirectory(Directory):
         self._url = url
         self._names = names
         self._client: aioredis.Redis | None = None
+        # Routing lookups remember for ALIVE_CACHE_S which nodes had a heartbeat key: the
+        # second round trip of every lookup otherwise, for an answer that changes once per
+        # node death. A node that just died keeps getting routes that long on top of its
+        # heartbeat TTL; its clients resume elsewhere from the store either way.
+        self._alive_until: dict[str, float] = {}
 
     @property
     def _redis(self) -> aioredis.Redis:
@@ -259,6 +265,7 @@ class RedisDirectory(Directory):
         """Routing only: the online set is left alone. A draining node reports its users
         offline with ``remove_connections`` first; a node that merely stepped out of routing
         re-asserts its connections when back, and its users never went offline."""
+        self._alive_until.pop(node_id, None)
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(self._names.node_key(node_id))
         pipe.srem(self._names.nodes_key, node_id)
@@ -287,7 +294,7 @@ class RedisDirectory(Directory):
         with _unavailable("looking up routes"):
             routes = await self._hgetall_each([self._names.conns_key(app_id, user_id) for app_id, user_id in unique])
             by_user = [{_decode_conn(value)[0] for value in route.values()} for route in routes]
-            alive = await self._alive(sorted(set().union(*by_user)))
+            alive = await self._alive_for_routing(set().union(*by_user))
         result: dict[tuple[str, str], set[str]] = {}
         for recipient, nodes in zip(unique, by_user, strict=True):
             live = nodes & alive
@@ -427,7 +434,7 @@ class RedisDirectory(Directory):
         with _unavailable("looking up channel routes"):
             routes = await self._hgetall_each([self._names.channel_nodes_key(app, channel) for app, channel in unique])
             readers = [{node for node, count in route.items() if int(count) > 0} for route in routes]
-            alive = await self._alive(sorted(set().union(*readers)))
+            alive = await self._alive_for_routing(set().union(*readers))
         result: dict[ChannelKey, set[str]] = {}
         for channel, nodes in zip(unique, readers, strict=True):
             live = nodes & alive
@@ -446,6 +453,21 @@ class RedisDirectory(Directory):
         return RateDecision(bool(allowed), float(retry_after))
 
     # Helpers ------------------------------------------------------------------------
+    async def _alive_for_routing(self, nodes: set[str]) -> set[str]:
+        """``_alive`` through a short cache of positive answers (never of deaths: a node
+        seen dead is asked again next time)."""
+        now = time.monotonic()
+        known = {node for node in nodes if self._alive_until.get(node, 0.0) > now}
+        unknown = sorted(nodes - known)
+        if not unknown:
+            return known
+        alive = await self._alive(unknown)
+        for node in alive:
+            self._alive_until[node] = now + ALIVE_CACHE_S
+        if len(self._alive_until) > 4 * len(nodes) + 1024:
+            self._alive_until = {node: until for node, until in self._alive_until.items() if until > now}
+        return known | alive
+
     async def _alive(self, nodes: Sequence[str]) -> set[str]:
         # EXISTS per key in a pipeline rather than one MGET: node keys carry no common hash
         # tag, so a multi-key command would cross slots on a Redis Cluster.

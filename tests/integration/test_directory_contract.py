@@ -776,3 +776,10 @@ async def test_scripts_redis_forgot_are_loaded_again(namespace: str, redis_url: 
     finally:
         await client.aclose()
         await directory.close()
+
+
+async def test_a_node_that_withdrew_is_not_routed_at_once(directory: Directory) -> None:
+    await directory.refresh_node("node-a", [conn("u1", "c1")], TTL_S)
+    assert await directory.nodes_for([(APP, "u1")]) == {(APP, "u1"): {"node-a"}}
+    await directory.remove_node("node-a", [conn("u1", "c1")])
+    assert await directory.nodes_for([(APP, "u1")]) == {}
