@@ -67,6 +67,9 @@ class PushNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._holes: set[tuple[Connection, str]] = set()
+        # Whether per-message DEBUG lines are wanted, asked once a tick rather than once a
+        # socket: the question costs more than the rest of a delivery's bookkeeping.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._hole_tick: asyncio.TimerHandle | None = None
         self._reads: dict[tuple[str, str, int], asyncio.Future[list[dict[str, Any]]]] = {}
         self._unflushed: dict[Connection, list[bytes]] = {}  # frames written at the end of this loop turn
@@ -141,13 +144,13 @@ class PushNode:
         """Write framed messages to one connection and record what was delivered."""
         # Per-device delivery records for inboxes only: a group message to ten
         # thousand members would otherwise write ten thousand records.
-        if channel == conn.user_channel:
+        if channel.startswith("user:"):  # a connection reads only its own user's inbox
             now = time.time()
             for message in messages:
                 self._receipts.delivered(
                     Delivery(message["id"], conn.app_id, channel, message["offset"], conn.conn_id, conn.device, now)
                 )
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             for message in messages:
                 log.debug(
                     "wrote %s %d", channel, message["offset"], extra={**_context(conn), "message_id": message["id"]}
@@ -634,6 +637,7 @@ class PushNode:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            self._debug = log.isEnabledFor(logging.DEBUG)
             self._tick_holes()
             await self.flush_receipts()
 
