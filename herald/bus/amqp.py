@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,7 +126,7 @@ async def _settle(settling: Coroutine[Any, Any, None], queue: str, verb: str) ->
         log.warning("consumer %s: could not %s a message (%r); the broker redelivers it", queue, verb, exc)
 
 
-class _Subscription:
+class _Subscription(ABC):
     """One subscription: buffers its deliveries and hands them to ``_handle`` in batches."""
 
     def __init__(self, queue: AbstractRobustQueue) -> None:
@@ -194,6 +195,7 @@ class _Subscription:
 
     async def _run(self) -> None:
         while not self._stopping:
+            await self._room()
             message = await self._inbox.get()
             if message is None:
                 break
@@ -201,6 +203,10 @@ class _Subscription:
             await self._handle(batch)
             if stop:
                 break
+
+    async def _room(self) -> None:
+        """Wait until another batch may be taken: at once, unless batches stay in flight."""
+        return None
 
     def _take_batch(self, first: AbstractIncomingMessage) -> tuple[list[AbstractIncomingMessage], bool]:
         """``first`` and what is buffered behind it, without stale ones; True when stopping."""
@@ -213,8 +219,9 @@ class _Subscription:
             batch.append(more)
         return [m for m in batch if not _stale(m)], stop
 
+    @abstractmethod
     async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        raise NotImplementedError
+        """Handle a batch of deliveries and settle each (ack or requeue)."""
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         for message in messages:
@@ -276,18 +283,13 @@ class _BatchConsumer(_Subscription):
 
     async def _run(self) -> None:
         try:
-            while not self._stopping:
-                # Room first, then take: what buffers while batches settle joins the next one.
-                await self._settler.room()
-                message = await self._inbox.get()
-                if message is None:
-                    break
-                batch, stop = self._take_batch(message)
-                await self._handle(batch)
-                if stop:
-                    break
+            await super()._run()
         finally:
             await self._settler.drain()
+
+    async def _room(self) -> None:
+        # Room first, then take: what buffers while batches settle joins the next one.
+        await self._settler.room()
 
     async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
         if not batch:

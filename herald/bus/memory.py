@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,16 +107,20 @@ class _Mailbox:
             self._writable.set()
 
 
-class _Consumer:
-    """One subscription: takes messages one at a time and settles each before the next."""
+class _Subscription(ABC):
+    """One subscription's task: ``stop`` lets a handler that is running finish (within
+    ``HANDLER_GRACE_S``), and cancels one that is only waiting for a body or for room."""
 
-    def __init__(self, name: str, mailbox: _Mailbox, handler: Handler) -> None:
+    def __init__(self, name: str, mailbox: _Mailbox) -> None:
         self.name = name
         self._mailbox = mailbox
-        self._handler = handler
         self._busy = False
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{name}")
+
+    @abstractmethod
+    async def _run(self) -> None:
+        """Take bodies from the mailbox and handle them until stopped."""
 
     def alive(self) -> bool:
         return not self._task.done()
@@ -129,6 +134,14 @@ class _Consumer:
             log.warning("consumer %s: handler still running after %ss, cancelled", self.name, HANDLER_GRACE_S)
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+class _Consumer(_Subscription):
+    """One subscription: takes messages one at a time and settles each before the next."""
+
+    def __init__(self, name: str, mailbox: _Mailbox, handler: Handler) -> None:
+        self._handler = handler
+        super().__init__(name, mailbox)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -153,31 +166,15 @@ class _Consumer:
                 self._mailbox.put_front(body)
 
 
-class _BatchConsumer:
+class _BatchConsumer(_Subscription):
     """A dispatch consumer: every queued body (up to ``HANDLE_AT_ONCE``) in one handler
-    call, kept out of the queue until the work the handler started settles."""
+    call, kept out of the queue until the work the handler started settles. Cancelled
+    while waiting for room or a body, it still drains what is settling."""
 
     def __init__(self, name: str, mailbox: _Mailbox, handler: BatchHandler) -> None:
-        self.name = name
-        self._mailbox = mailbox
         self._handler = handler
         self._settler: Settler[bytes] = Settler(name, self._forget, self._put_back)
-        self._busy = False
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{name}")
-
-    def alive(self) -> bool:
-        return not self._task.done()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if not self._busy:
-            self._task.cancel()  # waiting for room or for a body: the settling still drain
-        done, _ = await asyncio.wait({self._task}, timeout=HANDLER_GRACE_S)
-        if not done:
-            log.warning("consumer %s: handler still running after %ss, cancelled", self.name, HANDLER_GRACE_S)
-            self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        super().__init__(name, mailbox)
 
     async def _run(self) -> None:
         try:

@@ -139,7 +139,8 @@ async def test_the_outbox_publishes_what_the_bus_missed_once_it_is_back(sqlite_s
     await healthy.start()
     sweeper = OutboxSweeper(store, Acceptor(store, healthy))
     assert await sweeper.sweep() == 0, "messages younger than MIN_AGE_S may still be on their way"
-    with patch("services.collect.outbox.MIN_AGE_S", 0.0):
+    # Negative: "older than a second from now", so a message stamped this very millisecond counts.
+    with patch("services.collect.outbox.MIN_AGE_S", -1.0):
         assert await sweeper.sweep() == 3
     queued = [wire["id"] for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
     assert queued == [a["id"] for a in accepted]

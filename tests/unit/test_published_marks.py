@@ -145,7 +145,8 @@ async def test_the_outbox_sweeper_republishes_only_what_no_mark_recorded(store: 
     await marks.flush()
     healthy = MemoryBus()
     await healthy.start()
-    with patch("services.collect.outbox.MIN_AGE_S", 0.0):
+    # Negative: "older than a second from now", so a message stamped this very millisecond counts.
+    with patch("services.collect.outbox.MIN_AGE_S", -1.0):
         assert await OutboxSweeper(store, Acceptor(store, healthy)).sweep() == 1
     [wire] = [wire for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
     assert wire["id"] == lost.id and lost.id not in {m.id for m in recorded}
