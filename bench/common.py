@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from herald.settings import generate_secret  # noqa: E402
+from herald.core.settings import generate_secret  # noqa: E402
 from tests.support.cleanup import drop_namespace  # noqa: E402
 from tests.support.procs import free_port_block  # noqa: E402
 from tests.support.servers import free_port, nx_27017_command, wait_for_port  # noqa: E402
@@ -360,7 +360,7 @@ class Cluster:
 
     def _service(self, name: str, role: str, env: dict[str, str], port: int, timeout_s: float = 30.0) -> None:
         log = self.workdir / f"{name}.log"
-        proc = self.procs[name] = Proc(name, [sys.executable, "-m", "herald.cli", role], env=env, log=log)
+        proc = self.procs[name] = Proc(name, [sys.executable, "-m", "herald.services.cli", role], env=env, log=log)
         deadline = time.monotonic() + timeout_s
         # Each service says so on stderr once every part started (with a shared port,
         # /healthz could answer from a sibling).
@@ -567,7 +567,7 @@ def _frame_name(frame: str) -> str:
 
 # Frames every sample of a service carries (interpreter start-up, the event loop's run):
 # left out of the inclusive ranking, where they would only say "100 %".
-_ROOT_FRAMES = ("<frozen runpy>", "asyncio/runners.py", "uvloop/__init__.py", "herald/cli.py", "herald/runtime.py")
+_ROOT_FRAMES = ("<frozen runpy>", "asyncio/runners.py", "uvloop/__init__.py", "services/cli.py", "herald/ops/runtime.py")
 
 
 def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from websockets.asyncio.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from herald.client import Operator, Publisher
-from herald.settings import generate_secret
+from herald.core.settings import generate_secret
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block
 from tests.support.servers import MongoWire
@@ -104,7 +104,7 @@ def run_standalone(count: int, rate: float) -> dict:
         port_base = 27000 + os.getpid() % 1000 * 5
         env = {**os.environ, "HERALD_DATA_DIR": tmp, "HERALD_LOG_LEVEL": "WARNING"}
         herald = subprocess.Popen(
-            [sys.executable, "-m", "herald.cli", "dev", "--port-base", str(port_base)],
+            [sys.executable, "-m", "herald.services.cli", "dev", "--port-base", str(port_base)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -6,18 +6,18 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Path, Response
 from pydantic import BaseModel, Field
 
-from herald.apikeys import AppKeys, issue_api_key
-from herald.bus.base import Bus
-from herald.commands import send_to_user_nodes
-from herald.control import Kick
-from herald.credentials import new_app_id, new_connect_token, new_webhook_secret, secret_hash
-from herald.directory.base import Directory
-from herald.errors import NotFound
-from herald.http import ERROR_RESPONSES, STRICT_BODY, create_api, json_int, secret_dependency
-from herald.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
-from herald.permissions import MAX_PATTERNS, PATTERN_RE, check_patterns
-from herald.settings import Settings
-from herald.store.base import Store
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.commands import Kick
+from herald.core.credentials import new_app_id, new_connect_token, new_webhook_secret, secret_hash
+from herald.core.errors import NotFound
+from herald.core.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
+from herald.core.permissions import MAX_PATTERNS, PATTERN_RE, check_patterns
+from herald.core.settings import Settings
+from herald.messaging.apikeys import AppKeys, issue_api_key
+from herald.messaging.to_nodes import send_to_user_nodes
+from herald.web.api import ERROR_RESPONSES, STRICT_BODY, create_api, json_int, secret_dependency
 
 MAX_TOKEN_TTL_S = 30 * 86400
 # Tokens per batch introspection: a push node sends the tokens of the handshakes in flight

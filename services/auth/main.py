@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from herald.services.auth.app import create_app
+
 from herald.adapters import Adapters
-from herald.runtime import HttpServer, Part
-from herald.settings import Settings
-from services.auth.app import create_app
+from herald.core.settings import Settings
+from herald.ops.runtime import HttpServer, Part
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:

@@ -4,19 +4,19 @@ who is online."""
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
+from herald.services.collect.groupcommit import GroupCommit
+from herald.services.collect.messages import message_routes
+from herald.services.collect.people import people_routes
+from herald.services.collect.quotas import Quotas
 
-from herald.accept import Acceptor
-from herald.apikeys import AppKeys
-from herald.appconfig import AppConfigs
-from herald.bus.base import Bus
-from herald.directory.base import Directory
-from herald.groupcommit import GroupCommit
-from herald.http import create_api
-from herald.settings import Settings
-from herald.store.base import Store
-from services.collect.messages import message_routes
-from services.collect.people import people_routes
-from services.collect.quotas import Quotas
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor
+from herald.messaging.apikeys import AppKeys
+from herald.messaging.appconfig import AppConfigs
+from herald.web.api import create_api
 
 
 def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: Directory, bus: Bus) -> FastAPI:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from herald.accept import Acceptor
+from herald.services.collect.app import create_app
+from herald.services.collect.outbox import OutboxSweeper
+
 from herald.adapters import Adapters
-from herald.published import PublishedMarks
-from herald.runtime import HttpServer, Part
-from herald.settings import Settings
-from services.collect.app import create_app
-from services.collect.outbox import OutboxSweeper
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor
+from herald.messaging.published import PublishedMarks
+from herald.ops.runtime import HttpServer, Part
 
 
 def body_limit(settings: Settings) -> int:

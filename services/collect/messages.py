@@ -6,18 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
+from herald.services.collect.groupcommit import GroupCommit
+from herald.services.collect.online import OnlineLookups
+from herald.services.collect.quotas import Quotas
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from herald import codec
-from herald.accept import Draft, Limits, draft_for
-from herald.directory.base import Directory
-from herald.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
-from herald.groupcommit import GroupCommit
-from herald.http import ERROR_RESPONSES, STRICT_BODY, json_int
-from herald.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
-from herald.store.base import Store
-from services.collect.online import OnlineLookups
-from services.collect.quotas import Quotas
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core import codec
+from herald.core.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
+from herald.core.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
+from herald.messaging.accept import Draft, Limits, draft_for
+from herald.web.api import ERROR_RESPONSES, STRICT_BODY, json_int
 
 MAX_TTL_S = 365 * 86400
 MAX_HISTORY_PAGE = 1000

@@ -12,9 +12,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from herald.directory.base import Directory
-from herald.errors import Unavailable
-from herald.model import parse_channel
+from herald.adapters.directory.base import Directory
+from herald.core.errors import Unavailable
+from herald.core.model import parse_channel
 
 Recipient = tuple[str, str]
 

@@ -14,10 +14,10 @@ import contextlib
 import logging
 import time
 
-from herald.accept import Acceptor
-from herald.errors import Unavailable
-from herald.model import now_ms
-from herald.store.base import Store
+from herald.adapters.store.base import Store
+from herald.core.errors import Unavailable
+from herald.core.model import now_ms
+from herald.messaging.accept import Acceptor
 
 log = logging.getLogger("herald.outbox")
 

@@ -9,18 +9,18 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from herald.services.collect.quotas import Quotas
 from pydantic import BaseModel, Field
 
-from herald import events
-from herald.bus.base import Bus
-from herald.commands import send_to_user_nodes
-from herald.control import Join, Kick, Leave
-from herald.directory.base import Directory
-from herald.errors import Conflict
-from herald.http import ERROR_RESPONSES
-from herald.model import GROUP_RE, USER_ID_RE, check_group, check_user_id, group_channel
-from herald.store.base import Store
-from services.collect.quotas import Quotas
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.commands import Join, Kick, Leave
+from herald.core.errors import Conflict
+from herald.core.model import GROUP_RE, USER_ID_RE, check_group, check_user_id, group_channel
+from herald.messaging import events
+from herald.messaging.to_nodes import send_to_user_nodes
+from herald.web.api import ERROR_RESPONSES
 
 MAX_PAGE = 1000
 # An online list by group reads the members from the store in pages; past this many

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import math
 
-from herald.accept import Limits
-from herald.appconfig import AppConfigs
-from herald.directory.base import Directory
-from herald.errors import TooManyRequests, Unavailable
-from herald.settings import Settings
+from herald.adapters.directory.base import Directory
+from herald.core.errors import TooManyRequests, Unavailable
+from herald.core.settings import Settings
+from herald.messaging.accept import Limits
+from herald.messaging.appconfig import AppConfigs
 
 log = logging.getLogger("herald.collect")
 

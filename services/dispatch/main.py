@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from herald.services.dispatch.rate_counter import DispatchStats
+from herald.services.dispatch.receipt_writer import ReceiptsWorker
+from herald.services.dispatch.worker import DispatchWorker
+
 from herald.adapters import Adapters
-from herald.appconfig import AppConfigs
-from herald.errors import Unavailable
-from herald.http import create_api
-from herald.runtime import HttpServer, Part
-from herald.settings import Settings
-from herald.webhooks import WebhookSender
-from services.dispatch.receipts import ReceiptsWorker
-from services.dispatch.stats import DispatchStats
-from services.dispatch.worker import DispatchWorker
+from herald.core.errors import Unavailable
+from herald.core.settings import Settings
+from herald.messaging.appconfig import AppConfigs
+from herald.messaging.webhooks import WebhookSender
+from herald.ops.runtime import HttpServer, Part
+from herald.web.api import create_api
 
 # Every dispatch worker competes on this group's queue: each event is POSTed once.
 WEBHOOK_GROUP = "webhooks"

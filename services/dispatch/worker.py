@@ -33,14 +33,23 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from herald import codec, metrics
-from herald.bus.base import Bus
-from herald.directory.base import Directory
-from herald.errors import BadRequest
-from herald.routing import ChannelKey, Recipient, in_channel_order, plan_routes, recipients_of, shared_channels_of
-from herald.store.base import Store
-from services.dispatch.stats import DispatchStats
-from services.dispatch.statuses import StatusRecorder
+from herald.services.dispatch.rate_counter import DispatchStats
+from herald.services.dispatch.routing import (
+    ChannelKey,
+    Recipient,
+    in_channel_order,
+    plan_routes,
+    recipients_of,
+    shared_channels_of,
+)
+from herald.services.dispatch.status_writer import StatusRecorder
+
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core import codec
+from herald.core.errors import BadRequest
+from herald.ops import metrics
 
 log = logging.getLogger("herald.dispatch")
 

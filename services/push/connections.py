@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from herald.directory.base import Presence
-from herald.model import BROADCAST, user_channel
-from herald.sequencing import ChannelSequence
+from herald.services.push.sequencing import ChannelSequence
+
+from herald.adapters.directory.base import Presence
+from herald.core.model import BROADCAST, user_channel
 
 if TYPE_CHECKING:
-    from services.push.socket import Socket
+    from herald.services.push.socket import Socket
 
 ChannelKey = tuple[str, str]  # (app_id, channel)
 

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from herald.bus.base import Bus
-from herald.commands import send_to_user_nodes
-from herald.control import Join
-from herald.credentials import new_connect_token, secret_hash
-from herald.directory.base import Directory
-from herald.errors import BadRequest, Unavailable
-from herald.model import TokenRecord, check_group, check_user_id, group_channel
-from herald.store.base import Store
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.commands import Join
+from herald.core.credentials import new_connect_token, secret_hash
+from herald.core.errors import BadRequest, Unavailable
+from herald.core.model import TokenRecord, check_group, check_user_id, group_channel
+from herald.messaging.to_nodes import send_to_user_nodes
 
 SESSION_TTL_S = 3600
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from herald.credentials import bearer
+from herald.core.credentials import bearer
 
 SUBPROTOCOL = "herald"
 TOKEN_PREFIX = "ht_"

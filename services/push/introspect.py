@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from herald.errors import Unavailable
+from herald.core.errors import Unavailable
 
 TIMEOUT_S = 3.0
 # Tokens per request: auth refuses more (MAX_INTROSPECT_BATCH there).

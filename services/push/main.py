@@ -5,17 +5,18 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping
 
-from herald.accept import Acceptor, Limits
+from herald.services.push.demo import DemoBackend
+from herald.services.push.introspect import TokenChecker
+from herald.services.push.node import PushNode
+from herald.services.push.publish import ClientPublishing, PublishHook
+from herald.services.push.server import ConnectLimits, ConsoleConfig, PushServer
+
 from herald.adapters import Adapters
-from herald.appconfig import AppConfigs
-from herald.errors import Unavailable
-from herald.runtime import Part
-from herald.settings import Settings
-from services.push.demo import DemoBackend
-from services.push.introspect import TokenChecker
-from services.push.node import PushNode
-from services.push.publish import ClientPublishing, PublishHook
-from services.push.server import ConnectLimits, ConsoleConfig, PushServer
+from herald.core.errors import Unavailable
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor, Limits
+from herald.messaging.appconfig import AppConfigs
+from herald.ops.runtime import Part
 
 # The cyclic collector's thresholds once the node is up (CPython's default: 700, 10, 10).
 # A node holding thousands of connections tracks hundreds of objects per connection, and

@@ -17,19 +17,22 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from herald import control, events, metrics, runtime
-from herald.bus.base import Bus
-from herald.control import Command, Join, Kick, Leave
-from herald.directory.base import Directory, NodeReport, Presence
-from herald.errors import Unavailable
-from herald.framing import text_frame
-from herald.model import BROADCAST, Delivery, parse_channel
-from herald.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
-from herald.sequencing import HOLE_GRACE_S, PAGE, Step, contiguous_runs
-from herald.store.base import Store
-from services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
-from services.push.presence import PresenceWriter
-from services.push.receipts import ReceiptBuffer
+from herald.services.push.connections import ChannelKey, Connection, LocalConnections, write_framed
+from herald.services.push.framing import text_frame
+from herald.services.push.presence import PresenceWriter
+from herald.services.push.protocol import CLOSE_REVOKED, CLOSE_SLOW_CONSUMER, message_frame
+from herald.services.push.receipt_buffer import ReceiptBuffer
+from herald.services.push.sequencing import HOLE_GRACE_S, PAGE, Step, contiguous_runs
+
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory, NodeReport, Presence
+from herald.adapters.store.base import Store
+from herald.core import commands
+from herald.core.commands import Command, Join, Kick, Leave
+from herald.core.errors import Unavailable
+from herald.core.model import BROADCAST, Delivery, parse_channel
+from herald.messaging import events
+from herald.ops import metrics, runtime
 
 log = logging.getLogger("herald.push")
 
@@ -89,11 +92,11 @@ class PushNode:
     async def handle(self, body: bytes) -> None:
         """The bus handler for this node's queue: message batches and control commands."""
         try:
-            messages, commands = control.split_node_body(body)
+            messages, received = commands.split_node_body(body)
         except ValueError as exc:
             log.error("dropping an unreadable node body (%d bytes): %s", len(body), exc)
             return
-        for command in commands:
+        for command in received:
             await self.command(command)
         if messages:
             metrics.push_bus_messages.inc(len(messages))

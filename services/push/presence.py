@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from herald.directory.base import ChannelKey, Directory, Presence
-from herald.errors import Unavailable
+from herald.adapters.directory.base import ChannelKey, Directory, Presence
+from herald.core.errors import Unavailable
 
 MAX_BATCH = 512
 

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from herald.services.push.connections import Connection
+from herald.services.push.protocol import Publish, reply_error_frame, reply_frame
 
-from herald import codec, metrics
-from herald.accept import Acceptor, Limits, draft_for_channel
-from herald.appconfig import AppConfigs
-from herald.errors import Forbidden, HeraldError
-from herald.permissions import first_refusal
-from herald.protocol import Publish, reply_error_frame, reply_frame
-from herald.webhooks import sign
-from services.push.connections import Connection
+from herald.core import codec
+from herald.core.errors import Forbidden, HeraldError
+from herald.core.permissions import first_refusal
+from herald.messaging.accept import Acceptor, Limits, draft_for_channel
+from herald.messaging.appconfig import AppConfigs
+from herald.messaging.webhooks import sign
+from herald.ops import metrics
 
 log = logging.getLogger("herald.push")
 

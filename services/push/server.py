@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
-
-from herald import codec, metrics
-from herald.appconfig import AppConfigs
-from herald.credentials import secret_hash
-from herald.directory.base import Directory
-from herald.errors import HeraldError, Unavailable
-from herald.protocol import (
+from herald.services.push.connections import Connection, FrameBudget
+from herald.services.push.demo import DemoBackend, query_value
+from herald.services.push.handshake import (
+    choose_subprotocol,
+    device_from_request,
+    offered_subprotocols,
+    token_from_request,
+)
+from herald.services.push.introspect import Identity, TokenChecker
+from herald.services.push.node import PushNode
+from herald.services.push.protocol import (
     CLOSE_DRAINING,
     CLOSE_TRY_LATER,
     PONG_FRAME,
@@ -46,18 +46,19 @@ from herald.protocol import (
     reply_error_frame,
     welcome_frame,
 )
-from services.push.connections import Connection, FrameBudget
-from services.push.demo import DemoBackend, query_value
-from services.push.handshake import (
-    choose_subprotocol,
-    device_from_request,
-    offered_subprotocols,
-    token_from_request,
-)
-from services.push.introspect import Identity, TokenChecker
-from services.push.node import PushNode
-from services.push.publish import ClientPublishing
-from services.push.socket import Keepalive, Socket
+from herald.services.push.publish import ClientPublishing
+from herald.services.push.socket import Keepalive, Socket
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from herald.adapters.directory.base import Directory
+from herald.core import codec
+from herald.core.credentials import secret_hash
+from herald.core.errors import HeraldError, Unavailable
+from herald.messaging.appconfig import AppConfigs
+from herald.ops import metrics
 
 log = logging.getLogger("herald.push")
 

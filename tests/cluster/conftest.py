@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from herald.client import Operator, Publisher
-from herald.settings import generate_secret
+from herald.core.settings import generate_secret
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block

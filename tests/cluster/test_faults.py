@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from herald.client import HeraldAPIError, Publisher
-from herald.metrics import sample
-from herald.names import Names
+from herald.core.names import Names
+from herald.ops.metrics import sample
 from tests.cluster.conftest import Cluster
 from tests.support.traffic import produce, subscribe, users
 from tests.support.ws import collect_messages, next_frame, open_ws

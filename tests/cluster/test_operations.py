@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from herald.client import Publisher
-from herald.metrics import sample
+from herald.ops.metrics import sample
 from tests.cluster.conftest import Cluster
 from tests.support.ws import collect_messages, next_frame, open_ws
 

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from herald.client import Publisher
-from herald.metrics import sample
+from herald.ops.metrics import sample
 from tests.cluster.conftest import Cluster
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from herald.client import Operator, Publisher
-from herald.settings import generate_secret
+from herald.core.settings import generate_secret
 from tests.compose.twin import Servers, Twin, load_compose, read_dockerfile, start_order
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace

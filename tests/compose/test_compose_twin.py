@@ -21,10 +21,10 @@ import aio_pika
 import httpx
 import pytest
 
-from herald import metrics
 from herald.client import Publisher, Subscriber
-from herald.names import Names
-from herald.settings import VARIABLES
+from herald.core.names import Names
+from herald.core.settings import VARIABLES
+from herald.ops import metrics
 from tests.compose.conftest import Deployment
 from tests.compose.twin import (
     ROOT,

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from herald import codec, webhooks
 from herald.client import Operator, Publisher
+from herald.core import codec
+from herald.messaging import webhooks
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, no_message_within, open_ws
 

@@ -10,8 +10,8 @@ import struct
 import uuid
 from urllib.parse import urlsplit
 
-from herald import codec
 from herald.client import Publisher
+from herald.core import codec
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from herald import codec, webhooks
 from herald.client import Operator, Publisher
+from herald.core import codec
+from herald.messaging import webhooks
 from tests.support.procs import Standalone
 from tests.support.webhook_receiver import Received, Receiver
 from tests.support.ws import next_frame, open_ws

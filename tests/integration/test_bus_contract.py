@@ -15,12 +15,12 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from herald.bus import memory
-from herald.bus.amqp import AmqpBus
-from herald.bus.base import BatchHandler, Bus
-from herald.bus.memory import MemoryBus
-from herald.errors import Unavailable
-from herald.names import Names
+from herald.adapters.bus import memory
+from herald.adapters.bus.amqp import AmqpBus
+from herald.adapters.bus.base import BatchHandler, Bus
+from herald.adapters.bus.memory import MemoryBus
+from herald.core.errors import Unavailable
+from herald.core.names import Names
 from tests.support.servers import free_port
 
 WAIT_S = 15.0

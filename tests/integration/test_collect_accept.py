@@ -9,17 +9,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from herald.services.collect.app import create_app
 
-from herald import codec
-from herald.accept import Acceptor
-from herald.bus.memory import MemoryBus
-from herald.credentials import secret_hash
-from herald.directory.memory import MemoryDirectory
-from herald.errors import Unavailable
-from herald.model import App, Message
-from herald.settings import Settings
-from herald.store.sqlite import SqliteStore
-from services.collect.app import create_app
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core import codec
+from herald.core.credentials import secret_hash
+from herald.core.errors import Unavailable
+from herald.core.model import App, Message
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor
 
 KEY = "hk_test-key"
 APP_ID = "app_00000000000000aa"

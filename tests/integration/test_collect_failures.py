@@ -9,20 +9,20 @@ from unittest.mock import patch
 
 import httpx
 import pytest
+from herald.services.collect.app import create_app
+from herald.services.collect.outbox import OutboxSweeper
 
-from herald import codec
-from herald.accept import Acceptor
-from herald.bus.memory import MemoryBus
-from herald.credentials import secret_hash
-from herald.directory.memory import MemoryDirectory
-from herald.errors import Unavailable
-from herald.model import App, now_ms
-from herald.settings import Settings
-from herald.store.base import Store
-from herald.store.mongo import MongoStore
-from herald.store.sqlite import SqliteStore
-from services.collect.app import create_app
-from services.collect.outbox import OutboxSweeper
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.store.base import Store
+from herald.adapters.store.mongo import MongoStore
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core import codec
+from herald.core.credentials import secret_hash
+from herald.core.errors import Unavailable
+from herald.core.model import App, now_ms
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor
 from tests.support.servers import MongoWire
 
 KEY = "hk_test-key"
@@ -140,7 +140,7 @@ async def test_the_outbox_publishes_what_the_bus_missed_once_it_is_back(sqlite_s
     sweeper = OutboxSweeper(store, Acceptor(store, healthy))
     assert await sweeper.sweep() == 0, "messages younger than MIN_AGE_S may still be on their way"
     # Negative: "older than a second from now", so a message stamped this very millisecond counts.
-    with patch("services.collect.outbox.MIN_AGE_S", -1.0):
+    with patch("herald.services.collect.outbox.MIN_AGE_S", -1.0):
         assert await sweeper.sweep() == 3
     queued = [wire["id"] for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
     assert queued == [a["id"] for a in accepted]

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from herald.directory.base import Beat, Directory, Located, NodeReport, Presence, RateDecision
-from herald.directory.memory import MemoryDirectory
-from herald.directory.redis import RedisDirectory
-from herald.errors import Unavailable
-from herald.names import Names
+from herald.adapters.directory.base import Beat, Directory, Located, NodeReport, Presence, RateDecision
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.directory.redis import RedisDirectory
+from herald.core.errors import Unavailable
+from herald.core.names import Names
 from tests.support.servers import free_port
 
 APP = "app-1"

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from herald.store.mongo import MongoStore
+from herald.adapters.store.mongo import MongoStore
 
 APP = "app_00000000000000a1"
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from herald import codec
-from herald.bus.memory import MemoryBus
-from herald.directory.memory import MemoryDirectory
-from herald.model import Message
-from herald.sequencing import HOLE_GRACE_S
-from services.push.connections import Connection
-from services.push.node import PushNode
+from herald.services.push.connections import Connection
+from herald.services.push.node import PushNode
+from herald.services.push.sequencing import HOLE_GRACE_S
+
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.core import codec
+from herald.core.model import Message
 
 APP, GROUP = "app-1", "group:ops"
 READERS = 50

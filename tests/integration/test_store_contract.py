@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from herald.errors import Conflict, Unavailable
-from herald.model import App, AppConfig, AppLimits, Delivery, Message, TokenRecord
-from herald.store.base import CLAIM_TIMEOUT_S, Store
-from herald.store.mongo import MongoStore
-from herald.store.sqlite import SqliteStore
+from herald.adapters.store.base import CLAIM_TIMEOUT_S, Store
+from herald.adapters.store.mongo import MongoStore
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core.errors import Conflict, Unavailable
+from herald.core.model import App, AppConfig, AppLimits, Delivery, Message, TokenRecord
 from tests.support.servers import free_port
 
 APP = "app_00000000000000a1"

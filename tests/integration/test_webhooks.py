@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from herald import codec, events, webhooks
-from herald.model import AppConfig
+from herald.core import codec
+from herald.core.model import AppConfig
+from herald.messaging import events, webhooks
 from tests.support.servers import free_port
 from tests.support.webhook_receiver import Receiver, outcome_changes, outcome_counts
 

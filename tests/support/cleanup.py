@@ -9,7 +9,7 @@ import aio_pika
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from herald.names import Names
+from herald.core.names import Names
 
 
 async def drop_namespace(namespace: str, *, amqp_url: str, redis_url: str, mongo_url: str) -> None:

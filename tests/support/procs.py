@@ -51,7 +51,7 @@ class HeraldProcess:
     def start(self, timeout_s: float = 30.0) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "herald.cli", *self.args],
+            [sys.executable, "-m", "herald.services.cli", *self.args],
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from herald.store.sqlite import SqliteStore
-from services.push.connections import Connection
-from services.push.node import PushNode
+from herald.services.push.connections import Connection
+from herald.services.push.node import PushNode
+
+from herald.adapters.store.sqlite import SqliteStore
 
 APP = "app-1"
 

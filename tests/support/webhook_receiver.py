@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from herald import metrics
+from herald.ops import metrics
 
 WAIT_S = 10.0
 

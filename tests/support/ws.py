@@ -8,7 +8,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from herald import codec
+from herald.core import codec
 
 WAIT_S = 10.0
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from herald.apikeys import AppKeys
-from herald.credentials import secret_hash
-from herald.errors import Unauthorized, Unavailable
+from herald.core.credentials import secret_hash
+from herald.core.errors import Unauthorized, Unavailable
+from herald.messaging.apikeys import AppKeys
 
 APP = "app_00000000000000a1"
 

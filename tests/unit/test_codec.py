@@ -1,7 +1,7 @@
 import pytest
 
-from herald import codec
-from herald.errors import BadRequest
+from herald.core import codec
+from herald.core.errors import BadRequest
 
 
 def test_a_batch_round_trips() -> None:

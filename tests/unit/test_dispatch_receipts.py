@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import cast
 
-from herald import codec, receipts
-from herald.bus.base import Bus
-from herald.bus.memory import MemoryBus
-from herald.model import Delivery
-from herald.receipts import AckReport, ReceiptBatch
-from herald.store.base import Store
-from services.dispatch.receipts import ReceiptsWorker
+from herald.services.dispatch.receipt_writer import ReceiptsWorker
+
+from herald.adapters.bus.base import Bus
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.store.base import Store
+from herald.core import codec, receipts
+from herald.core.model import Delivery
+from herald.core.receipts import AckReport, ReceiptBatch
 
 
 class Acks:

@@ -7,15 +7,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pytest
+from herald.services.dispatch.status_writer import StatusRecorder
+from herald.services.dispatch.worker import DispatchWorker
 
-from herald import codec
-from herald.bus.base import Bus
-from herald.bus.memory import MemoryBus
-from herald.directory.base import Directory
-from herald.errors import Unavailable
-from herald.store.base import Store
-from services.dispatch.statuses import StatusRecorder
-from services.dispatch.worker import DispatchWorker
+from herald.adapters.bus.base import Bus
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core import codec
+from herald.core.errors import Unavailable
 
 
 def _msg(user: str, offset: int, app: str = "a1", data: Any = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herald import events
+from herald.messaging import events
 
 
 @pytest.mark.parametrize(

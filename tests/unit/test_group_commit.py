@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from herald.services.collect.groupcommit import GroupCommit
 
-from herald import codec
-from herald.accept import Acceptor, Draft
-from herald.bus.memory import MemoryBus
-from herald.errors import Unavailable
-from herald.groupcommit import GroupCommit
-from herald.model import Message, new_message_ids
-from herald.store.sqlite import SqliteStore
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core import codec
+from herald.core.errors import Unavailable
+from herald.core.model import Message, new_message_ids
+from herald.messaging.accept import Acceptor, Draft
 
 APP = "app_00000000000000a1"
 OTHER_APP = "app_00000000000000b2"

@@ -1,4 +1,4 @@
-from services.push.handshake import choose_subprotocol, offered_subprotocols, token_from_request
+from herald.services.push.handshake import choose_subprotocol, offered_subprotocols, token_from_request
 
 
 def test_token_from_the_authorization_header() -> None:

@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Response
+from herald.services.auth.app import ConfigPatch, NewToken
+from herald.services.collect.messages import CHANNEL_PATTERN, SendMessage
 from pydantic import ValidationError
 
-from herald.errors import BadRequest
-from herald.http import create_api
-from herald.model import check_group, check_user_id, parse_channel
-from herald.permissions import check_patterns
-from services.auth.app import ConfigPatch, NewToken
-from services.collect.messages import CHANNEL_PATTERN, SendMessage
+from herald.core.errors import BadRequest
+from herald.core.model import check_group, check_user_id, parse_channel
+from herald.core.permissions import check_patterns
+from herald.web.api import create_api
 
 
 async def test_405_names_every_method_of_the_path() -> None:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from herald.services.push.introspect import MAX_BATCH, MAX_REQUESTS, Identity, TokenChecker
 
-from herald.errors import Unavailable
-from services.push.introspect import MAX_BATCH, MAX_REQUESTS, Identity, TokenChecker
+from herald.core.errors import Unavailable
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

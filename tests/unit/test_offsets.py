@@ -1,4 +1,4 @@
-from herald.offsets import assign_offsets, count_per_channel
+from herald.core.offsets import assign_offsets, count_per_channel
 
 
 def test_counts_each_channel_once_in_first_seen_order() -> None:

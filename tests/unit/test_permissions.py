@@ -1,7 +1,7 @@
 import pytest
 
-from herald.errors import BadRequest
-from herald.permissions import check_patterns, first_refusal, may_publish
+from herald.core.errors import BadRequest
+from herald.core.permissions import check_patterns, first_refusal, may_publish
 
 
 def test_no_pattern_means_no_publishing() -> None:

@@ -1,7 +1,16 @@
 import pytest
+from herald.services.push.protocol import (
+    Ack,
+    FrameError,
+    Ping,
+    Publish,
+    Resume,
+    message_frame,
+    parse_client_frame,
+    welcome_frame,
+)
 
-from herald import codec
-from herald.protocol import Ack, FrameError, Ping, Publish, Resume, message_frame, parse_client_frame, welcome_frame
+from herald.core import codec
 
 
 def _code(raw: str | bytes) -> str:

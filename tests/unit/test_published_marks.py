@@ -9,15 +9,15 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+from herald.services.collect.outbox import OutboxSweeper
 
-from herald import codec
-from herald.accept import Acceptor, Draft
-from herald.bus.memory import MemoryBus
-from herald.errors import Unavailable
-from herald.model import Message, now_ms
-from herald.published import PublishedMarks
-from herald.store.sqlite import SqliteStore
-from services.collect.outbox import OutboxSweeper
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core import codec
+from herald.core.errors import Unavailable
+from herald.core.model import Message, now_ms
+from herald.messaging.accept import Acceptor, Draft
+from herald.messaging.published import PublishedMarks
 
 APP = "app_00000000000000a1"
 
@@ -146,7 +146,7 @@ async def test_the_outbox_sweeper_republishes_only_what_no_mark_recorded(store: 
     healthy = MemoryBus()
     await healthy.start()
     # Negative: "older than a second from now", so a message stamped this very millisecond counts.
-    with patch("services.collect.outbox.MIN_AGE_S", -1.0):
+    with patch("herald.services.collect.outbox.MIN_AGE_S", -1.0):
         assert await OutboxSweeper(store, Acceptor(store, healthy)).sweep() == 1
     [wire] = [wire for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
     assert wire["id"] == lost.id and lost.id not in {m.id for m in recorded}

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from herald.services.push.node import PushNode
 
-from herald.bus.memory import MemoryBus
-from herald.directory.base import Presence
-from herald.directory.memory import MemoryDirectory
-from herald.errors import Unavailable
-from herald.model import Message
-from herald.store.sqlite import SqliteStore
-from services.push.node import PushNode
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.base import Presence
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core.errors import Unavailable
+from herald.core.model import Message
 from tests.support.pushnode import APP, CountingStore, connect, settle
 
 

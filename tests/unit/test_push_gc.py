@@ -6,8 +6,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-
-from services.push.main import GC_THRESHOLD, settle_gc
+from herald.services.push.main import GC_THRESHOLD, settle_gc
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
+from herald.services.push.node import PushNode
 
-from herald.bus.memory import MemoryBus
-from herald.directory.base import Presence
-from herald.directory.memory import MemoryDirectory
-from herald.errors import Unavailable
-from herald.store.sqlite import SqliteStore
-from services.push.node import PushNode
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.base import Presence
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core.errors import Unavailable
 from tests.support.pushnode import APP, CountingStore, connect, settle
 
 TTL_S = 30.0
@@ -139,7 +139,7 @@ async def test_a_disconnect_the_directory_missed_is_retried_by_the_heartbeat(
 async def test_disconnects_missed_past_the_bound_make_the_node_rebuild_its_record(
     node: PushNode, directory: WatchedDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("services.push.node.MAX_OWED_REMOVALS", 1)
+    monkeypatch.setattr("herald.services.push.node.MAX_OWED_REMOVALS", 1)
     staying = await connect(node, "ann")
     leaving = [await connect(node, user) for user in ("bob", "cy")]
     directory.failing.add("remove")

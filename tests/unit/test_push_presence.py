@@ -7,14 +7,15 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from herald import codec
-from herald.bus.memory import MemoryBus
-from herald.directory.base import ChannelKey, Presence
-from herald.directory.memory import MemoryDirectory
-from herald.errors import Unavailable
-from herald.store.sqlite import SqliteStore
-from services.push.node import PushNode
-from services.push.presence import MAX_BATCH, Added, PresenceWriter
+from herald.services.push.node import PushNode
+from herald.services.push.presence import MAX_BATCH, Added, PresenceWriter
+
+from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.directory.base import ChannelKey, Presence
+from herald.adapters.directory.memory import MemoryDirectory
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core import codec
+from herald.core.errors import Unavailable
 from tests.support.pushnode import CountingStore, connect, settle
 
 APP = "app-1"

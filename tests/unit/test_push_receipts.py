@@ -1,8 +1,9 @@
-from herald import receipts
-from herald.bus.memory import MemoryBus
-from herald.errors import Unavailable
-from herald.model import Delivery
-from services.push.receipts import ReceiptBuffer
+from herald.services.push.receipt_buffer import ReceiptBuffer
+
+from herald.adapters.bus.memory import MemoryBus
+from herald.core import receipts
+from herald.core.errors import Unavailable
+from herald.core.model import Delivery
 
 
 class RefusingBus(MemoryBus):

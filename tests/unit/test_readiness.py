@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from herald.errors import Unavailable
-from herald.http import create_api
+from herald.core.errors import Unavailable
+from herald.web.api import create_api
 
 
 async def _up() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from herald.model import Delivery
-from herald.receipts import AckReport, ReceiptBatch, decode, encode
+from herald.core.model import Delivery
+from herald.core.receipts import AckReport, ReceiptBatch, decode, encode
 
 
 def test_a_batch_round_trips() -> None:

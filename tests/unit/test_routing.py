@@ -1,4 +1,4 @@
-from herald.routing import in_channel_order, plan_routes, recipients_of, shared_channels_of
+from herald.services.dispatch.routing import in_channel_order, plan_routes, recipients_of, shared_channels_of
 
 
 def _msg(app: str, channel: str, offset: int) -> dict:

@@ -1,4 +1,4 @@
-from herald.sequencing import HOLE_GRACE_S, HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence, contiguous_runs
+from herald.services.push.sequencing import HOLE_GRACE_S, HOLE_WAIT_S, MAX_HELD, PAGE, ChannelSequence, contiguous_runs
 
 
 def m(offset: int) -> dict:

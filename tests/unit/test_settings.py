@@ -1,7 +1,7 @@
 import pytest
 
-from herald.errors import ConfigError
-from herald.settings import Settings
+from herald.core.errors import ConfigError
+from herald.core.settings import Settings
 
 CLUSTER = {
     "HERALD_MONGO_URL": "mongodb://127.0.0.1:27017",

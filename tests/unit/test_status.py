@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from herald.directory.base import NodeReport
-from herald.status import Snapshot, render
+from herald.adapters.directory.base import NodeReport
+from herald.ops.cluster_status import Snapshot, render
 
 NOW_MS = 1_800_000_000_000
 

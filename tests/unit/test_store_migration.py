@@ -4,8 +4,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from herald.model import Message, TokenRecord
-from herald.store.sqlite import SqliteStore
+from herald.adapters.store.sqlite import SqliteStore
+from herald.core.model import Message, TokenRecord
 
 
 async def test_a_tokens_table_without_the_device_column_gets_it(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ import hmac
 import httpx
 import pytest
 
-from herald import codec, events, webhooks
-from herald.errors import Unavailable
-from herald.model import AppConfig
+from herald.core import codec
+from herald.core.errors import Unavailable
+from herald.core.model import AppConfig
+from herald.messaging import events, webhooks
 from tests.support.webhook_receiver import outcome_changes, outcome_counts
 
 BASE_S, MAX_S = 0.5, 30.0

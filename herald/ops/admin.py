@@ -1,0 +1,147 @@
+"""The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``.
+
+``apps create`` and ``token`` talk to auth over HTTP like any client, so they work against
+``herald dev`` and a cluster alike. Against ``herald dev`` they need no configuration: the
+operator token is read from its data directory, and the keys of apps created here are kept
+there (mode 0600) so that ``herald token APP USER`` finds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herald.adapters import make_bus, make_directory, make_store
+from herald.client import HeraldAPIError, Operator, Publisher
+from herald.core.errors import ConfigError, Unavailable
+from herald.core.settings import Settings
+from herald.ops import cluster_status
+
+APPS_FILE = "apps.json"
+DEV_SECRETS_FILE = "dev-secrets.json"
+DEMO_APP_FILE = "demo-app.json"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def admin_token(settings: Settings) -> str:
+    token = settings.admin_token or _read_json(Path(settings.data_dir) / DEV_SECRETS_FILE).get("admin_token")
+    if not token:
+        raise ConfigError(
+            "no operator token: set HERALD_ADMIN_TOKEN (or run this where `herald dev` keeps its data, "
+            f"{settings.data_dir})"
+        )
+    return str(token)
+
+
+def app_key(settings: Settings, app: str, given: str | None) -> str:
+    """The API key for ``app`` (an app id or name): given, saved by ``apps create``, or the demo's."""
+    if given:
+        return given
+    data = Path(settings.data_dir)
+    saved = _read_json(data / APPS_FILE)
+    for entry in saved.values():
+        if isinstance(entry, dict) and app in (entry.get("app_id"), entry.get("name")) and entry.get("api_key"):
+            return str(entry["api_key"])
+    demo = _read_json(data / DEMO_APP_FILE)
+    if app in ("demo", demo.get("app_id")) and demo.get("api_key"):
+        return str(demo["api_key"])
+    raise ConfigError(f"no API key for app {app!r}: pass --key or set HERALD_APP_KEY")
+
+
+async def create_app(settings: Settings, token: str, name: str) -> dict[str, str]:
+    async with Operator(settings.auth_url, token) as operator:
+        return await operator.create_app(name)
+
+
+def save_app_key(settings: Settings, name: str, created: dict[str, str]) -> Path | None:
+    """Keep the new key where ``herald token`` looks, when there is a data directory here."""
+    data = Path(settings.data_dir)
+    if not data.is_dir():
+        return None
+    path = data / APPS_FILE
+    saved = _read_json(path)
+    saved[created["app_id"]] = {"app_id": created["app_id"], "name": name, "api_key": created["api_key"]}
+    path.write_text(json.dumps(saved, indent=2))
+    os.chmod(path, 0o600)
+    return path
+
+
+async def mint_token(
+    settings: Settings,
+    key: str,
+    user_id: str,
+    ttl_s: int | None,
+    device: str | None,
+    publish: list[str] | None,
+) -> str:
+    collect_url = settings.auth_url  # unused by ``token``; the Publisher wants both
+    async with Publisher(settings.auth_url, collect_url, key) as publisher:
+        return await publisher.token(user_id, ttl_s=ttl_s, device=device, publish=publish)
+
+
+async def status_report(settings: Settings) -> str:
+    if not (settings.redis_url and settings.amqp_url):
+        raise ConfigError(
+            "herald status reads the cluster's Redis and RabbitMQ: set HERALD_REDIS_URL and HERALD_AMQP_URL "
+            "(and HERALD_MONGO_URL for app names) as the services have them. `herald dev` keeps these "
+            "in its own process; its /metrics pages show the same numbers."
+        )
+    directory, bus = make_directory(settings), make_bus(settings)
+    store = make_store(settings) if settings.mongo_url else None
+    opened: list[Any] = []
+    try:
+        for adapter in (directory, bus, store):
+            if adapter is not None:
+                await adapter.start()
+                opened.append(adapter)
+        snapshot = await cluster_status.gather(directory, bus, store, int(time.time() * 1000))
+    finally:
+        for adapter in reversed(opened):
+            await adapter.close()
+    return cluster_status.render(snapshot)
+
+
+def run(command: str, args: Any) -> int:
+    """Run one operator command; errors a user can fix are one line on stderr, exit 1."""
+    settings = Settings.from_env("standalone")
+    try:
+        if command == "status":
+            print(asyncio.run(status_report(settings)))
+        elif command == "apps-create":
+            created = asyncio.run(create_app(settings, admin_token(settings), args.name))
+            print(f"app_id   {created['app_id']}\napi_key  {created['api_key']}")
+            saved = save_app_key(settings, args.name, created)
+            where = f"saved in {saved} for `herald token {args.name} <user>`" if saved else "keep it"
+            print(f"(the key is shown once; {where})", file=sys.stderr)
+        elif command == "token":
+            key = app_key(settings, args.app, args.key or os.environ.get("HERALD_APP_KEY"))
+            print(asyncio.run(mint_token(settings, key, args.user, args.ttl, args.device, args.publish)))
+        else:
+            raise ValueError(command)
+    except ConfigError as exc:
+        print(f"herald: {exc.message}", file=sys.stderr)
+        return 1
+    except HeraldAPIError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 1
+    except Unavailable as exc:
+        print(f"herald: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, httpx.TransportError) as exc:
+        print(f"herald: cannot reach {settings.auth_url}: {exc!r}", file=sys.stderr)
+        return 1
+    return 0

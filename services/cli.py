@@ -1,0 +1,101 @@
+"""The ``herald`` command: ``herald dev`` (standalone) or ``herald auth|collect|dispatch|push``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from herald.services.roles import BUILDERS
+
+from herald.adapters import NEEDS, make_adapters
+from herald.core.errors import ConfigError
+from herald.core.settings import ROLES, Settings
+from herald.ops import admin, logs
+from herald.ops.runtime import run, run_parts
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description="Herald WebSocket push service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="run all four services in one process (standalone, embedded parts)")
+    dev.add_argument(
+        "--port-base",
+        type=int,
+        default=8000,
+        help="auth listens on BASE+1, collect +2, dispatch +3, push +4 (default 8000)",
+    )
+    for role in ROLES:
+        sub.add_parser(role, help=f"run the {role} service (cluster mode, configured by HERALD_* variables)")
+    sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (scripts/bench of a source checkout), with progress", add_help=False
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to scripts/bench (--full, --only, --fuzz ...)")
+    apps = sub.add_parser("apps", help="manage apps (tenants) through auth").add_subparsers(dest="apps", required=True)
+    create = apps.add_parser("create", help="create an app and print its id and API key")
+    create.add_argument("name")
+    token = sub.add_parser("token", help="print a connect token for one user of an app")
+    token.add_argument("app", help="app id or name (the demo app of `herald dev` is `demo`)")
+    token.add_argument("user", help="user id")
+    token.add_argument("--key", help="the app's API key (default: HERALD_APP_KEY, or the one `apps create` saved)")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default HERALD_TOKEN_TTL_S on auth)")
+    token.add_argument("--device", help="device label shown in presence")
+    token.add_argument("--publish", action="append", help="a channel pattern the user may publish to (repeatable)")
+    return parser
+
+
+def _run_service(role: str) -> int:
+    settings = Settings.from_env(role)
+    logs.configure(settings.log_level)
+    adapters = make_adapters(settings, NEEDS[role])
+    parts = [*adapters.parts(), *BUILDERS[role](settings, adapters)]
+
+    def started() -> None:
+        print(f"herald {role} listening on {settings.host}:{settings.port}", file=sys.stderr, flush=True)
+
+    return run(run_parts(parts, on_started=started))
+
+
+def _run_dev(port_base: int) -> int:
+    from herald.services import standalone
+    settings = Settings.from_env("standalone")
+    logs.configure(settings.log_level)
+    parts, per_role, demo = standalone.build(settings, port_base)
+
+    def started() -> None:
+        print(standalone.banner(per_role, demo), flush=True)
+
+    return run(run_parts(parts, on_started=started))
+
+
+def _run_bench(args: list[str]) -> int:
+    """The suite lives in the source tree (bench/, scripts/bench), not in the package."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+    if not script.is_file():
+        print("herald bench needs a source checkout of Herald (scripts/bench and bench/)", file=sys.stderr)
+        return 2
+    return subprocess.call([str(script), *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _run_bench(argv[1:])  # every option belongs to scripts/bench, --help included
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            return _run_dev(args.port_base)
+        if args.command in ("status", "token"):
+            return admin.run(args.command, args)
+        if args.command == "apps":
+            return admin.run(f"apps-{args.apps}", args)
+        return _run_service(args.command)
+    except ConfigError as exc:
+        print(f"herald: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

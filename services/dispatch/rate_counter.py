@@ -1,0 +1,78 @@
+"""dispatch's numbers for operators: per-app message rates in the directory (read by
+`herald status`) and the bus queues' depths in ``/metrics``.
+
+Counting is in memory per batch and written once a second, so no message waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.core.errors import Unavailable
+from herald.ops import metrics
+
+log = logging.getLogger("herald.dispatch.stats")
+
+FLUSH_S = 1.0
+QUEUES_EVERY_S = 5.0
+
+
+class DispatchStats:
+    def __init__(self, directory: Directory, bus: Bus, event_groups: tuple[str, ...]) -> None:
+        self._directory = directory
+        self._bus = bus
+        self._event_groups = event_groups
+        self._counts: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def count(self, messages: Iterable[dict[str, Any]]) -> None:
+        self._counts.update(message["app"] for message in messages)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatch-stats")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        counts, self._counts = self._counts, Counter()
+        if not counts:
+            return
+        try:
+            await self._directory.count_messages(counts, int(time.time()))
+        except Unavailable as exc:
+            log.info("message counts for one second lost (%s); rates only, nothing else", exc.message)
+
+    async def sample_queues(self) -> None:
+        try:
+            depths = await self._bus.queue_depths(event_groups=self._event_groups)
+        except Unavailable as exc:
+            log.info("queue depths unavailable: %s", exc.message)
+            return
+        for queue, depth in depths.items():
+            metrics.queue_depth.labels(queue).set(depth)
+
+    async def _loop(self) -> None:
+        next_sample = 0.0
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            try:
+                await self.flush()
+                if time.monotonic() >= next_sample:
+                    next_sample = time.monotonic() + QUEUES_EVERY_S
+                    await self.sample_queues()
+            except Exception:
+                # Numbers for operators must never stop, nor stop anything else.
+                log.exception("dispatch stats failed; trying again in %.0f s", FLUSH_S)
