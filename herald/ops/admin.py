@@ -33,6 +33,10 @@ DEMO_APP_FILE = "demo-app.json"
 DEV_URLS_FILE = "dev-urls.json"
 DEFAULT_DEV_PUSH_URL = "http://127.0.0.1:8004"
 SNAPSHOT_TIMEOUT_S = 10.0
+SNAPSHOT_HINT = (
+    "start `herald dev` (or pass --url of a push node and its operator token), "
+    "or set HERALD_REDIS_URL and HERALD_AMQP_URL as the cluster's services have them"
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -133,12 +137,9 @@ async def snapshot_report(settings: Settings, url: str) -> str:
         async with httpx.AsyncClient(timeout=SNAPSHOT_TIMEOUT_S) as client:
             response = await client.get(target, headers={"Authorization": f"Bearer {token}"})
     except httpx.TransportError as exc:
-        raise ConfigError(
-            f"no push node answers at {url} ({exc!r}): start `herald dev`, pass --url of a push node, "
-            "or set HERALD_REDIS_URL and HERALD_AMQP_URL as the cluster's services have them"
-        ) from None
+        raise ConfigError(f"no push node answers at {url} ({exc!r}): {SNAPSHOT_HINT}") from None
     if response.status_code != 200:
-        raise ConfigError(f"{target} answered {response.status_code}: {response.text[:300]}")
+        raise ConfigError(f"{target} answered {response.status_code} {response.text[:300]}: {SNAPSHOT_HINT}")
     return snapshot.render_document(response.json())
 
 
