@@ -61,7 +61,7 @@ def _drawn(browser: Any, canvas_id: str) -> dict[str, Any]:
         """
         const c = document.getElementById(arguments[0]), g = c.getContext("2d");
         // The first series' colour (COLORS[0] in ops.html), anti-aliased edges aside.
-        const top = Math.ceil(22 * (window.devicePixelRatio || 1));
+        const top = Math.ceil(Number(c.dataset.top) * (window.devicePixelRatio || 1));
         const d = g.getImageData(0, top, c.width, c.height - top).data;
         const close = (a, b) => Math.abs(a - b) < 40;
         const near = (i, r, gr, b) => close(d[i], r) && close(d[i + 1], gr) && close(d[i + 2], b);
