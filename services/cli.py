@@ -28,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     for role in ROLES:
         sub.add_parser(role, help=f"run the {role} service (cluster mode, configured by HERALD_* variables)")
-    sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    status = sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    status.add_argument(
+        "--url",
+        help="ask this push node's /ops/snapshot (default without HERALD_REDIS_URL/HERALD_AMQP_URL: herald dev's)",
+    )
     bench = sub.add_parser(
         "bench", help="run the benchmark suite (scripts/bench of a source checkout), with progress", add_help=False
     )

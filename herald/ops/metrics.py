@@ -31,6 +31,16 @@ delivery_latency = Histogram(
     registry=REGISTRY,
 )
 queue_depth = Gauge("herald_queue_depth", "Messages waiting in a bus queue", ["queue"], registry=REGISTRY)
+# collect's outbox: messages in the store whose publish the bus never confirmed. Pending after a
+# sweep means the bus keeps refusing collect: they are safe in the store but not moving.
+outbox_pending = Gauge(
+    "herald_outbox_pending",
+    "Accepted messages past the outbox's grace still unpublished after its last sweep",
+    registry=REGISTRY,
+)
+outbox_republished = Counter(
+    "herald_outbox_republished", "Accepted messages the outbox sweeper published again", registry=REGISTRY
+)
 # Every error answer by its code: HTTP error bodies on the APIs, `error` frames and refused
 # publishes on sockets.
 errors = Counter("herald_errors", "Errors answered, by service and code", ["service", "code"], registry=REGISTRY)

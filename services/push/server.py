@@ -30,6 +30,7 @@ from herald.services.push.handshake import (
 )
 from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
+from herald.services.push.ops_page import OpsSnapshots
 from herald.services.push.protocol import CLOSE_DRAINING
 from herald.services.push.publish import ClientPublishing
 from herald.services.push.readers import Reader
@@ -60,6 +61,7 @@ _PAGES = Path(__file__).resolve().parent / "static"
 STATIC_FILES: dict[str, tuple[Path, str]] = {
     "/herald.js": (_ROOT / "clients" / "js" / "herald.js", "text/javascript; charset=utf-8"),
     "/chat": (_PAGES / "chat.html", "text/html; charset=utf-8"),
+    "/ops": (_PAGES / "ops.html", "text/html; charset=utf-8"),
     "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
 }
 
@@ -128,6 +130,7 @@ class PushServer:
         demo: DemoBackend | None = None,
         reuse_port: bool = False,
         console: ConsoleConfig | None = None,
+        ops: OpsSnapshots | None = None,
     ) -> None:
         self.node = node
         self._checker = checker
@@ -143,6 +146,7 @@ class PushServer:
         self._demo = demo
         self._reuse_port = reuse_port
         self._console = console or ConsoleConfig()
+        self._ops = ops
         self._server: asyncio.Server | None = None
         self._sockets: set[Socket] = set()
         self._keepalive = Keepalive(heartbeat_s, heartbeat_s * 2)
@@ -234,6 +238,8 @@ class PushServer:
                     "demo": self._demo is not None,
                 },
             )
+        if path.startswith("/ops/") and self._ops is not None:
+            return json_response(*await self._ops.answer(path, request.headers.get("Authorization")))
         if path.startswith("/demo/") and self._demo is not None:
             return await self._demo_answer(path, request.path)
         if path != "/ws":

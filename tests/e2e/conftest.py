@@ -31,3 +31,13 @@ async def publisher(standalone: Standalone) -> AsyncIterator[Publisher]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests' screenshots are, to look at after the run."""
+    from tests.support.browser import SCREENSHOTS
+
+    if SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(str(path))
