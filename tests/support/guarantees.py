@@ -132,30 +132,33 @@ async def an_ack_beyond_what_was_sent_is_clamped(target: Target) -> None:
         await ws.close()
 
 
-async def a_revoke_closes_handshakes_in_flight(target: Target, handshakes: int = 60) -> None:
-    """Handshakes with one token start over a few hundred milliseconds while the token is
-    revoked among them: every one that got through is closed with 4003, none stays open."""
-    user = name("eve")
-    token = await target.publisher.token(user)
-    opened: list[ClientConnection] = []
-    refused = 0
+async def a_revoke_closes_handshakes_in_flight(target: Target, rounds: int = 10, handshakes: int = 40) -> None:
+    """Bursts of handshakes with one token while the token is revoked among them, the
+    revoke a little later each round: every handshake that got through is closed with
+    4003, none stays open, and the token connects no more."""
+    for round_ in range(rounds):
+        await _revoke_during_a_burst(target, round_, handshakes, delay_s=round_ * 0.01)
 
-    async def handshake(index: int) -> None:
-        nonlocal refused
-        await asyncio.sleep(index * 0.005)
+
+async def _revoke_during_a_burst(target: Target, round_: int, handshakes: int, delay_s: float) -> None:
+    token = await target.publisher.token(name("eve"))
+
+    async def handshake(index: int) -> ClientConnection | None:
         try:
-            opened.append(await open_ws(target.node(index), token, how="subprotocol"))
+            return await open_ws(target.node(index), token, how="subprotocol")
         except InvalidStatus:
-            refused += 1
+            return None
 
     async def revoke() -> None:
-        await asyncio.sleep(handshakes * 0.005 / 2)
+        await asyncio.sleep(delay_s)
         await target.publisher.revoke(token)
 
-    await asyncio.gather(revoke(), *(handshake(index) for index in range(handshakes)))
+    *results, _ = await asyncio.gather(*(handshake(index) for index in range(handshakes)), revoke())
+    opened = [ws for ws in results if ws is not None]
     codes = await asyncio.gather(*(close_code(ws, 5) for ws in opened))
-    assert all(code == 4003 for code in codes), f"{codes.count(None)} of {len(opened)} connections stayed open"
-    assert refused + len(opened) == handshakes
+    stayed = codes.count(None)
+    assert stayed == 0, f"round {round_ + 1}: {stayed} of {len(opened)} connections outlived the revoke"
+    assert all(code == 4003 for code in codes), codes
     try:
         await open_ws(target.node(0), token, how="subprotocol")
     except InvalidStatus as exc:
