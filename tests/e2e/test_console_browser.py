@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from herald_client import Publisher
 
-from herald.client import Publisher
 from tests.support.browser import needs_chromium, open_browser, until
 from tests.support.procs import Standalone
 

@@ -1,39 +1,19 @@
-"""Python clients of Herald's HTTP APIs: ``Operator`` (apps and keys) and ``Publisher`` (an app).
+"""The HTTP side of Herald: ``Operator`` (apps, keys, limits on auth) and ``Publisher``
+(an app: connect tokens from auth, messages, groups and presence through collect).
 
-Errors come back as ``HeraldAPIError`` carrying the status and the documented error
-code, so callers branch on ``code`` rather than on message text.
+Every error answer becomes a ``HeraldAPIError`` carrying the status and the documented
+error code, so callers branch on ``code`` rather than on message text.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-__all__ = ["HeraldAPIError", "Operator", "Publisher", "Revoked", "Subscriber"]
-
-CLOSE_REVOKED = 4003
+from herald_client.errors import HeraldAPIError
 
 TIMEOUT_S = 10.0
-
-
-class HeraldAPIError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, details: Any = None, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.retry_after_s = retry_after_s  # from Retry-After on a 429
 
 
 def _check(response: httpx.Response) -> Any:
@@ -206,136 +186,3 @@ class Publisher:
     async def history(self, channel: str, since: int = 0, limit: int = 100) -> dict[str, Any]:
         params = {"since": since, "limit": limit}
         return _check(await self._collect.get(f"/v1/channels/{channel}/messages", params=params))
-
-
-class Revoked(Exception):
-    """The server closed the subscription for good (4003: kicked, or the token revoked)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"closed by the server with 4003: {reason or 'revoked'}")
-        self.reason = reason
-
-
-TokenSource = str | Callable[[], Awaitable[str]]
-
-
-class Subscriber:
-    """A user's live messages, with reconnect, resume, ack and dedupe, as the JS client does.
-
-    Iterate it to get message frames, each once and in offset order per channel, across
-    reconnects: it keeps the highest offset per channel, sends those positions in a
-    ``resume`` frame first thing on every connect and drops anything at or below them. A
-    message is acknowledged once the app has handled it, that is when it asks for the next
-    one (or closes). On a closed connection it tries the next URL of ``urls`` with
-    exponential backoff and jitter (a draining node closes with 1012; a killed one just
-    drops), asking ``token`` again when it is a function, so an expired token is renewed.
-    A 4003 close (kicked, revoked) ends the iteration with ``Revoked``.
-    """
-
-    def __init__(
-        self,
-        urls: list[str],
-        token: TokenSource,
-        *,
-        ack: bool = True,
-        backoff_s: tuple[float, float] = (0.05, 2.0),
-        max_buffer: int = 10_000,
-    ) -> None:
-        self.urls = urls
-        self.token = token
-        self.ack = ack
-        self.positions: dict[str, int] = {}
-        self.duplicates = 0
-        self.connects = 0
-        self.closes: list[int | None] = []
-        self.errors: list[dict[str, Any]] = []  # the server's `error` frames, latest 100
-        self._backoff = backoff_s
-        self._queue: asyncio.Queue[dict[str, Any] | Revoked] = asyncio.Queue(max_buffer)
-        self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._closing = False
-        self._ws: ClientConnection | None = None
-        self._handed: tuple[str, int] | None = None
-
-    async def start(self) -> Subscriber:
-        self._task = asyncio.create_task(self._run(), name="herald-subscriber")
-        await asyncio.wait_for(self._connected.wait(), TIMEOUT_S)
-        return self
-
-    async def close(self) -> None:
-        await self._ack_handed()
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def __aenter__(self) -> Subscriber:
-        return await self.start()
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
-
-    def __aiter__(self) -> Subscriber:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        await self._ack_handed()
-        item = await self._queue.get()
-        if isinstance(item, Revoked):
-            raise item
-        self._handed = (item["channel"], item["offset"])
-        return item
-
-    async def _ack_handed(self) -> None:
-        """The app asked for more, so it is done with the last one: say so (cumulative)."""
-        handed, self._handed = self._handed, None
-        if handed is None or not self.ack or self._ws is None:
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self._ws.send(orjson.dumps({"type": "ack", "channel": handed[0], "offset": handed[1]}).decode())
-
-    async def _token(self) -> str:
-        return self.token if isinstance(self.token, str) else await self.token()
-
-    async def _run(self) -> None:
-        attempt = 0
-        while not self._closing:
-            url = self.urls[(self.connects + attempt) % len(self.urls)]
-            try:
-                token = await self._token()
-                async with connect(f"{url}?token={token}", open_timeout=TIMEOUT_S, max_size=None) as ws:
-                    await ws.send(orjson.dumps({"type": "resume", "positions": self.positions}).decode())
-                    self._ws = ws
-                    self.connects += 1
-                    attempt = 0
-                    self._connected.set()
-                    await self._receive(ws)
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, HeraldAPIError) as exc:
-                code = exc.rcvd.code if isinstance(exc, ConnectionClosed) and exc.rcvd else None
-                self.closes.append(code)
-                if code == CLOSE_REVOKED:
-                    assert isinstance(exc, ConnectionClosed) and exc.rcvd is not None
-                    await self._queue.put(Revoked(exc.rcvd.reason))
-                    self._connected.set()
-                    return
-            finally:
-                self._ws = None
-            attempt += 1
-            delay = min(self._backoff[1], self._backoff[0] * 2 ** min(attempt, 10))
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
-    async def _receive(self, ws: ClientConnection) -> None:
-        async for raw in ws:
-            frame = orjson.loads(raw)
-            kind = frame.get("type")
-            if kind == "error":
-                self.errors = [*self.errors[-99:], frame]
-            if kind != "message":
-                continue
-            channel, offset = frame["channel"], frame["offset"]
-            if offset <= self.positions.get(channel, 0):
-                self.duplicates += 1
-                continue
-            self.positions[channel] = offset
-            await self._queue.put(frame)
