@@ -126,7 +126,12 @@ async def test_after_herald_dev_restarts_it_resumes_and_what_was_sent_meanwhile_
             async def token() -> str:
                 return await publisher.token(user)
 
-            async with Subscriber([herald.ws_url], token, backoff_s=(0.5, 1.0)) as subscriber:
+            subscriber = Subscriber([herald.ws_url], token, backoff_s=(0.5, 1.0))
+            try:
+                await subscriber.start()
+            except TimeoutError:
+                pytest.fail(f"no connection: {subscriber.closes} {subscriber.errors}\n{herald.process.log_tail()}")
+            async with subscriber:
                 stream = aiter(subscriber)
                 await publisher.send([user], "before")
                 before = await asyncio.wait_for(anext(stream), 10)

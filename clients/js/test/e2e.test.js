@@ -15,7 +15,7 @@ const open = new Set();
 
 before(async () => { dev = await HeraldDev.start(); });
 after(async () => {
-  if (process.env.HERALD_DEV_LOG) console.log(dev.logTail(60));
+  if (process.env.HERALD_DEV_LOG) console.log(dev.logTail(60)); // HERALD_DEV_LOG=1: show the server's log
   await Promise.all([...open].map((client) => client.close()));
   const code = await dev.stop();
   assert.equal(code, 0, `herald dev exited with ${code} on SIGTERM:\n${dev.logTail()}`);

@@ -7,7 +7,7 @@ error code, so callers branch on ``code`` rather than on message text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -16,23 +16,35 @@ from herald_client.errors import HeraldAPIError
 TIMEOUT_S = 10.0
 
 
-def _check(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        try:
-            error = response.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            error = {"code": "http_error", "message": response.text[:200]}
-        retry_after = response.headers.get("retry-after")
-        raise HeraldAPIError(
-            response.status_code,
-            error.get("code", ""),
-            error.get("message", ""),
-            error.get("details"),
-            float(retry_after) if retry_after and retry_after.isdigit() else None,
-        )
-    if response.status_code == 204 or not response.content:
-        return None
-    return response.json()
+def _check(response: httpx.Response) -> None:
+    """Raise the answer's documented error, if it is one."""
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"code": "http_error", "message": response.text[:200]}
+    retry_after = response.headers.get("retry-after")
+    raise HeraldAPIError(
+        response.status_code,
+        error.get("code", ""),
+        error.get("message", ""),
+        error.get("details"),
+        float(retry_after) if retry_after and retry_after.isdigit() else None,
+    )
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object a successful answer carries."""
+    _check(response)
+    body = response.json()
+    if not isinstance(body, dict):
+        raise HeraldAPIError(response.status_code, "unexpected_body", f"expected a JSON object: {response.text[:200]}")
+    return body
+
+
+def _items(response: httpx.Response, key: str) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], _object(response)[key])
 
 
 def _http(base_url: str, credential: str, timeout_s: float) -> httpx.AsyncClient:
@@ -57,13 +69,13 @@ class Operator:
         await self.close()
 
     async def create_app(self, name: str) -> dict[str, str]:
-        return _check(await self._http.post("/v1/apps", json={"name": name}))
+        return cast(dict[str, str], _object(await self._http.post("/v1/apps", json={"name": name})))
 
     async def rotate_key(self, app_id: str) -> dict[str, str]:
-        return _check(await self._http.post(f"/v1/apps/{app_id}/keys"))
+        return cast(dict[str, str], _object(await self._http.post(f"/v1/apps/{app_id}/keys")))
 
     async def app_settings(self, app_id: str) -> dict[str, Any]:
-        return _check(await self._http.get(f"/v1/apps/{app_id}"))
+        return _object(await self._http.get(f"/v1/apps/{app_id}"))
 
     async def configure(
         self,
@@ -83,7 +95,7 @@ class Operator:
             body["limits"] = limits
         if publish_hook_url is not None:
             body["publish_hook_url"] = publish_hook_url
-        return _check(await self._http.patch(f"/v1/apps/{app_id}", json=body))
+        return _object(await self._http.patch(f"/v1/apps/{app_id}", json=body))
 
 
 class Publisher:
@@ -114,7 +126,7 @@ class Publisher:
             body["ttl_s"] = ttl_s
         if device is not None:
             body["device"] = device
-        return _check(await self._auth.post("/v1/tokens", json=body))["token"]
+        return str(_object(await self._auth.post("/v1/tokens", json=body))["token"])
 
     async def revoke(self, token: str) -> None:
         """Revoke one token; connections using it close with 4003."""
@@ -140,29 +152,29 @@ class Publisher:
             body["ttl_s"] = ttl_s
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
-        return _check(await self._collect.post("/v1/messages", json=body))["messages"]
+        return _items(await self._collect.post("/v1/messages", json=body), "messages")
 
     async def join(self, group: str, user_id: str) -> dict[str, Any]:
-        return _check(await self._collect.put(f"/v1/groups/{group}/members/{user_id}"))
+        return _object(await self._collect.put(f"/v1/groups/{group}/members/{user_id}"))
 
     async def leave(self, group: str, user_id: str) -> None:
         _check(await self._collect.delete(f"/v1/groups/{group}/members/{user_id}"))
 
     async def members(self, group: str, after: str = "", limit: int = 100) -> dict[str, Any]:
-        params = {"after": after, "limit": limit}
-        return _check(await self._collect.get(f"/v1/groups/{group}/members", params=params))
+        params: dict[str, str | int] = {"after": after, "limit": limit}
+        return _object(await self._collect.get(f"/v1/groups/{group}/members", params=params))
 
     async def online(self, group: str | None = None, limit: int = 1000) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, str | int] = {"limit": limit}
         if group is not None:
             params["group"] = group
-        return _check(await self._collect.get("/v1/online", params=params))
+        return _object(await self._collect.get("/v1/online", params=params))
 
     async def presence(self, user_id: str) -> dict[str, Any]:
-        return _check(await self._collect.get(f"/v1/users/{user_id}/presence"))
+        return _object(await self._collect.get(f"/v1/users/{user_id}/presence"))
 
     async def kick(self, user_id: str) -> dict[str, Any]:
-        return _check(await self._collect.post(f"/v1/users/{user_id}/kick"))
+        return _object(await self._collect.post(f"/v1/users/{user_id}/kick"))
 
     async def send(
         self,
@@ -178,11 +190,11 @@ class Publisher:
 
     async def send_batch(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each item is a /v1/messages body; each result has ``messages`` or ``error``."""
-        return _check(await self._collect.post("/v1/messages/batch", json={"messages": items}))["results"]
+        return _items(await self._collect.post("/v1/messages/batch", json={"messages": items}), "results")
 
     async def message(self, message_id: str) -> dict[str, Any]:
-        return _check(await self._collect.get(f"/v1/messages/{message_id}"))
+        return _object(await self._collect.get(f"/v1/messages/{message_id}"))
 
     async def history(self, channel: str, since: int = 0, limit: int = 100) -> dict[str, Any]:
-        params = {"since": since, "limit": limit}
-        return _check(await self._collect.get(f"/v1/channels/{channel}/messages", params=params))
+        params: dict[str, str | int] = {"since": since, "limit": limit}
+        return _object(await self._collect.get(f"/v1/channels/{channel}/messages", params=params))

@@ -20,14 +20,14 @@ def backoff_delay(attempt: int, low_s: float, high_s: float, jitter: float) -> f
     """Exponential backoff with jitter (``jitter`` in [0, 1)): after the n-th failed attempt
     in a row wait between half and all of ``low * 2**n``, capped at ``high``. The jitter
     keeps a node's clients from all coming back in the same millisecond."""
-    ceiling = min(high_s, low_s * 2 ** min(attempt, 20))
+    ceiling = min(high_s, low_s * 2.0 ** min(attempt, 20))
     return ceiling * (0.5 + jitter / 2)
 
 
 def refresh_retry_delay(attempt: int, remaining_s: float) -> float | None:
     """How long to wait before retrying a refused refresh, or None when no retry can land
     before exp: the server then closes with 4001 and the subscriber reconnects instead."""
-    delay = min(REFRESH_RETRY_MAX_S, 0.5 * 2**attempt, remaining_s / 2)
+    delay = min(REFRESH_RETRY_MAX_S, 0.5 * 2.0**attempt, remaining_s / 2)
     return delay if remaining_s - delay > REFRESH_MARGIN_S else None
 
 

@@ -95,7 +95,10 @@ class Subscriber:
         self._refresh_answer: asyncio.Future[bool] | None = None
 
     async def start(self) -> Subscriber:
-        """Connect; raises TimeoutError (and stops trying) when no URL answers in time."""
+        """Connect (once: starting a started subscriber changes nothing); raises TimeoutError,
+        and stops trying, when no URL answers in time."""
+        if self._task is not None:
+            return self
         self._task = asyncio.create_task(self._run(), name="herald-subscriber")
         try:
             await asyncio.wait_for(self._connected.wait(), OPEN_TIMEOUT_S)
