@@ -69,6 +69,9 @@ export class HeraldDev {
       stdio: ["ignore", log, log],
     });
     closeSync(log);
+    // However this test file ends, it does not leave a server behind.
+    const child = this.process;
+    process.once("exit", () => child.kill("SIGKILL"));
     const exited = new Promise((_, fail) => this.process.once("exit", (code) => fail(new Error(`herald dev exited with ${code}:\n${this.logTail()}`))));
     exited.catch(() => {});
     const deadline = Date.now() + timeoutMs;
