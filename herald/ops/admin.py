@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from herald_client import HeraldAPIError, Operator, Publisher
 
 from herald.adapters import make_bus, make_directory, make_store
-from herald.client import HeraldAPIError, Operator, Publisher
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.settings import Settings
 from herald.ops import cluster_status, snapshot

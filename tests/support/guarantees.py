@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from herald_client import Publisher
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from herald.client import Publisher
 from herald.core import codec
 from tests.support.ws import close_code, collect_messages, next_frame, no_message_within, open_ws
 
