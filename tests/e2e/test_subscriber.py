@@ -152,7 +152,6 @@ async def test_after_herald_dev_restarts_it_resumes_and_what_was_sent_meanwhile_
         herald.process.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="server side lands with the delivery core")
 async def test_a_five_second_token_stays_connected_through_in_band_refreshes_and_loses_nothing(
     standalone: Standalone, publisher: Publisher
 ) -> None:

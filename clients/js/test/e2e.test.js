@@ -155,8 +155,7 @@ test("after herald dev restarts, it resumes and what was sent meanwhile arrives 
   await herald.close();
 });
 
-test("a 5 s token stays connected through in-band refreshes, losing nothing",
-  { todo: "server side lands with the delivery core" }, async () => {
+test("a 5 s token stays connected through in-band refreshes, losing nothing", async () => {
     const heidi = user();
     const herald = client(() => dev.token(heidi, { ttl_s: 5 }));
     const received = inbox(herald);
