@@ -36,8 +36,8 @@ Times (``now``) are wall-clock epoch seconds, comparable with messages' ``ts`` a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
+from herald.services.push.decisions import Decisions, Read
 from herald.services.push.framing import text_frame
 from herald.services.push.handshake import Identity
 from herald.services.push.lifetimes import KICKS_KEPT_S, Deadlines, KickMemory
@@ -51,44 +51,13 @@ from herald.services.push.protocol import (
     refreshed_frame,
 )
 from herald.services.push.readers import ChannelKey, Reader, ReaderIndex
-from herald.services.push.sequencing import HOLE_GRACE_S, ChannelSequence, Step, Wire, contiguous_runs
+from herald.services.push.sequencing import HOLE_GRACE_S, Step, Wire, contiguous_runs
 
-from herald.core.model import BROADCAST, Delivery, group_channel
+from herald.core.model import BROADCAST, group_channel
 
 # How long before its token's exp a connection is told to refresh; a token with less than
 # twice this left is warned at half its remaining lifetime.
 EXPIRING_LEAD_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """A store read for one connection's channel: offsets after ``after``. ``sequence`` is
-    the start it serves: a page for a sequence since dropped (a leave) is not applied."""
-
-    reader: Reader
-    channel: str
-    after: int
-    sequence: ChannelSequence
-
-
-@dataclass(slots=True)
-class Decisions:
-    """What the node must do, in this order: write, close, write routes, then read."""
-
-    writes: dict[Reader, list[bytes]] = field(default_factory=dict)  # framed bytes, in order
-    closes: list[tuple[Reader, int, str]] = field(default_factory=list)
-    routes: list[ChannelKey] = field(default_factory=list)  # reader counts to write before the reads
-    reads: list[Read] = field(default_factory=list)
-    acks: list[tuple[Reader, str, int]] = field(default_factory=list)  # to record (receipts)
-    deliveries: list[Delivery] = field(default_factory=list)  # inbox writes (receipts)
-    delivered: int = 0  # messages written, all connections counted
-    accepted_ms: list[int] = field(default_factory=list)  # each live message with local readers, once
-    wake_at: float | None = None  # the core wants a ``tick`` by then (a hole's grace, a token deadline)
-    traced: list[tuple[Reader, str, int, str]] = field(default_factory=list)  # (reader, channel, offset, id)
-
-    def wake(self, at: float) -> None:
-        if self.wake_at is None or at < self.wake_at:
-            self.wake_at = at
 
 
 class DeliveryCore:
@@ -383,32 +352,14 @@ class DeliveryCore:
         return frame
 
     def _write(self, reader: Reader, channel: str, messages: list[Wire], framed: bytes, now: float) -> None:
-        out = self._out
-        chunks = out.writes.get(reader)
-        if chunks is None:
-            out.writes[reader] = [framed]
-        else:
-            chunks.append(framed)
-        out.delivered += len(messages)
-        # Per-device delivery records for inboxes only: a group message to ten thousand
-        # members would otherwise write ten thousand records.
-        if channel[0] == "u":
-            app_id, conn_id, device = reader.app_id, reader.conn_id, reader.device
-            for message in messages:
-                out.deliveries.append(Delivery(message["id"], app_id, channel, message["offset"], conn_id, device, now))
+        self._out.write(reader, channel, messages, framed, now)
         if self.trace:
-            out.traced.extend((reader, channel, message["offset"], message["id"]) for message in messages)
+            self._out.traced.extend((reader, channel, message["offset"], message["id"]) for message in messages)
 
     def _send(self, reader: Reader, text: str) -> None:
         """A control frame (error, expiring, refreshed), in order with the messages."""
-        if reader.closing:
-            return
-        framed = text_frame(text.encode())
-        chunks = self._out.writes.get(reader)
-        if chunks is None:
-            self._out.writes[reader] = [framed]
-        else:
-            chunks.append(framed)
+        if not reader.closing:
+            self._out.append(reader, text_frame(text.encode()))
 
     def _close(self, reader: Reader, code: int, reason: str) -> None:
         if reader.closing:

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from herald.services.push.delivery import Decisions, DeliveryCore, Read
+from herald.services.push.decisions import Decisions, Read
+from herald.services.push.delivery import DeliveryCore
 from herald.services.push.readers import Reader
 from herald.services.push.reads import StoreReads
 from herald.services.push.receipt_buffer import ReceiptBuffer

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from herald.services.push.delivery import EXPIRING_LEAD_S, DeliveryCore, Read
+from herald.services.push.decisions import Read
+from herald.services.push.delivery import EXPIRING_LEAD_S, DeliveryCore
 from herald.services.push.handshake import Identity
 from herald.services.push.lifetimes import KICKS_KEPT_S
 from herald.services.push.readers import Reader

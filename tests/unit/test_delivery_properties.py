@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 from herald.services.push import sequencing
-from herald.services.push.delivery import DeliveryCore, Read
+from herald.services.push.decisions import Read
+from herald.services.push.delivery import DeliveryCore
 from herald.services.push.handshake import Identity
 from herald.services.push.readers import Reader
 from hypothesis import HealthCheck, settings
