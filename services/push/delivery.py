@@ -116,7 +116,7 @@ class DeliveryCore:
         joined = []
         for group, after in groups.items():
             channel = group_channel(group)
-            if channel in reader.groups or channel in reader.left_early:
+            if channel in reader.groups or reader.has_left_early(channel):
                 continue
             self.readers.subscribe(reader, channel, after)
             joined.append((reader.app_id, channel))
@@ -148,13 +148,13 @@ class DeliveryCore:
         """Start every channel after its position (``positions`` wins over a join that arrived
         meanwhile). ``heads``, read after the connection's routes were written, spare the
         store reads of channels already at their head."""
-        starts = {**reader.pending_starts, **positions}
+        pending = reader.pending_starts()
+        starts = {**pending, **positions}
         if not reader.routed:
             heads = {}
         # A join that arrived meanwhile may have written its route after the heads were read.
-        heads = {channel: head for channel, head in heads.items() if channel not in reader.pending_starts}
-        reader.pending_starts.clear()
-        reader.left_early.clear()
+        heads = {channel: head for channel, head in heads.items() if channel not in pending}
+        reader.early = None
         reader.started = True
         for channel, position in starts.items():
             if reader.may_read(channel):
@@ -189,6 +189,8 @@ class DeliveryCore:
             message = f"{channel} was sent up to offset {sent} on this connection; acknowledged up to {sent}"
             self._send(reader, error_frame("ack_beyond_sent", message))
             offset = sent
+        if reader.acked is None:
+            reader.acked = {}
         if offset > reader.acked.get(channel, 0):
             reader.acked[channel] = offset
             self._out.acks.append((reader, channel, offset))
@@ -219,7 +221,7 @@ class DeliveryCore:
         """The client closed cleanly: nothing more is written to it; its acks, to persist
         before the close is answered, so they hold for its next connection on any node."""
         reader.closing = True
-        return dict(reader.acked)
+        return dict(reader.acked or {})
 
     # Bus side -----------------------------------------------------------------------
 
@@ -262,24 +264,23 @@ class DeliveryCore:
             if reader.closing or channel in reader.groups:
                 continue
             joining = True
-            reader.left_early.discard(channel)
             self.readers.subscribe(reader, channel, after)
             if reader.started:
                 self._start_channel(reader, channel, after, None, now)
             else:
-                reader.pending_starts[channel] = after
+                reader.joined_early(channel, after)
         if joining:
             self._out.routes.append((app_id, channel))
 
     def leave(self, app_id: str, user_id: str, channel: str) -> None:
         leaving = False
         for reader in self.readers.of_user(app_id, user_id):
-            if not reader.started:
-                reader.left_early.add(channel)
             if channel in reader.groups:
                 leaving = True
                 self._holes.discard((reader, channel))
                 self.readers.unsubscribe(reader, channel)
+            if not reader.started:
+                reader.left_early(channel)
         if leaving:
             self._out.routes.append((app_id, channel))
 

@@ -43,15 +43,15 @@ class Reader:
     started: bool = False
     # Group channel -> the offset the user joined after: nothing at or below it is theirs.
     groups: dict[str, int] = field(default_factory=dict)
-    # Joins and leaves that arrived before the reader started, so the membership read
-    # from the store at connect (possibly older than them) does not undo them.
-    pending_starts: dict[str, int] = field(default_factory=dict)
-    left_early: set[str] = field(default_factory=set)
+    # Joins (channel -> after) and leaves (channel -> None) that arrived before the reader
+    # started, so the membership read from the store at connect (possibly older than them)
+    # does not undo them. None when there were none: most connections never need it.
+    early: dict[str, int | None] | None = None
     # Per channel: what was written and what waits (services.push.sequencing).
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
     # Per channel: the highest offset this connection acknowledged (clamped to what it
-    # was sent): persisted before a clean close is answered.
-    acked: dict[str, int] = field(default_factory=dict)
+    # was sent): persisted before a clean close is answered. None until its first ack.
+    acked: dict[str, int] | None = None
     # The next token deadline (epoch seconds) and whether ``expiring`` was sent for the
     # current token; ``deadline`` is the key of the core's deadline bucket holding it.
     deadline: float | None = None
@@ -75,6 +75,23 @@ class Reader:
         """The lowest position this reader may start ``channel`` at (membership)."""
         return self.groups.get(channel, 0)
 
+    def joined_early(self, channel: str, after: int) -> None:
+        if self.early is None:
+            self.early = {}
+        self.early[channel] = after
+
+    def left_early(self, channel: str) -> None:
+        if self.early is None:
+            self.early = {}
+        self.early[channel] = None
+
+    def pending_starts(self) -> dict[str, int]:
+        """Channels joined before the start, and where they start."""
+        return {ch: after for ch, after in (self.early or {}).items() if after is not None}
+
+    def has_left_early(self, channel: str) -> bool:
+        return self.early is not None and channel in self.early and self.early[channel] is None
+
     def sequence(self, channel: str) -> ChannelSequence:
         sequence = self.sequences.get(channel)
         if sequence is None:
@@ -95,7 +112,9 @@ class ReaderIndex:
     """Who reads what on this node. Channel reader counts are what the directory routes by."""
 
     def __init__(self) -> None:
-        self._by_user: dict[tuple[str, str], set[Reader]] = {}
+        # A list per user, not a set: users hold a few connections each, and a one-item
+        # list costs a quarter of a one-item set (an idle node holds one per user).
+        self._by_user: dict[tuple[str, str], list[Reader]] = {}
         self._by_channel: dict[ChannelKey, set[Reader]] = {}
         self._by_app: dict[str, int] = {}  # kept as readers come and go: heartbeats read it
         self._count = 0
@@ -108,7 +127,7 @@ class ReaderIndex:
             yield from list(readers)
 
     def add(self, reader: Reader) -> None:
-        self._by_user.setdefault((reader.app_id, reader.user_id), set()).add(reader)
+        self._by_user.setdefault((reader.app_id, reader.user_id), []).append(reader)
         self._count += 1
         self._by_app[reader.app_id] = self._by_app.get(reader.app_id, 0) + 1
         for channel in reader.shared_channels:
@@ -121,7 +140,7 @@ class ReaderIndex:
         readers = self._by_user.get(key)
         if not readers or reader not in readers:
             return []
-        readers.discard(reader)
+        readers.remove(reader)
         if not readers:
             del self._by_user[key]
         self._count -= 1
@@ -144,7 +163,8 @@ class ReaderIndex:
     def unsubscribe(self, reader: Reader, channel: str) -> None:
         del reader.groups[channel]
         reader.sequences.pop(channel, None)
-        reader.pending_starts.pop(channel, None)
+        if reader.early is not None:
+            reader.early.pop(channel, None)
         self._unsubscribe(reader, channel)
 
     def _unsubscribe(self, reader: Reader, channel: str) -> None:
@@ -155,8 +175,8 @@ class ReaderIndex:
             if not readers:
                 del self._by_channel[key]
 
-    def of_user(self, app_id: str, user_id: str) -> set[Reader]:
-        return self._by_user.get((app_id, user_id), set())
+    def of_user(self, app_id: str, user_id: str) -> list[Reader]:
+        return self._by_user.get((app_id, user_id), [])
 
     def readers(self, app_id: str, channel: str) -> set[Reader]:
         return self._by_channel.get((app_id, channel), set())

@@ -41,6 +41,12 @@ MAX_HELD = 5_000
 PAGE = 500
 
 
+# What a sequence holds when it holds nothing, shared by all of them (never written to:
+# a sequence takes a dict of its own for its first held message). An idle connection's
+# two sequences would otherwise cost an empty dict each.
+_EMPTY: dict[int, Wire] = {}
+
+
 @dataclass(slots=True)
 class Step:
     write: list[Wire] = field(default_factory=list)
@@ -58,7 +64,7 @@ class ChannelSequence:
         self.hole_since: float | None = None
         self._hole_read = False  # the store was read for the current hole
         self._final_read = False
-        self._held: dict[int, Wire] = {}
+        self._held: dict[int, Wire] = _EMPTY
 
     @property
     def held(self) -> int:
@@ -73,7 +79,8 @@ class ChannelSequence:
         """
         self.sent = position
         self.started = True
-        self._held = {offset: m for offset, m in self._held.items() if offset > position}
+        if self._held:
+            self._held = {offset: m for offset, m in self._held.items() if offset > position} or _EMPTY
         if head is not None and position >= head:
             self.fetching = False
             return self._advance(now)
@@ -83,6 +90,8 @@ class ChannelSequence:
         offset = message["offset"]
         if offset <= self.sent or offset in self._held:
             return Step()
+        if self._held is _EMPTY:
+            self._held = {}
         self._held[offset] = message
         if len(self._held) > MAX_HELD:
             return Step(overflow=True)
@@ -105,6 +114,8 @@ class ChannelSequence:
         self.fetching = False
         for message in page:
             if message["offset"] > self.sent:
+                if self._held is _EMPTY:
+                    self._held = {}
                 self._held.setdefault(message["offset"], message)
         step = self._advance(now, after_read=True)
         if len(self._held) > MAX_HELD:
@@ -135,6 +146,7 @@ class ChannelSequence:
     def _advance(self, now: float, *, after_read: bool = False) -> Step:
         step = Step(write=self._release())
         if not self._held:
+            self._held = _EMPTY  # the dict that held them is let go
             self.hole_since = None
             return step
         if after_read and (self._final_read or self._settled_gap(now)):

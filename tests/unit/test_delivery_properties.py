@@ -173,7 +173,7 @@ class DeliveryWorld(RuleBasedStateMachine):
         positions = dict(conn.positions)
         positions.update(core.readable(reader, conn.resume))
         conn.started = True
-        starts = {**reader.pending_starts, **positions}
+        starts = {**reader.pending_starts(), **positions}
         conn.starts = {ch: max(p, reader.bound(ch)) for ch, p in starts.items() if reader.may_read(ch)}
         conn.sent_high = dict(conn.starts)
         core.start(reader, positions, conn.heads, self.now)
