@@ -13,7 +13,8 @@ import pytest
 from herald.core.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "clients").glob("**/README.md")])
+CLIENT_READMES = [p for p in (ROOT / "clients").glob("**/README.md") if "node_modules" not in p.parts]
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *CLIENT_READMES])
 CONFIGURATION = ROOT / "docs" / "CONFIGURATION.md"
 # HERALD_* names CONFIGURATION.md explains outside the settings: read by tools, not services.
 NOT_SETTINGS = {"HERALD_APP_KEY", "HERALD_HTTP_PORT"}
