@@ -59,14 +59,16 @@ def make_bus(settings: Settings) -> Bus:
         from herald.adapters.bus.amqp import AmqpBus
 
         return AmqpBus(
-            settings.amqp_url,
+            settings.amqp_urls,
             Names(settings.namespace),
             prefetch=settings.prefetch,
             node_queue_expires_s=max(60.0, settings.presence_ttl_s * 4),
+            queue_type=settings.queue_type,
+            delivery_limit=settings.delivery_limit,
         )
     from herald.adapters.bus.memory import MemoryBus
 
-    return MemoryBus()
+    return MemoryBus(delivery_limit=settings.delivery_limit)
 
 
 def make_adapters(settings: Settings, needs: frozenset[str]) -> Adapters:

@@ -36,13 +36,16 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
     server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
 
     receipts = ReceiptsWorker(store, bus)
-    webhooks = WebhookSender(AppConfigs(store).get)
+    # Retries wait in the bus (RabbitMQ's delay queues; in memory for standalone), so any
+    # dispatch worker running when one is due makes it: a deploy or a crash loses none.
+    webhooks = WebhookSender(AppConfigs(store).get, bus.publish_retry, block_private=settings.webhook_block_private)
 
     async def start_worker() -> None:
         await webhooks.start()
         await bus.consume_dispatch(worker.handle)
         await bus.consume_receipts(receipts.handle)
         await bus.consume_events(WEBHOOK_GROUP, ["#"], webhooks.handle)
+        await bus.consume_retries(webhooks.handle_retry)
         await stats.start()
 
     async def stop_worker() -> None:
