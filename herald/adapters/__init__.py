@@ -45,10 +45,16 @@ def make_store(settings: Settings) -> Store:
 
 
 def make_directory(settings: Settings) -> Directory:
-    if settings.redis_url:
+    if settings.uses_redis:
         from herald.adapters.directory.redis import RedisDirectory
 
-        return RedisDirectory(settings.redis_url, Names(settings.namespace))
+        return RedisDirectory(
+            settings.redis_url,
+            Names(settings.namespace),
+            mode=settings.redis_mode,
+            sentinels=settings.redis_sentinels,
+            master=settings.redis_master,
+        )
     from herald.adapters.directory.memory import MemoryDirectory
 
     return MemoryDirectory()

@@ -76,16 +76,6 @@ class Names:
         return WorkQueues(prefix, queue_type)
 
     @property
-    def dispatch_queue(self) -> str:
-        """The classic dispatch queue (the name of earlier versions)."""
-        return self.work_queues("classic").dispatch
-
-    @property
-    def receipts_queue(self) -> str:
-        """The classic receipts queue: deliveries and acks reported by push nodes."""
-        return self.work_queues("classic").receipts
-
-    @property
     def dead_letter_exchange(self) -> str:
         """Direct exchange the work queues dead-letter to, routing key = the source queue."""
         return f"{self.namespace}.deadletter"

@@ -1,4 +1,4 @@
-"""The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``.
+"""The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``, ``dlq``.
 
 ``apps create`` and ``token`` talk to auth over HTTP like any client, so they work against
 ``herald dev`` and a cluster alike. Against ``herald dev`` they need no configuration: the
@@ -22,7 +22,7 @@ from herald.adapters import make_bus, make_directory, make_store
 from herald.client import HeraldAPIError, Operator, Publisher
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.settings import Settings
-from herald.ops import cluster_status
+from herald.ops import cluster_status, dlq
 
 APPS_FILE = "apps.json"
 DEV_SECRETS_FILE = "dev-secrets.json"
@@ -94,7 +94,7 @@ async def mint_token(
 
 
 async def status_report(settings: Settings) -> str:
-    if not (settings.redis_url and settings.amqp_url):
+    if not (settings.uses_redis and settings.amqp_url):
         raise ConfigError(
             "herald status reads the cluster's Redis and RabbitMQ: set HERALD_REDIS_URL and HERALD_AMQP_URL "
             "(and HERALD_MONGO_URL for app names) as the services have them. `herald dev` keeps these "
@@ -130,6 +130,12 @@ def run(command: str, args: Any) -> int:
         elif command == "token":
             key = app_key(settings, args.app, args.key or os.environ.get("HERALD_APP_KEY"))
             print(asyncio.run(mint_token(settings, key, args.user, args.ttl, args.device, args.publish)))
+        elif command.startswith("dlq-"):
+            # A cluster's dead letters are read from RabbitMQ; herald dev's through its dispatch.
+            token = "" if settings.amqp_url else admin_token(settings)
+            ids, every = getattr(args, "ids", []), getattr(args, "all", False)
+            action = command.removeprefix("dlq-")
+            print(asyncio.run(dlq.run(settings, action, ids, every, args.limit, args.url, token)))
         else:
             raise ValueError(command)
     except ConfigError as exc:

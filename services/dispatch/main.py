@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from herald.services.dispatch import dead_letters
 from herald.services.dispatch.rate_counter import DispatchStats
 from herald.services.dispatch.receipt_writer import ReceiptsWorker
 from herald.services.dispatch.worker import DispatchWorker
@@ -30,10 +31,11 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
 
     api = create_api(
         "Herald dispatch",
-        "Routes accepted messages to push nodes. Health and metrics only.",
+        "Routes accepted messages to push nodes. Health, metrics and the operator's dead letters.",
         checks=[store.ping, directory.ping, bus.ping, consuming],
     )
-    server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
+    dead_letters.install(api, bus, settings.admin_token)
+    server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024 * 1024)
 
     receipts = ReceiptsWorker(store, bus)
     # Retries wait in the bus (RabbitMQ's delay queues; in memory for standalone), so any
