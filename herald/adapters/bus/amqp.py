@@ -75,7 +75,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed, DeliveryError
 
 from herald.adapters.bus.amqp_consume import (
     OPERATION_TIMEOUT_S,
@@ -150,6 +150,7 @@ class AmqpBus(Bus):
         self._node_queues: list[str] = []
         self._context = ConsumeContext(self._link, prefetch, delivery_limit, self._park, FailureCounts())
         self._keep_as_is: set[str] = set()  # queues that exist with other arguments: used as they are
+        self._closing: set[asyncio.Future[None]] = set()  # publishing channels given up, closing
         self._started = False
         self._closed = False
 
@@ -596,10 +597,29 @@ class AmqpBus(Bus):
         except RETRYABLE as exc:
             raise Unavailable(f"RabbitMQ did not confirm in {PUBLISH_TIMEOUT_S}s") from exc
         for result in results:
+            if isinstance(result, DeliveryError):
+                self._drop_publisher()
             if isinstance(result, RETRYABLE):
                 raise Unavailable(f"RabbitMQ did not take a publish: {result!r}") from result
             if isinstance(result, BaseException):
                 raise result
+
+    def _drop_publisher(self) -> None:
+        """Publish on a new channel from now on. A nack or a return says the channel's view
+        of a queue is wrong: after a quorum queue changed leaders, RabbitMQ 3.10 was seen
+        nacking every publish of a channel that first published while the old leader was
+        still on record, for as long as the channel lived; a fresh channel asks again
+        (and declares the topology again, which also brings back a deleted queue)."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None and not publisher.channel.is_closed:
+            task = asyncio.ensure_future(_close_channel(publisher.channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+
+async def _close_channel(channel: AbstractChannel) -> None:
+    with contextlib.suppress(*RETRYABLE, RuntimeError):
+        await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
 
 
 def _work_message(body: bytes, *, message_id: str | None = None, expiration_s: float | None = None) -> aio_pika.Message:
