@@ -112,6 +112,8 @@ EVENTS_QUEUE_MAX = 100_000
 PARKED_REASON = "x-herald-reason"
 PARKED_DELIVERIES = "x-herald-deliveries"
 PARKED_AT = "x-herald-parked-at"
+# How long a legacy queue found missing is left out of queue depths before it is asked again.
+LEGACY_ABSENT_S = 60.0
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ class AmqpBus(Bus):
         self._context = ConsumeContext(self._link, prefetch, delivery_limit, self._park, FailureCounts())
         self._keep_as_is: set[str] = set()  # queues that exist with other arguments: used as they are
         self._closing: set[asyncio.Future[None]] = set()  # publishing channels given up, closing
+        self._absent_until: dict[str, float] = {}  # legacy queues found missing, not asked again until
         self._started = False
         self._closed = False
 
@@ -188,6 +191,8 @@ class AmqpBus(Bus):
         self._closed = True
         self._started = False
         self._publisher = None
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=OPERATION_TIMEOUT_S)
         await self._link.close()
 
     async def ping(self) -> None:
@@ -568,10 +573,13 @@ class AmqpBus(Bus):
         }
         depths: dict[str, int] = {}
         channel = None
+        now = time.monotonic()
         try:
             connection = self._link.current()
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
                 for label, name in names.items():
+                    if self._absent_until.get(name, 0.0) > now:
+                        continue
                     # A passive declare of a missing queue closes its channel, so these run on
                     # a channel of their own, reopened after each miss.
                     if channel is None or channel.is_closed:
@@ -579,6 +587,9 @@ class AmqpBus(Bus):
                     try:
                         queue = await channel.declare_queue(name, passive=True)
                     except ChannelNotFoundEntity:
+                        if label.startswith("legacy:"):
+                            # Gone for good once deleted: no channel reopened per heartbeat for it.
+                            self._absent_until[name] = now + LEGACY_ABSENT_S
                         continue
                     depths[label] = queue.declaration_result.message_count or 0
         except RETRYABLE as exc:
