@@ -5,8 +5,9 @@ COPY pyproject.toml README.md ./
 COPY herald ./herald
 COPY services ./services
 COPY clients ./clients
-# Editable, so push nodes serve clients/js/herald.js from this tree.
-RUN pip install --no-cache-dir -e . && useradd --system herald
+# Herald editable, so push nodes serve clients/js/herald.js from this tree; its Python
+# client (a dependency) from clients/python in the same call, never from an index.
+RUN pip install --no-cache-dir ./clients/python -e . && useradd --system herald
 USER herald
 ENV HERALD_HOST=0.0.0.0
 ENTRYPOINT ["herald"]

@@ -567,7 +567,13 @@ def _frame_name(frame: str) -> str:
 
 # Frames every sample of a service carries (interpreter start-up, the event loop's run):
 # left out of the inclusive ranking, where they would only say "100 %".
-_ROOT_FRAMES = ("<frozen runpy>", "asyncio/runners.py", "uvloop/__init__.py", "services/cli.py", "herald/ops/runtime.py")
+_ROOT_FRAMES = (
+    "<frozen runpy>",
+    "asyncio/runners.py",
+    "uvloop/__init__.py",
+    "services/cli.py",
+    "herald/ops/runtime.py",
+)
 
 
 def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:

@@ -41,7 +41,8 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from herald.client import Operator, Publisher
+from herald_client import Operator, Publisher
+
 from herald.core.settings import generate_secret
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block

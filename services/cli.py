@@ -29,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     for role in ROLES:
         sub.add_parser(role, help=f"run the {role} service (cluster mode, configured by HERALD_* variables)")
-    sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    status = sub.add_parser("status", help="print the cluster: nodes, connections, queue depths, per-app rates")
+    status.add_argument(
+        "--url",
+        help="ask this push node's /ops/snapshot (default without HERALD_REDIS_URL/HERALD_AMQP_URL: herald dev's)",
+    )
     bench = sub.add_parser(
         "bench", help="run the benchmark suite (scripts/bench of a source checkout), with progress", add_help=False
     )
@@ -64,7 +68,9 @@ def _dlq_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         action.add_argument("--limit", type=int, default=1000, help="act on at most this many (default 1000)")
     for action in (listing, *(actions.choices[name] for name in ("replay", "drop"))):
         action.add_argument(
-            "--url", default=dlq_module.DEV_DISPATCH_URL, help="herald dev's dispatch (without HERALD_AMQP_URL)"
+            "--url",
+            help="herald dev's dispatch, without HERALD_AMQP_URL (default: the one herald dev of "
+            f"HERALD_DATA_DIR says, else {dlq_module.DEV_DISPATCH_URL})",
         )
 
 

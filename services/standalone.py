@@ -23,6 +23,7 @@ from herald.core.credentials import new_app_id, secret_hash
 from herald.core.model import App
 from herald.core.settings import ROLES, Settings, generate_secret
 from herald.messaging.apikeys import issue_api_key
+from herald.ops.admin import DEV_URLS_FILE
 from herald.ops.runtime import Part
 
 DEMO_APP_NAME = "demo"
@@ -96,6 +97,9 @@ async def ensure_demo_app(store: Store, data_dir: str) -> dict[str, str]:
 def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Settings], dict[str, str]]:
     """Every part of every service over one set of adapters; ``demo`` fills in at start-up."""
     per_role = dev_settings(base, port_base)
+    # Where `herald status` finds this process's snapshot without being told.
+    host = _client_host(base.host)
+    _save_json(Path(base.data_dir) / DEV_URLS_FILE, {role: f"http://{host}:{s.port}" for role, s in per_role.items()})
     adapters: Adapters = make_adapters(base, frozenset().union(*NEEDS.values()))
     demo: dict[str, str] = {}
     assert adapters.store is not None
@@ -111,7 +115,6 @@ def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Setting
     for role in ROLES:
         extra: dict[str, Any] = {}
         if role == "push":
-            host = _client_host(base.host)
             console_urls = {
                 "auth_url": f"http://{host}:{per_role['auth'].port}",
                 "collect_url": f"http://{host}:{per_role['collect'].port}",
@@ -137,6 +140,7 @@ Herald is running (standalone: one process, data in {data_dir}).
   push      {ws}
   console   http://{host}:{per_role["push"].port}/       (connect, send, see who is online)
   chat      http://{host}:{per_role["push"].port}/chat   (open it in two windows)
+  ops       http://{host}:{per_role["push"].port}/ops    (the operator's view; asks for the token below)
 
   operator token (HERALD_ADMIN_TOKEN): {admin}
   demo app id:  {demo.get("app_id", "")}

@@ -40,7 +40,15 @@ class Kick:
     reason: str
 
 
-Command = Join | Leave | Kick
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """A node's marker to itself: when it comes back, everything queued to the node before
+    it was sent has been consumed (``services.push.node.PushNode.barrier``)."""
+
+    mark: int
+
+
+Command = Join | Leave | Kick | Barrier
 
 
 def encode(commands: list[Command]) -> bytes:
@@ -53,6 +61,8 @@ def _to_dict(command: Command) -> dict[str, Any]:
                 "after": command.after}
     if isinstance(command, Leave):
         return {"op": "leave", "app": command.app_id, "user": command.user_id, "channel": command.channel}
+    if isinstance(command, Barrier):
+        return {"op": "barrier", "mark": command.mark}
     return {"op": "kick", "app": command.app_id, "user": command.user_id, "token": command.token_hash,
             "reason": command.reason}
 
@@ -69,6 +79,8 @@ def decode(items: list[Any]) -> list[Command]:
                 commands.append(Leave(item["app"], item["user"], item["channel"]))
             elif op == "kick":
                 commands.append(Kick(item["app"], item["user"], item.get("token"), str(item.get("reason", ""))))
+            elif op == "barrier":
+                commands.append(Barrier(int(item["mark"])))
             else:
                 raise ValueError(f"unknown control op {op!r}")
         except (KeyError, TypeError) as exc:

@@ -1,8 +1,11 @@
-"""Send control commands (join, leave, kick) to the push nodes that hold a user's connections.
+"""Send control commands (join, leave, kick) to push nodes.
 
-Used by collect (groups, kick) and auth (revocation). The directory says which nodes hold
-the user; each gets the commands in its own queue, confirmed by the broker before the
-caller answers, so "204" means every node holding the user has the command queued.
+Used by collect (groups, kick) and auth (revocation). Joins, leaves and kicks go to the
+nodes the directory says hold the user; each gets the commands in its own queue,
+confirmed by the broker before the caller answers, so "204" means every node holding the
+user has the command queued. A revocation goes to every live node: a handshake whose
+token check passed just before the revoke is not in the directory yet, and the node
+holding it must hear of the revoke to refuse it (``DeliveryCore.add``).
 """
 
 from __future__ import annotations
@@ -22,4 +25,13 @@ async def send_to_user_nodes(
     if nodes:
         body = encode(list(commands))
         await bus.publish_to_nodes(dict.fromkeys(sorted(nodes), body))
+    return len(nodes)
+
+
+async def send_to_all_nodes(directory: Directory, bus: Bus, commands: Sequence[Command]) -> int:
+    """Queue ``commands`` to every live node; how many nodes that was."""
+    nodes = await directory.live_nodes()
+    if nodes:
+        body = encode(list(commands))
+        await bus.publish_to_nodes(dict.fromkeys(nodes, body))
     return len(nodes)

@@ -1,9 +1,12 @@
 """The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``, ``dlq``.
 
 ``apps create`` and ``token`` talk to auth over HTTP like any client, so they work against
-``herald dev`` and a cluster alike. Against ``herald dev`` they need no configuration: the
-operator token is read from its data directory, and the keys of apps created here are kept
-there (mode 0600) so that ``herald token APP USER`` finds them.
+``herald dev`` and a cluster alike. ``status`` reads a cluster's Redis and RabbitMQ, or
+asks a push node's ``/ops/snapshot``: ``herald dev``'s when no server URL is set, since
+its directory and queues live inside its process. Against ``herald dev`` they need no
+configuration: the operator token and the push URL are read from its data directory, and
+the keys of apps created here are kept there (mode 0600) so that ``herald token APP USER``
+finds them.
 """
 
 from __future__ import annotations
@@ -17,16 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from herald_client import HeraldAPIError, Operator, Publisher
 
 from herald.adapters import make_bus, make_directory, make_store
-from herald.client import HeraldAPIError, Operator, Publisher
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.settings import Settings
-from herald.ops import cluster_status, dlq
+from herald.ops import cluster_status, dlq, snapshot
 
 APPS_FILE = "apps.json"
 DEV_SECRETS_FILE = "dev-secrets.json"
 DEMO_APP_FILE = "demo-app.json"
+DEV_URLS_FILE = "dev-urls.json"
+DEFAULT_DEV_PUSH_URL = "http://127.0.0.1:8004"
+SNAPSHOT_TIMEOUT_S = 10.0
+SNAPSHOT_HINT = (
+    "start `herald dev` (or pass --url of a push node and its operator token), "
+    "or set HERALD_REDIS_URL and HERALD_AMQP_URL as the cluster's services have them"
+)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -93,13 +103,12 @@ async def mint_token(
         return await publisher.token(user_id, ttl_s=ttl_s, device=device, publish=publish)
 
 
-async def status_report(settings: Settings) -> str:
-    if not (settings.uses_redis and settings.amqp_url):
-        raise ConfigError(
-            "herald status reads the cluster's Redis and RabbitMQ: set HERALD_REDIS_URL and HERALD_AMQP_URL "
-            "(and HERALD_MONGO_URL for app names) as the services have them. `herald dev` keeps these "
-            "in its own process; its /metrics pages show the same numbers."
-        )
+async def status_report(settings: Settings, url: str | None = None) -> str:
+    """The cluster read from its Redis and RabbitMQ; or, without their URLs (or given a push
+    node's ``url``), from a push node's snapshot: ``herald dev`` keeps its parts in its own
+    process, so only it can say what they hold."""
+    if url or not (settings.uses_redis and settings.amqp_url):
+        return await snapshot_report(settings, url or dev_push_url(settings))
     directory, bus = make_directory(settings), make_bus(settings)
     store = make_store(settings) if settings.mongo_url else None
     opened: list[Any] = []
@@ -115,12 +124,36 @@ async def status_report(settings: Settings) -> str:
     return cluster_status.render(snapshot)
 
 
+def dev_dispatch_url(settings: Settings) -> str:
+    """Where the dispatch of this data directory's ``herald dev`` listens (``dev-urls.json``)."""
+    return str(_read_json(Path(settings.data_dir) / DEV_URLS_FILE).get("dispatch") or dlq.DEV_DISPATCH_URL)
+
+
+def dev_push_url(settings: Settings) -> str:
+    """Where the ``herald dev`` of this data directory listens for browsers (it says so in
+    ``dev-urls.json``), else the default push port."""
+    return str(_read_json(Path(settings.data_dir) / DEV_URLS_FILE).get("push") or DEFAULT_DEV_PUSH_URL)
+
+
+async def snapshot_report(settings: Settings, url: str) -> str:
+    token = admin_token(settings)
+    target = f"{url.rstrip('/')}/ops/snapshot"
+    try:
+        async with httpx.AsyncClient(timeout=SNAPSHOT_TIMEOUT_S) as client:
+            response = await client.get(target, headers={"Authorization": f"Bearer {token}"})
+    except httpx.TransportError as exc:
+        raise ConfigError(f"no push node answers at {url} ({exc!r}): {SNAPSHOT_HINT}") from None
+    if response.status_code != 200:
+        raise ConfigError(f"{target} answered {response.status_code} {response.text[:300]}: {SNAPSHOT_HINT}")
+    return snapshot.render_document(response.json())
+
+
 def run(command: str, args: Any) -> int:
     """Run one operator command; errors a user can fix are one line on stderr, exit 1."""
     settings = Settings.from_env("standalone")
     try:
         if command == "status":
-            print(asyncio.run(status_report(settings)))
+            print(asyncio.run(status_report(settings, getattr(args, "url", None))))
         elif command == "apps-create":
             created = asyncio.run(create_app(settings, admin_token(settings), args.name))
             print(f"app_id   {created['app_id']}\napi_key  {created['api_key']}")
@@ -135,7 +168,8 @@ def run(command: str, args: Any) -> int:
             token = "" if settings.amqp_url else admin_token(settings)
             ids, every = getattr(args, "ids", []), getattr(args, "all", False)
             action = command.removeprefix("dlq-")
-            print(asyncio.run(dlq.run(settings, action, ids, every, args.limit, args.url, token)))
+            url = args.url or dev_dispatch_url(settings)
+            print(asyncio.run(dlq.run(settings, action, ids, every, args.limit, url, token)))
         else:
             raise ValueError(command)
     except ConfigError as exc:

@@ -27,6 +27,16 @@ delivery_latency = Histogram(
     registry=REGISTRY,
 )
 queue_depth = Gauge("herald_queue_depth", "Messages waiting in a bus queue", ["queue"], registry=REGISTRY)
+# collect's outbox: messages in the store whose publish the bus never confirmed. Pending after a
+# sweep means the bus keeps refusing collect: they are safe in the store but not moving.
+outbox_pending = Gauge(
+    "herald_outbox_pending",
+    "Accepted messages past the outbox's grace still unpublished after its last sweep",
+    registry=REGISTRY,
+)
+outbox_republished = Counter(
+    "herald_outbox_republished", "Accepted messages the outbox sweeper published again", registry=REGISTRY
+)
 # A message of a work queue (dispatch, receipts, retries) that failed more than the delivery
 # limit and was parked in the dead letters, as seen by the consumer of this process that
 # failed it last; ``herald_queue_depth{queue="dead"}`` is how many are parked now.

@@ -1,5 +1,7 @@
 # Shared by scripts/dev and scripts/test: a project venv with Herald installed.
-# ensure_venv [extras]  -- creates .venv if needed and (re)installs when pyproject.toml changed.
+# ensure_venv [extras]  -- creates .venv if needed and (re)installs when a pyproject.toml changed.
+# Herald depends on herald-client, which lives in clients/python: it is installed (editable)
+# in the same pip call, so pip takes it from there and never looks for it in an index.
 
 PYTHON=${PYTHON:-python3}
 
@@ -20,10 +22,10 @@ ensure_venv() {
     fi
   fi
   local stamp=".venv/.herald-installed${extras:+-$extras}"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "installing Herald${extras:+ with [$extras]} into .venv ..." >&2
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
+    echo "installing Herald${extras:+ with [$extras]} and its client into .venv ..." >&2
     quiet_pip install --upgrade pip >/dev/null
-    quiet_pip install -e "$spec"
+    quiet_pip install -e clients/python -e "$spec"
     touch "$stamp"
   fi
 }

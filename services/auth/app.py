@@ -16,7 +16,7 @@ from herald.core.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord
 from herald.core.permissions import MAX_PATTERNS, PATTERN_RE, check_patterns
 from herald.core.settings import Settings
 from herald.messaging.apikeys import AppKeys, issue_api_key
-from herald.messaging.to_nodes import send_to_user_nodes
+from herald.messaging.to_nodes import send_to_all_nodes
 from herald.web.api import ERROR_RESPONSES, STRICT_BODY, create_api, json_int, secret_dependency
 
 MAX_TOKEN_TTL_S = 30 * 86400
@@ -276,8 +276,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         if record is None or record.app_id != app_id:
             raise NotFound("no such token", code="unknown_token")
         await store.delete_token(token_hash)
-        kick = Kick(app_id, record.user_id, token_hash, "revoked")
-        await send_to_user_nodes(directory, bus, app_id, record.user_id, [kick])
+        await send_to_all_nodes(directory, bus, [Kick(app_id, record.user_id, token_hash, "revoked")])
         return Response(status_code=204)
 
     @api.delete(
@@ -291,7 +290,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
     async def revoke_user_tokens(user_id: UserIdPath, app_id: AppId) -> Response:
         check_user_id(user_id)
         await store.delete_user_tokens(app_id, user_id)
-        await send_to_user_nodes(directory, bus, app_id, user_id, [Kick(app_id, user_id, None, "revoked")])
+        await send_to_all_nodes(directory, bus, [Kick(app_id, user_id, None, "revoked")])
         return Response(status_code=204)
 
     @api.post(

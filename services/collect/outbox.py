@@ -18,6 +18,7 @@ from herald.adapters.store.base import Store
 from herald.core.errors import Unavailable
 from herald.core.model import now_ms
 from herald.messaging.accept import Acceptor
+from herald.ops import metrics
 
 log = logging.getLogger("herald.outbox")
 
@@ -36,11 +37,13 @@ class OutboxSweeper:
 
     async def sweep(self) -> int:
         """Publish every pending message old enough; returns how many were published."""
-        published = 0
+        published = left = 0
         cutoff = now_ms() - int(MIN_AGE_S * 1000)
         while True:
             pending = await self._store.unpublished(cutoff, PAGE, time.time())
-            if not pending or not await self._acceptor.publish(pending):
+            if pending and not await self._acceptor.publish(pending):
+                left = len(pending)  # at least: the pages after it were not read
+            if not pending or left:
                 break
             published += len(pending)
             if len(pending) < PAGE:
@@ -48,6 +51,8 @@ class OutboxSweeper:
         if published:
             log.info("outbox published %d messages", published, extra={"count": published})
         self.republished += published
+        metrics.outbox_republished.inc(published)
+        metrics.outbox_pending.set(left)
         return published
 
     async def start(self) -> None:

@@ -24,6 +24,7 @@ from herald.core.model import TokenRecord, check_group, check_user_id, group_cha
 from herald.messaging.to_nodes import send_to_user_nodes
 
 SESSION_TTL_S = 3600
+HISTORY = 50  # messages of the room a chat page shows when it joins
 
 
 class DemoBackend:
@@ -61,7 +62,11 @@ class DemoBackend:
         await send_to_user_nodes(
             self._directory, self._bus, app_id, user_id, [Join(app_id, user_id, channel, joined_after)]
         )
-        return {"token": token, "user_id": user_id, "channel": channel, "head": head}
+        # The room's recent history, as an app's backend serves it from the history API: a
+        # connection of a new member starts at the join and never reads the group's past.
+        recent = await self._store.read_channel(app_id, channel, max(0, head - HISTORY), HISTORY, now)
+        history = [message.to_wire() for message in recent]
+        return {"token": token, "user_id": user_id, "channel": channel, "head": head, "history": history}
 
     async def online(self, room: str | None) -> dict[str, Any]:
         app_id = self._app()

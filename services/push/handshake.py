@@ -7,12 +7,24 @@ may come as a subprotocol (``new WebSocket(url, ["herald", token])``) or as ``?t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from herald.core.credentials import bearer
 
 SUBPROTOCOL = "herald"
 TOKEN_PREFIX = "ht_"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What auth says a valid connect token stands for."""
+
+    app_id: str
+    user_id: str
+    expires_at: float  # the token's exp, epoch seconds
+    device: str | None = None
+    publish: tuple[str, ...] = ()
 
 
 def offered_subprotocols(header: str | None) -> list[str]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import httpx
+from herald.services.push.handshake import Identity
 
 from herald.core.errors import Unavailable
 
@@ -29,15 +29,6 @@ MAX_REQUESTS = 4
 MAX_TOKEN_LENGTH = 512
 # After auth answered 404 to the batch path, ask one token at a time for this long.
 SINGLE_RETRY_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    app_id: str
-    user_id: str
-    expires_at: float
-    device: str | None = None
-    publish: tuple[str, ...] = ()
 
 
 def identity_of(answer: object) -> Identity | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from herald.services.push.demo import DemoBackend
 from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
+from herald.services.push.ops_page import OpsSnapshots
 from herald.services.push.publish import ClientPublishing, PublishHook
 from herald.services.push.server import ConnectLimits, ConsoleConfig, PushServer
 
@@ -69,6 +70,7 @@ def build(
         demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
         reuse_port=settings.reuse_port,
         console=ConsoleConfig(**(console_urls or {})),
+        ops=OpsSnapshots(settings.node_id, directory, bus, store, settings.admin_token),
     )
     return [
         Part("token-checker", _nothing, checker.close),

@@ -16,13 +16,15 @@ from herald.core.model import EVENT_RE, parse_channel
 
 MAX_POSITIONS = 1000
 
-# Close codes (DESIGN.md section 5).
+# Close codes (docs/PROTOCOL.md).
 CLOSE_DRAINING = 1012
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_LARGE = 1009
 CLOSE_TRY_LATER = 1013
+CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_REVOKED = 4003
 CLOSE_SLOW_CONSUMER = 4008
+MAX_TOKEN_CHARS = 512
 
 
 class FrameError(Exception):
@@ -65,7 +67,14 @@ class Publish:
     data: Any
 
 
-ClientFrame = Ping | Ack | Resume | Publish
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new token for the same app and user, so the connection outlives the old one."""
+
+    token: str
+
+
+ClientFrame = Ping | Ack | Resume | Publish | Refresh
 
 MAX_SEQ_CHARS = 64
 
@@ -107,6 +116,11 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         return Resume({_channel(ch): _offset(off, f"position of {ch}") for ch, off in positions.items()})
     if kind == "publish":
         return _publish(frame)
+    if kind == "refresh":
+        token = frame.get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+            raise FrameError("invalid_token", f"a refresh needs a `token`: a string of 1-{MAX_TOKEN_CHARS} characters")
+        return Refresh(token)
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "frame needs a string `type`")
     raise FrameError("unknown_type", f"unknown frame type {kind[:40]!r}")
@@ -164,6 +178,15 @@ def message_frame(wire: dict[str, Any]) -> str:
 
 def error_frame(code: str, message: str) -> str:
     return codec.dumps_text({"type": "error", "code": code, "message": message})
+
+
+def expiring_frame(in_s: float) -> str:
+    """The token runs out in ``in_s`` seconds: send ``refresh`` with a new one, or be closed (4001)."""
+    return codec.dumps_text({"type": "expiring", "in_s": round(in_s, 1)})
+
+
+def refreshed_frame(exp: float) -> str:
+    return codec.dumps_text({"type": "refreshed", "exp": exp})
 
 
 PONG_FRAME = codec.dumps_text({"type": "pong"})

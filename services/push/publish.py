@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from herald.services.push.connections import Connection
 from herald.services.push.protocol import Publish, reply_error_frame, reply_frame
+from herald.services.push.readers import Reader
 
 from herald.core import codec
 from herald.core.errors import Forbidden, HeraldError
@@ -75,7 +75,7 @@ class ClientPublishing:
         self._hook = hook
         self._limits = limits
 
-    async def reply(self, conn: Connection, frame: Publish) -> str:
+    async def reply(self, conn: Reader, frame: Publish) -> str:
         """The reply frame for one publish: its id and offset, or why not (counted by code)."""
         try:
             return reply_frame(frame.seq, *await self._accept(conn, frame))
@@ -83,7 +83,7 @@ class ClientPublishing:
             metrics.errors.labels("push", exc.code).inc()
             return reply_error_frame(frame.seq, exc.code, exc.message)
 
-    async def _accept(self, conn: Connection, frame: Publish) -> tuple[str, str, int]:
+    async def _accept(self, conn: Reader, frame: Publish) -> tuple[str, str, int]:
         refusal = first_refusal(conn.publish, frame.channel, conn.groups)
         if refusal is not None:
             raise Forbidden(refusal[1], code=refusal[0])

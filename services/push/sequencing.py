@@ -107,6 +107,8 @@ class ChannelSequence:
             if message["offset"] > self.sent:
                 self._held.setdefault(message["offset"], message)
         step = self._advance(now, after_read=True)
+        if len(self._held) > MAX_HELD:
+            return Step(write=step.write, overflow=True)
         if len(page) >= PAGE and step.fetch_after is None:
             more = self._fetch(now, final=False)
             step.fetch_after = more.fetch_after

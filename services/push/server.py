@@ -10,7 +10,6 @@ a task exists only while a connection starts or awaits a publish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -21,32 +20,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from herald.services.push.connections import Connection, FrameBudget
 from herald.services.push.demo import DemoBackend, query_value
 from herald.services.push.handshake import (
+    Identity,
     choose_subprotocol,
     device_from_request,
     offered_subprotocols,
     token_from_request,
 )
-from herald.services.push.introspect import Identity, TokenChecker
+from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
-from herald.services.push.protocol import (
-    CLOSE_DRAINING,
-    CLOSE_TRY_LATER,
-    PONG_FRAME,
-    Ack,
-    ClientFrame,
-    FrameError,
-    Ping,
-    Publish,
-    Resume,
-    error_frame,
-    parse_client_frame,
-    reply_error_frame,
-    welcome_frame,
-)
+from herald.services.push.ops_page import OpsSnapshots
+from herald.services.push.protocol import CLOSE_DRAINING
 from herald.services.push.publish import ClientPublishing
+from herald.services.push.readers import Reader
+from herald.services.push.sessions import Sessions
 from herald.services.push.socket import Keepalive, Socket
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -65,11 +53,6 @@ log = logging.getLogger("herald.push")
 MAX_FRAME_BYTES = 64 * 1024
 # Connections waiting in the kernel for accept(): a reconnect storm arrives all at once.
 BACKLOG = 4096
-# Frames a busy connection (starting, or awaiting a publish) may queue before its reads pause.
-MAX_INBOX = 64
-# How long a new connection may take to send ``resume`` before its backlog starts at the
-# stored cursors. Clients that resume send it first thing, so they never wait.
-RESUME_WAIT_S = 0.25
 
 # Served on the WebSocket port: the browser client (its one copy lives in clients/js) and
 # the chat page built on it.
@@ -78,6 +61,7 @@ _PAGES = Path(__file__).resolve().parent / "static"
 STATIC_FILES: dict[str, tuple[Path, str]] = {
     "/herald.js": (_ROOT / "clients" / "js" / "herald.js", "text/javascript; charset=utf-8"),
     "/chat": (_PAGES / "chat.html", "text/html; charset=utf-8"),
+    "/ops": (_PAGES / "ops.html", "text/html; charset=utf-8"),
     "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
 }
 
@@ -107,6 +91,7 @@ class Admitted:
     device: str | None
     token_hash: str
     frames_per_s: float
+    checked_at: float  # when its token check began (epoch seconds): later kicks apply to it
 
 
 def http_response(status: int, body: bytes, content_type: str) -> Response:
@@ -145,6 +130,7 @@ class PushServer:
         demo: DemoBackend | None = None,
         reuse_port: bool = False,
         console: ConsoleConfig | None = None,
+        ops: OpsSnapshots | None = None,
     ) -> None:
         self.node = node
         self._checker = checker
@@ -156,10 +142,11 @@ class PushServer:
         self._heartbeat_s = heartbeat_s
         self._drain_s = drain_s
         self._readiness = readiness
-        self._publishing = publishing
+        self._sessions = Sessions(node, checker, publishing, heartbeat_s)
         self._demo = demo
         self._reuse_port = reuse_port
         self._console = console or ConsoleConfig()
+        self._ops = ops
         self._server: asyncio.Server | None = None
         self._sockets: set[Socket] = set()
         self._keepalive = Keepalive(heartbeat_s, heartbeat_s * 2)
@@ -184,8 +171,8 @@ class PushServer:
         if self._server is None:
             return
         self._server.close()
-        await self.node.withdraw(leaving=True)
-        closing = [conn.ws.close(CLOSE_DRAINING, "node draining") for conn in self.node.connections]
+        await self.node.routes.withdraw(leaving=True)
+        closing = [reader.sink.close(CLOSE_DRAINING, "node draining") for reader in self.node.readers if reader.sink]
         if closing:
             log.info("draining %d connections", len(closing))
             _, pending = await asyncio.wait(
@@ -199,6 +186,7 @@ class PushServer:
             self._sweeper.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        await self._sessions.stop()
 
     # Socket events (services.push.socket.SocketEvents) --------------------------------
 
@@ -211,32 +199,14 @@ class PushServer:
         self._spawn(self._open(sock, request))
 
     def message(self, sock: Socket, data: str | bytes) -> None:
-        conn: Connection | None = sock.conn
-        if conn is None:
-            return
-        if conn.inbox is not None:
-            # Busy: still starting, or a publish is awaiting its answer. Frames keep their order.
-            conn.inbox.append(data)
-            if conn.waiter is not None and not conn.waiter.done():
-                conn.waiter.set_result(None)
-            if len(conn.inbox) >= MAX_INBOX and sock.transport is not None:
-                sock.transport.pause_reading()
-            return
-        work = self._reply(conn, data)
-        if work is not None:
-            conn.inbox = []
-            self._spawn(self._finish(conn, work))
+        self._sessions.message(sock, data)
+
+    def closing(self, sock: Socket) -> bool:
+        return self._sessions.closing(sock)
 
     def lost(self, sock: Socket) -> None:
         self._sockets.discard(sock)
-        conn: Connection | None = sock.conn
-        if conn is None:
-            return
-        if conn.waiter is not None and not conn.waiter.done():
-            conn.waiter.set_result(None)
-        if conn.inbox is None:
-            self._spawn(self.node.detach(conn))
-        # Otherwise the task working for the connection detaches it when it settles.
+        self._sessions.lost(sock)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -268,6 +238,8 @@ class PushServer:
                     "demo": self._demo is not None,
                 },
             )
+        if path.startswith("/ops/") and self._ops is not None:
+            return json_response(*await self._ops.answer(path, request.headers.get("Authorization")))
         if path.startswith("/demo/") and self._demo is not None:
             return await self._demo_answer(path, request.path)
         if path != "/ws":
@@ -277,6 +249,7 @@ class PushServer:
         if token is None:
             metrics.push_handshakes_rejected.labels("missing_token").inc()
             return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
+        checked_at = time.time()
         try:
             identity = await self._checker.identity(token)
         except Unavailable as exc:
@@ -302,6 +275,7 @@ class PushServer:
             device_from_request(request.path) or identity.device,
             secret_hash(token),
             limits.frames_per_s or self._limits.frames_per_s,
+            checked_at,
         )
 
     @staticmethod
@@ -347,140 +321,18 @@ class PushServer:
             sock.respond(response)
             return
         identity = answer.identity
-        conn = Connection(
+        reader = Reader(
             sock,
             uuid.uuid4().hex,
             identity.app_id,
             identity.user_id,
             answer.device,
             token_hash=answer.token_hash,
+            expires_at=identity.expires_at,
             publish=identity.publish,
-            frames=FrameBudget(answer.frames_per_s),
         )
-        conn.inbox = []
-        sock.conn = conn
         sock.respond(response)
-        try:
-            await self._start(conn)
-            await self._drain(conn)
-        except Exception:
-            log.exception("a connection failed to start", extra={"conn_id": conn.conn_id})
-            await sock.close(1011, "internal error")
-        finally:
-            self._settle(conn)
-
-    async def _start(self, conn: Connection) -> None:
-        sock = conn.ws
-        await self.node.attach(conn)
-        try:
-            positions = await self.node.load_channels(conn)
-        except Unavailable:
-            await sock.close(CLOSE_TRY_LATER, "store unavailable, reconnect later")
-            return
-        sock.send_text(welcome_frame(conn.conn_id, conn.user_id, self._heartbeat_s, positions))
-        first = await self._first_frame(conn)
-        resume = self._parse(first) if first is not None else None
-        if isinstance(resume, Resume):
-            positions.update(self._readable(conn, resume))
-        self.node.begin_all(conn, positions)
-        if first is not None and not isinstance(resume, Resume):
-            await self._answer(conn, first)
-
-    async def _first_frame(self, conn: Connection) -> str | bytes | None:
-        """The client's first frame if it comes within ``RESUME_WAIT_S``: a ``resume`` there
-        sets where the backlog starts; otherwise it starts at the stored cursors."""
-        assert conn.inbox is not None
-        if not conn.inbox and conn.ws.open:
-            conn.waiter = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(conn.waiter, RESUME_WAIT_S)
-            conn.waiter = None
-        return conn.inbox.pop(0) if conn.inbox else None
-
-    async def _finish(self, conn: Connection, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-            await self._drain(conn)
-        finally:
-            self._settle(conn)
-
-    async def _drain(self, conn: Connection) -> None:
-        """Answer the frames that waited, in order, awaiting what must be awaited."""
-        inbox = conn.inbox
-        assert inbox is not None
-        while inbox and conn.ws.open:
-            await self._answer(conn, inbox.pop(0))
-
-    def _settle(self, conn: Connection) -> None:
-        """Back to answering frames as they come; the connection is detached here if it
-        was lost while this task worked for it (``lost`` leaves that to us)."""
-        conn.inbox = None
-        sock = conn.ws
-        if sock.transport is not None and not sock.transport.is_reading() and sock.open:
-            sock.transport.resume_reading()
-        if sock.gone:
-            self._spawn(self.node.detach(conn))
-
-    async def _answer(self, conn: Connection, raw: str | bytes) -> None:
-        work = self._reply(conn, raw)
-        if work is not None:
-            await work
-
-    @staticmethod
-    def _parse(raw: str | bytes) -> ClientFrame | FrameError:
-        try:
-            return parse_client_frame(raw)
-        except FrameError as exc:
-            return exc
-
-    def _readable(self, conn: Connection, resume: Resume) -> dict[str, int]:
-        """The resume positions this connection may use; the others get an error frame."""
-        refused = [channel for channel in resume.positions if not conn.may_read(channel)]
-        if refused:
-            message = f"not your channels: {', '.join(sorted(refused)[:5])}"
-            _count_error("forbidden_channel")
-            conn.ws.send_text(error_frame("forbidden_channel", message))
-        return {channel: offset for channel, offset in resume.positions.items() if conn.may_read(channel)}
-
-    def _reply(self, conn: Connection, raw: str | bytes) -> Coroutine[Any, Any, None] | None:
-        """Answer one client frame. Everything is answered at once except a publish, which
-        needs the store and the bus: that comes back as work to await, and the frames after
-        it wait their turn."""
-        now = time.monotonic()
-        frame = self._parse(raw)
-        sock = conn.ws
-        if not conn.frames.take(now):
-            _count_error("rate_limited")
-            message = f"more than {conn.frames.rate_per_s:g} frames per second; frames are being dropped"
-            if isinstance(frame, Publish):
-                sock.send_text(reply_error_frame(frame.seq, "rate_limited", message))
-            elif now - conn.frames.warned_at >= 1.0:
-                # At most one error frame a second: a flood must not make us send a flood.
-                conn.frames.warned_at = now
-                sock.send_text(error_frame("rate_limited", message))
-            return None
-        if isinstance(frame, FrameError):
-            _count_error(frame.code)
-            if frame.seq is not None:
-                sock.send_text(reply_error_frame(frame.seq, frame.code, frame.message))
-            else:
-                sock.send_text(error_frame(frame.code, frame.message))
-        elif isinstance(frame, Publish):
-            return self._publish(conn, frame)
-        elif isinstance(frame, Ping):
-            sock.send_text(PONG_FRAME)
-        elif isinstance(frame, Ack):
-            if conn.may_read(frame.channel):
-                self.node.record_ack(conn, frame.channel, frame.offset)
-            else:
-                _count_error("forbidden_channel")
-                sock.send_text(error_frame("forbidden_channel", f"{frame.channel} is not one of your channels"))
-        elif isinstance(frame, Resume):
-            self.node.begin(conn, self._readable(conn, frame))
-        return None
-
-    async def _publish(self, conn: Connection, frame: Publish) -> None:
-        conn.ws.send_text(await self._publishing.reply(conn, frame))
+        await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:

@@ -47,21 +47,30 @@ class SocketEvents(Protocol):
 
     def message(self, sock: Socket, data: str | bytes) -> None: ...
 
+    def closing(self, sock: Socket) -> bool:
+        """The client sent a close frame. True: the answer must wait until ``release()``
+        (the node persists the connection's acks first)."""
+        ...
+
     def lost(self, sock: Socket) -> None: ...
 
 
 class Socket(asyncio.Protocol):
     __slots__ = (
         "_fragments",
+        "_held",
         "_lost",
         "_opcode",
+        "budget",
         "close_timeout",
         "conn",
         "events",
         "gone",
+        "inbox",
         "last_seen",
         "protocol",
         "transport",
+        "waiter",
     )
 
     def __init__(
@@ -79,8 +88,15 @@ class Socket(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.close_timeout = CLOSE_TIMEOUT_S
         self.last_seen = time.monotonic()
-        self.conn: Any = None  # the node's Connection once upgraded (services.push.connections)
+        # The session once upgraded (services.push.sessions): the connection's Reader, the
+        # client frames waiting while the server works for it (None when frames are
+        # answered as they come), what waits for the first frame, and its frame budget.
+        self.conn: Any = None
+        self.inbox: list[str | bytes] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.budget: Any = None
         self.gone = False  # the TCP connection is closed
+        self._held = False  # the answer to the client's close waits for release()
         self._lost: asyncio.Future[None] | None = None
         # A fragmented message being received: its opcode and the parts so far.
         self._opcode: Opcode | None = None
@@ -96,13 +112,31 @@ class Socket(asyncio.Protocol):
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
-        self.flush()
+        closed = False
         for event in events:
             if isinstance(event, Frame):
-                self._frame(event)
+                if event.opcode is Opcode.CLOSE:
+                    closed = True
+                else:
+                    self._frame(event)
             elif isinstance(event, Request):
                 self.events.request(self, event)
+        # The frames before the close are handled first: acks sent just before closing count.
+        if closed and not self._held and self.conn is not None and self.events.closing(self):
+            self._held = True
+        if self._held:
+            return
+        self.flush()
         if protocol.close_expected():
+            self._close_later()
+
+    def release(self) -> None:
+        """Send the answer to the client's close, held by ``SocketEvents.closing``."""
+        if not self._held:
+            return
+        self._held = False
+        self.flush()
+        if self.protocol.close_expected():
             self._close_later()
 
     def eof_received(self) -> bool | None:

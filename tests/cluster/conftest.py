@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.core.settings import generate_secret
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace

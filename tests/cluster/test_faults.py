@@ -12,8 +12,8 @@ import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from herald_client import HeraldAPIError, Publisher
 
-from herald.client import HeraldAPIError, Publisher
 from herald.core.names import Names
 from herald.ops.metrics import sample
 from tests.cluster.conftest import Cluster

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import httpx
 import pytest
+from herald_client import Publisher
 
-from herald.client import Publisher
 from herald.core import codec
 from herald.core.names import Names
 from herald.ops.metrics import sample

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.core.settings import generate_secret
 from tests.compose.twin import Servers, Twin, load_compose, read_dockerfile, start_order
 from tests.conftest import RUN_ID

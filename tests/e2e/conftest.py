@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from herald_client import Publisher
 
-from herald.client import Publisher
 from tests.support.procs import Standalone, start_standalone
 
 
@@ -31,3 +31,13 @@ async def publisher(standalone: Standalone) -> AsyncIterator[Publisher]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests' screenshots are, to look at after the run."""
+    from tests.support.browser import SCREENSHOTS
+
+    if SCREENSHOTS:
+        terminalreporter.section("screenshots")
+        for path in SCREENSHOTS:
+            terminalreporter.write_line(str(path))

@@ -1,4 +1,5 @@
-"""The chat page in a real browser: headless Chromium, two independent browsers in one room.
+"""The chat page in a real browser: headless Chromium, two independent browsers in one room,
+and its layout at a desktop's and a phone's size, screenshots saved.
 
 Skipped, saying why, only where Chromium is not installed (tests/support/browser.py).
 """
@@ -8,11 +9,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.browser import needs_chromium, open_browser, until
+from tests.support.browser import (
+    VIEWPORTS,
+    layout,
+    needs_chromium,
+    open_browser,
+    screenshot,
+    set_viewport,
+    until,
+)
 from tests.support.procs import Standalone
 
 pytestmark = needs_chromium
@@ -30,6 +40,15 @@ def browsers() -> Iterator[tuple[Any, Any]]:
             second.quit()
     finally:
         first.quit()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    page = open_browser()
+    try:
+        yield page
+    finally:
+        page.quit()
 
 
 def _join(browser: Any, url: str, name: str, room: str) -> None:
@@ -95,3 +114,34 @@ def test_two_browsers_chat_in_one_room_see_each_other_and_resume_after_a_reload(
         "ann: while you were away",
         "bob: back",
     ]
+
+
+def _check_layout(browser: Any, directory: Path, viewport: str, name: str) -> None:
+    seen = layout(browser, "header", "#text", "#log li .text", "#log")
+    shot = screenshot(browser, directory, name)
+    width, height = seen.viewport
+    # A page wider than a phone makes the browser zoom out, and the viewport grows with it.
+    assert seen.viewport == VIEWPORTS[viewport], (seen, shot)
+    assert seen.header_height <= 0.15 * height, (seen, shot)
+    assert seen.log_height >= 0.6 * height, (seen, shot)
+    assert seen.input_visible and 0 <= seen.input_top and seen.input_bottom <= height, (seen, shot)
+    assert seen.text_px >= 14, (seen, shot)
+    assert seen.page_width <= width, (seen, shot)
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_the_conversation_gets_the_screen_and_the_input_stays_in_view(
+    standalone: Standalone, browser: Any, viewport: str, tmp_path: Path
+) -> None:
+    set_viewport(browser, viewport)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    _join(browser, f"http://127.0.0.1:{standalone.port_base + 4}/chat", "carol", room)
+    _say(browser, "the first line, alone in the room")
+    until(lambda: len(_lines(browser)) == 1, "the first line on the page")
+    _check_layout(browser, tmp_path, viewport, f"chat-{viewport}-one-line")
+
+    said = [f"line {n}: the conversation should fill the screen, not the header" for n in range(30)]
+    for text in said:
+        _say(browser, text)
+    until(lambda: len(_lines(browser)) == 1 + len(said), "every line on the page")
+    _check_layout(browser, tmp_path, viewport, f"chat-{viewport}-full")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from herald.client import HeraldAPIError, Publisher
+from herald_client import HeraldAPIError, Publisher
+
 from tests.support.procs import Standalone
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from herald_client import Operator, Publisher
 from websockets.asyncio.client import ClientConnection
 
-from herald.client import Operator, Publisher
 from herald.core import codec
 from herald.messaging import webhooks
 from tests.support.procs import Standalone

@@ -6,7 +6,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from herald.client import Publisher
+from herald_client import Publisher
+
 from herald.core import codec
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws

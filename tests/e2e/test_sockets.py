@@ -10,7 +10,8 @@ import struct
 import uuid
 from urllib.parse import urlsplit
 
-from herald.client import Publisher
+from herald_client import Publisher
+
 from herald.core import codec
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.core import codec
 from herald.messaging import webhooks
 from tests.support.procs import Standalone

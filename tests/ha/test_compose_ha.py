@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from herald_client import Operator, Publisher, Subscriber
 
-from herald.client import Operator, Publisher, Subscriber
 from herald.core.settings import Settings, generate_secret
 from tests.compose.twin import (
     ComposeError,

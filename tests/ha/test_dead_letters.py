@@ -14,8 +14,8 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.core import codec
 from herald.core.names import Names
 from herald.ops.metrics import sample

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.core.names import Names
 from tests.cluster.conftest import Cluster, start_cluster
 from tests.ha.conftest import RATE, STREAM_S, long_only, report

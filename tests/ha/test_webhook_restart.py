@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from herald_client import Operator, Publisher
 
-from herald.client import Operator, Publisher
 from herald.messaging import webhooks
 from tests.cluster.conftest import start_cluster
 from tests.ha.conftest import report

@@ -23,6 +23,7 @@ from herald.core.errors import Unavailable
 from herald.core.model import App, now_ms
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
+from herald.ops import metrics
 from tests.support.servers import MongoWire
 
 KEY = "hk_test-key"
@@ -145,3 +146,23 @@ async def test_the_outbox_publishes_what_the_bus_missed_once_it_is_back(sqlite_s
     queued = [wire["id"] for body in list(healthy._dispatch._items) for wire in codec.decode_batch(body)]
     assert queued == [a["id"] for a in accepted]
     assert await store.unpublished(now_ms() + 1, 10, time.time()) == []
+
+
+def _outbox_gauge() -> float:
+    return metrics.sample(metrics.exposition()[0].decode(), "herald_outbox_pending")
+
+
+async def test_the_outbox_shows_its_backlog_while_the_bus_refuses_and_clears_it_once_published(
+    sqlite_store: SqliteStore,
+) -> None:
+    store = sqlite_store
+    async with _client(store, BrokenBus()) as collect:
+        for n in range(2):
+            assert (await collect.post("/v1/messages", json=_send(f"u{n}"))).status_code == 202
+    healthy = MemoryBus()
+    await healthy.start()
+    with patch("herald.services.collect.outbox.MIN_AGE_S", -1.0):
+        assert await OutboxSweeper(store, Acceptor(store, BrokenBus())).sweep() == 0
+        assert _outbox_gauge() == 2  # what an alert on herald_outbox_pending sees
+        assert await OutboxSweeper(store, Acceptor(store, healthy)).sweep() == 2
+        assert _outbox_gauge() == 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from herald.services.push.connections import Connection
 from herald.services.push.node import PushNode
+from herald.services.push.readers import Reader
 from herald.services.push.sequencing import HOLE_GRACE_S
 
 from herald.adapters.bus.memory import MemoryBus
@@ -70,24 +70,32 @@ def _message(offset: int) -> Message:
 
 
 async def _node_with_readers(store: CountingStore) -> tuple[PushNode, list[FakeSocket]]:
-    node = PushNode("node-a", MemoryBus(), MemoryDirectory(), store, heartbeat_s=10)  # type: ignore[arg-type]
+    bus = MemoryBus()
+    node = PushNode("node-a", bus, MemoryDirectory(), store, heartbeat_s=10)  # type: ignore[arg-type]
+    await bus.consume_node("node-a", node.handle)  # a group's page waits for a barrier through it
     sockets = []
     for index in range(READERS):
         sock = FakeSocket()
-        conn = Connection(sock, f"c{index}", APP, f"u{index}", None)  # type: ignore[arg-type]
-        node.connections.add(conn)
-        node.connections.subscribe(conn, GROUP)
-        conn.sequence(GROUP).start(0, time.time())
-        conn.sequence(GROUP).fetched([], time.time())
+        reader = Reader(sock, f"c{index}", APP, f"u{index}", None)
+        node.readers.add(reader)
+        node.readers.subscribe(reader, GROUP, 0)
+        reader.started = True
+        reader.sequence(GROUP).start(0, time.time())
+        reader.sequence(GROUP).fetched([], time.time())
         sockets.append(sock)
     return node, sockets
+
+
+def deliver(node: PushNode, message: Message) -> None:
+    node.core.messages([message.to_wire()], time.time())
+    node.soon()
 
 
 async def test_a_message_overtaken_by_its_successor_is_delivered_in_order_without_a_read() -> None:
     store = CountingStore()
     node, sockets = await _node_with_readers(store)
-    node.deliver([_message(2).to_wire()])
-    node.deliver([_message(1).to_wire()])
+    deliver(node, _message(2))
+    deliver(node, _message(1))
     await asyncio.sleep(HOLE_GRACE_S * 3)
     assert all(sock.offsets() == [1, 2] for sock in sockets)
     assert store.reads == 0
@@ -97,7 +105,7 @@ async def test_a_gap_on_a_shared_channel_is_read_from_the_store_once_for_all_its
     store = CountingStore()
     store.messages = [_message(1)]  # stored, but its live delivery never reaches this node
     node, sockets = await _node_with_readers(store)
-    node.deliver([_message(2).to_wire()])
+    deliver(node, _message(2))
     deadline = time.monotonic() + 5
     while not all(sock.offsets() == [1, 2] for sock in sockets) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)

@@ -4,14 +4,15 @@ sockets that keep what was written."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from herald.services.push.connections import Connection
 from herald.services.push.node import PushNode
+from herald.services.push.readers import Reader
 
 from herald.adapters.store.sqlite import SqliteStore
 
@@ -60,14 +61,17 @@ def socket() -> Any:
     return SimpleNamespace(open=True, transport=transport, write_framed=write_framed)
 
 
-async def connect(node: PushNode, user_id: str) -> Connection:
-    conn = Connection(socket(), uuid.uuid4().hex, APP, user_id, None)
-    await node.attach(conn)
-    node.begin_all(conn, await node.load_channels(conn))
-    return conn
+async def connect(node: PushNode, user_id: str) -> Reader:
+    reader = Reader(socket(), uuid.uuid4().hex, APP, user_id, None)
+    await node.attach(reader, time.time())
+    positions, heads = await node.load(reader)
+    node.begin(reader, positions, heads)
+    return reader
 
 
 async def settle(node: PushNode) -> None:
+    """Until the node has carried out every decision and finished every task."""
+    await asyncio.sleep(0)  # the decisions of this loop turn are carried out
     while node._tasks:
         await asyncio.gather(*node._tasks)
-        await asyncio.sleep(0)  # the tasks' done callbacks run
+        await asyncio.sleep(0)  # the tasks' done callbacks run, and what they decided

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-
-from herald.client import HeraldAPIError, Publisher, Subscriber
+from herald_client import HeraldAPIError, Publisher, Subscriber
 
 
 @dataclass

@@ -58,7 +58,7 @@ def directory() -> WatchedDirectory:
 @pytest.fixture
 def node(store: CountingStore, directory: WatchedDirectory) -> PushNode:
     node = PushNode("node-a", MemoryBus(), directory, store, TTL_S / 3)  # type: ignore[arg-type]
-    node.routable = True
+    node.routes.routable = True
     return node
 
 
@@ -73,8 +73,8 @@ async def test_a_heartbeat_re_asserts_no_connection_while_the_directory_has_them
     for user in ("ann", "bob", "cy"):
         await connect(node, user)
 
-    await node._beat()
-    await node._beat()
+    await node.routes.beat()
+    await node.routes.beat()
 
     assert directory.refreshed == 0
     assert await routed_users(directory, "ann", "bob", "cy") == {"ann": {"node-a"}, "bob": {"node-a"}, "cy": {"node-a"}}
@@ -89,7 +89,7 @@ async def test_a_heartbeat_after_the_directory_lost_everything_restores_every_co
     directory.clear()
     reads_before = store.calls["read_channel"]
 
-    await node._beat()
+    await node.routes.beat()
     await settle(node)
 
     assert await routed_users(directory, "ann", "bob") == {"ann": {"node-a"}, "bob": {"node-a"}}
@@ -104,7 +104,7 @@ async def test_a_heartbeat_restores_connections_removed_while_the_node_looked_de
     await connect(node, "ann")
     await directory.reset_node("node-a")  # as a reaper does when the node stalled past its TTL
 
-    await node._beat()
+    await node.routes.beat()
 
     assert await routed_users(directory, "ann") == {"ann": {"node-a"}}
 
@@ -116,7 +116,7 @@ async def test_a_connect_the_directory_missed_is_written_by_the_next_heartbeat(
     await connect(node, "ann")
     directory.failing.clear()
 
-    await node._beat()
+    await node.routes.beat()
 
     assert await routed_users(directory, "ann") == {"ann": {"node-a"}}
 
@@ -130,7 +130,7 @@ async def test_a_disconnect_the_directory_missed_is_retried_by_the_heartbeat(
     assert await routed_users(directory, "ann") == {"ann": {"node-a"}}
     directory.failing.clear()
 
-    await node._beat()
+    await node.routes.beat()
 
     assert await routed_users(directory, "ann") == {}
     assert await directory.online(APP, None, 10) == {}
@@ -139,7 +139,7 @@ async def test_a_disconnect_the_directory_missed_is_retried_by_the_heartbeat(
 async def test_disconnects_missed_past_the_bound_make_the_node_rebuild_its_record(
     node: PushNode, directory: WatchedDirectory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("herald.services.push.node.MAX_OWED_REMOVALS", 1)
+    monkeypatch.setattr("herald.services.push.routes.MAX_OWED_REMOVALS", 1)
     staying = await connect(node, "ann")
     leaving = [await connect(node, user) for user in ("bob", "cy")]
     directory.failing.add("remove")
@@ -147,7 +147,7 @@ async def test_disconnects_missed_past_the_bound_make_the_node_rebuild_its_recor
         await node.detach(conn)
     directory.failing.clear()
 
-    await node._beat()
+    await node.routes.beat()
 
     assert await routed_users(directory, "ann", "bob", "cy") == {"ann": {"node-a"}}
     assert staying.routed
@@ -185,12 +185,12 @@ async def test_heartbeat_directory_calls_do_not_grow_with_connections(
         setattr(directory, name, wrap())
     await connect(node, "ann")
     calls.clear()
-    await node._beat()
+    await node.routes.beat()
     with_one = list(calls)
     for index in range(50):
         await connect(node, f"user-{index}")
     calls.clear()
-    await node._beat()
+    await node.routes.beat()
 
     assert calls == with_one == ["beat", "set_channel_counts", "reap_dead_nodes", "report_node"]
 
@@ -200,7 +200,7 @@ async def test_a_heartbeat_reports_the_nodes_connections_per_app(node: PushNode,
     leaving = await connect(node, "bob")
     await node.detach(leaving)
 
-    await node._beat()
+    await node.routes.beat()
 
     [report] = await directory.node_reports()
     assert (report.node_id, report.connections, report.by_app) == ("node-a", 1, {APP: 1})

@@ -1,0 +1,179 @@
+"""One connection as the delivery core sees it, and the node's index of them. No I/O.
+
+A ``Reader`` is what the core knows of a live connection: who it is, which channels it
+may read and from where (membership bounds), what each channel was sent and what waits
+(``ChannelSequence``), what the client acknowledged, and when its token runs out. Its
+``sink`` is the socket the node writes to; the core carries it without ever using it, so
+the node finds the socket of a decision without a lookup.
+
+``ReaderIndex`` answers "who reads this" in O(1) per message: by user for inboxes, by
+(app, channel) for groups and the broadcast. Every map in it has its removal path in
+``remove``: a node under reconnect churn holds what a fresh node would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from herald.services.push.sequencing import ChannelSequence
+
+from herald.adapters.directory.base import Presence
+from herald.core.model import BROADCAST, user_channel
+
+ChannelKey = tuple[str, str]  # (app_id, channel)
+
+
+@dataclass(eq=False, slots=True)
+class Reader:
+    sink: Any  # the socket (services.push.socket.Socket); the core never touches it
+    conn_id: str
+    app_id: str
+    user_id: str
+    device: str | None
+    token_hash: str = ""
+    expires_at: float = float("inf")  # the token's exp (epoch seconds)
+    publish: tuple[str, ...] = ()  # channel patterns from the token (herald.core.permissions)
+    since: float = field(default_factory=time.time)
+    closing: bool = False
+    # Set once the channels' starting positions are known (``DeliveryCore.start``): until
+    # then a join only records where its channel starts, and live messages are held.
+    started: bool = False
+    # Group channel -> the offset the user joined after: nothing at or below it is theirs.
+    groups: dict[str, int] = field(default_factory=dict)
+    # Joins and leaves that arrived before the reader started, so the membership read
+    # from the store at connect (possibly older than them) does not undo them.
+    pending_starts: dict[str, int] = field(default_factory=dict)
+    left_early: set[str] = field(default_factory=set)
+    # Per channel: what was written and what waits (services.push.sequencing).
+    sequences: dict[str, ChannelSequence] = field(default_factory=dict)
+    # Per channel: the highest offset this connection acknowledged (clamped to what it
+    # was sent): persisted before a clean close is answered.
+    acked: dict[str, int] = field(default_factory=dict)
+    # The next token deadline (epoch seconds) and whether ``expiring`` was sent for the
+    # current token; ``deadline`` is the key of the core's deadline bucket holding it.
+    deadline: float | None = None
+    warned: bool = False
+    # Whether this connection's routes (presence, channel counts) were written at connect:
+    # only then may its channels' heads stand in for reading their backlog.
+    routed: bool = True
+
+    @property
+    def user_channel(self) -> str:
+        return user_channel(self.user_id)
+
+    @property
+    def shared_channels(self) -> list[str]:
+        return [BROADCAST, *self.groups]
+
+    def may_read(self, channel: str) -> bool:
+        return channel in self.groups or channel == BROADCAST or channel == self.user_channel
+
+    def bound(self, channel: str) -> int:
+        """The lowest position this reader may start ``channel`` at (membership)."""
+        return self.groups.get(channel, 0)
+
+    def sequence(self, channel: str) -> ChannelSequence:
+        sequence = self.sequences.get(channel)
+        if sequence is None:
+            sequence = self.sequences[channel] = ChannelSequence()
+        return sequence
+
+    def sent(self, channel: str) -> int:
+        """The highest offset of ``channel`` this connection was sent (or started after)."""
+        sequence = self.sequences.get(channel)
+        return sequence.sent if sequence is not None and sequence.started else 0
+
+    @property
+    def presence(self) -> Presence:
+        return Presence(self.app_id, self.user_id, self.conn_id, self.device, self.since)
+
+
+class ReaderIndex:
+    """Who reads what on this node. Channel reader counts are what the directory routes by."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[tuple[str, str], set[Reader]] = {}
+        self._by_channel: dict[ChannelKey, set[Reader]] = {}
+        self._by_app: dict[str, int] = {}  # kept as readers come and go: heartbeats read it
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Reader]:
+        for readers in list(self._by_user.values()):
+            yield from list(readers)
+
+    def add(self, reader: Reader) -> None:
+        self._by_user.setdefault((reader.app_id, reader.user_id), set()).add(reader)
+        self._count += 1
+        self._by_app[reader.app_id] = self._by_app.get(reader.app_id, 0) + 1
+        for channel in reader.shared_channels:
+            self._by_channel.setdefault((reader.app_id, channel), set()).add(reader)
+
+    def remove(self, reader: Reader) -> list[ChannelKey]:
+        """Forget the reader; the shared channels whose reader count changed (empty if it
+        was not here)."""
+        key = (reader.app_id, reader.user_id)
+        readers = self._by_user.get(key)
+        if not readers or reader not in readers:
+            return []
+        readers.discard(reader)
+        if not readers:
+            del self._by_user[key]
+        self._count -= 1
+        left = self._by_app[reader.app_id] - 1
+        if left:
+            self._by_app[reader.app_id] = left
+        else:
+            del self._by_app[reader.app_id]
+        changed = []
+        for channel in reader.shared_channels:
+            self._unsubscribe(reader, channel)
+            changed.append((reader.app_id, channel))
+        return changed
+
+    def subscribe(self, reader: Reader, channel: str, bound: int) -> None:
+        """A live reader starts reading a group channel, after ``bound``."""
+        reader.groups[channel] = bound
+        self._by_channel.setdefault((reader.app_id, channel), set()).add(reader)
+
+    def unsubscribe(self, reader: Reader, channel: str) -> None:
+        del reader.groups[channel]
+        reader.sequences.pop(channel, None)
+        reader.pending_starts.pop(channel, None)
+        self._unsubscribe(reader, channel)
+
+    def _unsubscribe(self, reader: Reader, channel: str) -> None:
+        key = (reader.app_id, channel)
+        readers = self._by_channel.get(key)
+        if readers is not None:
+            readers.discard(reader)
+            if not readers:
+                del self._by_channel[key]
+
+    def of_user(self, app_id: str, user_id: str) -> set[Reader]:
+        return self._by_user.get((app_id, user_id), set())
+
+    def readers(self, app_id: str, channel: str) -> set[Reader]:
+        return self._by_channel.get((app_id, channel), set())
+
+    def by_app(self) -> dict[str, int]:
+        """Readers per app, without walking them."""
+        return dict(self._by_app)
+
+    def channel_counts(self, keys: list[ChannelKey] | None = None) -> dict[ChannelKey, int]:
+        """Readers per shared channel: of ``keys`` (0 for none left), else of every channel."""
+        if keys is None:
+            return {key: len(readers) for key, readers in self._by_channel.items()}
+        return {key: len(self._by_channel.get(key, ())) for key in keys}
+
+    def presences(self) -> list[Presence]:
+        return [reader.presence for reader in self]
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each map holds: what the churn tests compare with a fresh node."""
+        return {"users": len(self._by_user), "channels": len(self._by_channel), "apps": len(self._by_app)}
