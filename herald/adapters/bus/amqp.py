@@ -112,6 +112,8 @@ EVENTS_QUEUE_MAX = 100_000
 PARKED_REASON = "x-herald-reason"
 PARKED_DELIVERIES = "x-herald-deliveries"
 PARKED_AT = "x-herald-parked-at"
+# Deliveries of a dead letter before the broker would drop it: listing is a delivery.
+DEAD_DELIVERY_LIMIT = 1_000_000
 # How long a legacy queue found missing is left out of queue depths before it is asked again.
 LEGACY_ABSENT_S = 60.0
 
@@ -396,7 +398,9 @@ class AmqpBus(Bus):
 
     async def _declare_dead_letters(self, channel: AbstractChannel) -> AbstractExchange:
         exchange = await channel.declare_exchange(self._names.dead_letter_exchange, ExchangeType.DIRECT, durable=True)
-        arguments = {"x-queue-type": "quorum"} if self.quorum else {}
+        # RabbitMQ 4 gives quorum queues a delivery limit of 20 by default, and `herald dlq list`
+        # hands every dead letter back once per listing: a limit no operator reaches.
+        arguments = {"x-queue-type": "quorum", "x-delivery-limit": DEAD_DELIVERY_LIMIT} if self.quorum else {}
         queue = await self._declare_queue(channel, self._queues.dead, arguments)
         for name in self._queues.by_label.values():
             await queue.bind(exchange, routing_key=name)

@@ -339,7 +339,7 @@ class MongoStore(Store):
         the filter is equality on exactly the index's fields and the update leaves them
         alone; this filter has ``n`` too and changes it, so the error always comes back.
         """
-        heads = await self._heads(app_id, list(counts))
+        heads = await self.channel_heads(app_id, list(counts))
         channels = list(counts)
         updates = [
             UpdateOne(
