@@ -13,6 +13,7 @@ from herald.adapters import NEEDS, make_adapters
 from herald.core.errors import ConfigError
 from herald.core.settings import ROLES, Settings
 from herald.ops import admin, logs
+from herald.ops import dlq as dlq_module
 from herald.ops.runtime import run, run_parts
 
 
@@ -47,7 +48,30 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default HERALD_TOKEN_TTL_S on auth)")
     token.add_argument("--device", help="device label shown in presence")
     token.add_argument("--publish", action="append", help="a channel pattern the user may publish to (repeatable)")
+    _dlq_parser(sub)
     return parser
+
+
+def _dlq_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dlq = sub.add_parser(
+        "dlq",
+        help="dead letters: bus messages parked after too many failed deliveries (list, replay, drop)",
+        description="Reads RabbitMQ when HERALD_AMQP_URL is set, else a running `herald dev` through --url.",
+    )
+    actions = dlq.add_subparsers(dest="dlq", required=True)
+    listing = actions.add_parser("list", help="show the parked messages, oldest first, with the message ids inside")
+    listing.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
+    for name, verb in (("replay", "send back to the queue they came from"), ("drop", "delete for good")):
+        action = actions.add_parser(name, help=f"{verb}: the dead letters named, or --all")
+        action.add_argument("ids", nargs="*", help="ids from `herald dlq list`")
+        action.add_argument("--all", action="store_true", help="every dead letter (up to --limit)")
+        action.add_argument("--limit", type=int, default=1000, help="act on at most this many (default 1000)")
+    for action in (listing, *(actions.choices[name] for name in ("replay", "drop"))):
+        action.add_argument(
+            "--url",
+            help="herald dev's dispatch, without HERALD_AMQP_URL (default: the one herald dev of "
+            f"HERALD_DATA_DIR says, else {dlq_module.DEV_DISPATCH_URL})",
+        )
 
 
 def _run_service(role: str) -> int:
@@ -64,6 +88,7 @@ def _run_service(role: str) -> int:
 
 def _run_dev(port_base: int) -> int:
     from herald.services import standalone
+
     settings = Settings.from_env("standalone")
     logs.configure(settings.log_level)
     parts, per_role, demo = standalone.build(settings, port_base)
@@ -95,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return admin.run(args.command, args)
         if args.command == "apps":
             return admin.run(f"apps-{args.apps}", args)
+        if args.command == "dlq":
+            return admin.run(f"dlq-{args.dlq}", args)
         return _run_service(args.command)
     except ConfigError as exc:
         print(f"herald: configuration error: {exc.message}", file=sys.stderr)

@@ -17,10 +17,45 @@ from pathlib import Path
 import pytest
 
 from tests.support.cleanup import drop_namespace
+from tests.support.redis_ha import RedisCluster, RedisSentinel, redis_server
 from tests.support.servers import MongoWire
 
 RUN_ID = secrets.token_hex(3)
 _counter = iter(range(1, 1_000_000))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "ha: Herald on the high-availability forms of its engines (Redis Cluster and Sentinel, a RabbitMQ "
+        "cluster); the long fault tests among them also need HERALD_TEST_HA=1",
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Three primaries and three replicas of Debian's redis-server, for this session."""
+    if redis_server() is None:
+        pytest.skip("redis-server is not installed (scripts/test installs Debian's redis-server)")
+    cluster = RedisCluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A primary, a replica and three sentinels, for this session."""
+    if redis_server() is None:
+        pytest.skip("redis-server is not installed (scripts/test installs Debian's redis-server)")
+    sentinel = RedisSentinel(Path(tmp_path_factory.mktemp("redis-sentinel")))
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
 
 
 @pytest.fixture(scope="session")

@@ -45,10 +45,16 @@ def make_store(settings: Settings) -> Store:
 
 
 def make_directory(settings: Settings) -> Directory:
-    if settings.redis_url:
+    if settings.uses_redis:
         from herald.adapters.directory.redis import RedisDirectory
 
-        return RedisDirectory(settings.redis_url, Names(settings.namespace))
+        return RedisDirectory(
+            settings.redis_url,
+            Names(settings.namespace),
+            mode=settings.redis_mode,
+            sentinels=settings.redis_sentinels,
+            master=settings.redis_master,
+        )
     from herald.adapters.directory.memory import MemoryDirectory
 
     return MemoryDirectory()
@@ -59,14 +65,16 @@ def make_bus(settings: Settings) -> Bus:
         from herald.adapters.bus.amqp import AmqpBus
 
         return AmqpBus(
-            settings.amqp_url,
+            settings.amqp_urls,
             Names(settings.namespace),
             prefetch=settings.prefetch,
             node_queue_expires_s=max(60.0, settings.presence_ttl_s * 4),
+            queue_type=settings.queue_type,
+            delivery_limit=settings.delivery_limit,
         )
     from herald.adapters.bus.memory import MemoryBus
 
-    return MemoryBus()
+    return MemoryBus(delivery_limit=settings.delivery_limit)
 
 
 def make_adapters(settings: Settings, needs: frozenset[str]) -> Adapters:

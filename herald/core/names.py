@@ -2,12 +2,61 @@
 
 Each carries the namespace (``HERALD_NAMESPACE``) first, so two deployments or two test
 runs on the same servers never see each other's data. Redis keys put the app id in a
-hash tag (``{app}``) so a Redis Cluster keeps an app's multi-key operations in one slot.
+hash tag (``{app}``) so a Redis Cluster keeps an app's multi-key operations in one slot;
+keys of one node (``nodeconns``, ``nodechans``, ``node``, ``reap``) and the node-wide
+ones (``nodes``, ``nodereports``, ``msgcounts``) carry no tag and are only ever touched
+one key per command, so they may live on any slot.
+
+The durable work queues (dispatch, receipts, webhook retries, their dead letters and the
+retry delays) exist in two types, each under its own names (``WorkQueues``): RabbitMQ
+refuses to re-declare a queue with other arguments, so quorum queues cannot take over the
+names classic queues had. Classic keeps the names of earlier versions (``herald.dispatch``);
+quorum queues are ``herald.qq.dispatch`` and so on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+QUEUE_TYPES = ("quorum", "classic")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueues:
+    """The durable queues of one queue type, and the label operators see for each."""
+
+    prefix: str
+    queue_type: str
+
+    @property
+    def dispatch(self) -> str:
+        return f"{self.prefix}dispatch"
+
+    @property
+    def receipts(self) -> str:
+        return f"{self.prefix}receipts"
+
+    @property
+    def retries(self) -> str:
+        """Webhook retries that are due: the delay queues dead-letter into it."""
+        return f"{self.prefix}retries"
+
+    @property
+    def dead(self) -> str:
+        """Dead letters of the three queues above: parked, counted, re-drivable."""
+        return f"{self.prefix}dead"
+
+    def delay(self, delay_ms: int) -> str:
+        """A queue where retries wait ``delay_ms`` (its TTL) before going to ``retries``."""
+        return f"{self.prefix}delay.{delay_ms}ms"
+
+    @property
+    def by_label(self) -> dict[str, str]:
+        """Label -> queue name of the queues that dead-letter into ``dead``."""
+        return {"dispatch": self.dispatch, "receipts": self.receipts, "retries": self.retries}
+
+    def label_of(self, queue: str) -> str | None:
+        return next((label for label, name in self.by_label.items() if name == queue), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,16 +66,19 @@ class Names:
     # RabbitMQ --------------------------------------------------------------
     @property
     def dispatch_exchange(self) -> str:
+        """Direct exchange of the work queues, each bound with its own name as routing key."""
         return f"{self.namespace}.dispatch"
 
-    @property
-    def dispatch_queue(self) -> str:
-        return f"{self.namespace}.dispatch"
+    def work_queues(self, queue_type: str) -> WorkQueues:
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(f"unknown queue type {queue_type!r}")
+        prefix = f"{self.namespace}.qq." if queue_type == "quorum" else f"{self.namespace}."
+        return WorkQueues(prefix, queue_type)
 
     @property
-    def receipts_queue(self) -> str:
-        """Deliveries and acks reported by push nodes, bound to the dispatch exchange."""
-        return f"{self.namespace}.receipts"
+    def dead_letter_exchange(self) -> str:
+        """Direct exchange the work queues dead-letter to, routing key = the source queue."""
+        return f"{self.namespace}.deadletter"
 
     @property
     def nodes_exchange(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from herald.core.errors import ConfigError
+from herald.core.names import QUEUE_TYPES
 
 DEFAULT_PORTS = {"auth": 8001, "collect": 8002, "dispatch": 8003, "push": 8004}
 ROLES = tuple(DEFAULT_PORTS)
@@ -31,8 +32,33 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("HERALD_AMQP_URL", None, "RabbitMQ URL; unset means the in-process bus (standalone only)"),
-    Variable("HERALD_REDIS_URL", None, "Redis URL; unset means the in-process directory (standalone only)"),
+    Variable(
+        "HERALD_AMQP_URL",
+        None,
+        "RabbitMQ URL, or several comma-separated (the nodes of a cluster, tried in turn); "
+        "unset means the in-process bus (standalone only)",
+    ),
+    Variable(
+        "HERALD_QUEUE_TYPE",
+        "quorum",
+        "type of the durable RabbitMQ queues (dispatch, receipts, retries, dead letters): quorum or classic",
+    ),
+    Variable(
+        "HERALD_DELIVERY_LIMIT",
+        "20",
+        "deliveries of a dispatch, receipts or retry message whose handling keeps failing before it is dead-lettered",
+    ),
+    Variable(
+        "HERALD_REDIS_URL",
+        None,
+        "Redis URL (in cluster mode any node; in sentinel mode only its credentials and database count); "
+        "unset means the in-process directory (standalone only)",
+    ),
+    Variable(
+        "HERALD_REDIS_MODE", "single", "single, cluster (a Redis Cluster) or sentinel (a primary found by Sentinel)"
+    ),
+    Variable("HERALD_REDIS_SENTINELS", "", "sentinel mode: the sentinels as host:port, comma-separated"),
+    Variable("HERALD_REDIS_MASTER", "", "sentinel mode: the name the sentinels know the primary by"),
     Variable("HERALD_MONGO_URL", None, "MongoDB URL; unset means the SQLite store (standalone only)"),
     Variable("HERALD_MONGO_DB", "<namespace>", "MongoDB database name"),
     Variable("HERALD_DATA_DIR", "./herald-data", "where standalone keeps its SQLite file and demo app"),
@@ -43,9 +69,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_NAMESPACE", "herald", "prefix of every key, exchange, queue and database ([a-z0-9_])"),
     Variable("HERALD_ADMIN_TOKEN", None, "operator credential (create apps, rotate keys)"),
     Variable("HERALD_SERVICE_TOKEN", None, "credential services use among themselves (introspection)"),
-    Variable(
-        "HERALD_CORS_ORIGINS", "", "browser origins allowed to call auth and collect (comma-separated, or *)"
-    ),
+    Variable("HERALD_CORS_ORIGINS", "", "browser origins allowed to call auth and collect (comma-separated, or *)"),
     Variable("HERALD_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; a node silent for 3x is dead"),
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
@@ -62,7 +86,14 @@ VARIABLES: tuple[Variable, ...] = (
         "HERALD_REUSE_PORT", "0", "1: push processes share HERALD_PORT (SO_REUSEPORT); give each its own HERALD_NODE_ID"
     ),
     Variable("HERALD_DRAIN_S", "10", "on SIGTERM, how long a push node waits for its clients to go (close 1012)"),
+    Variable(
+        "HERALD_WEBHOOK_BLOCK_PRIVATE",
+        "0",
+        "1: refuse webhook URLs that resolve to private, loopback or link-local addresses",
+    ),
 )
+
+REDIS_MODES = ("single", "cluster", "sentinel")
 
 
 def _int(name: str, raw: str, lo: int, hi: int) -> int:
@@ -99,6 +130,35 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
     return raw
 
 
+def _urls(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """A comma-separated list of URLs, each checked; kept as given (``Settings.amqp_urls`` splits it)."""
+    parts = [part.strip() for part in raw.split(",")]
+    if not all(parts):
+        raise ConfigError(f"{name}: an empty entry in {raw!r}")
+    for part in parts:
+        _url(name, part, schemes)
+    return ",".join(parts)
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _addresses(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """``host:port`` entries, comma-separated (IPv6 hosts in brackets: ``[::1]:26379``)."""
+    found = []
+    for entry in (part.strip() for part in raw.split(",")):
+        host, colon, port = entry.rpartition(":")
+        host = host.strip("[]")
+        if not entry or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}: {entry!r} is not host:port")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     role: str
@@ -107,7 +167,12 @@ class Settings:
     port: int = 8001
     node_id: str = ""
     amqp_url: str | None = None
+    queue_type: str = "quorum"
+    delivery_limit: int = 20
     redis_url: str | None = None
+    redis_mode: str = "single"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master: str = ""
     mongo_url: str | None = None
     mongo_db: str = "herald"
     data_dir: str = "./herald-data"
@@ -129,6 +194,17 @@ class Settings:
     client_frames_per_s: float = 50.0
     reuse_port: bool = False
     cors_origins: tuple[str, ...] = ()
+    webhook_block_private: bool = False
+
+    @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The RabbitMQ nodes to try, in order (``HERALD_AMQP_URL`` may list several)."""
+        return tuple(self.amqp_url.split(",")) if self.amqp_url else ()
+
+    @property
+    def uses_redis(self) -> bool:
+        """A Redis directory rather than the in-process one: a URL, or sentinels to ask."""
+        return bool(self.redis_url) or self.redis_mode == "sentinel"
 
     @property
     def presence_ttl_s(self) -> float:
@@ -169,14 +245,29 @@ class Settings:
         amqp = get("HERALD_AMQP_URL")
         redis = get("HERALD_REDIS_URL")
         mongo = get("HERALD_MONGO_URL")
+        redis_mode = _choice("HERALD_REDIS_MODE", get("HERALD_REDIS_MODE", "single") or "single", REDIS_MODES)
+        sentinels_raw = get("HERALD_REDIS_SENTINELS")
+        sentinels = _addresses("HERALD_REDIS_SENTINELS", sentinels_raw) if sentinels_raw else ()
+        master = get("HERALD_REDIS_MASTER", "") or ""
+        if redis_mode == "sentinel" and not sentinels:
+            raise ConfigError("HERALD_REDIS_SENTINELS: required when HERALD_REDIS_MODE=sentinel (host:port,...)")
+        if redis_mode == "sentinel" and not master:
+            raise ConfigError("HERALD_REDIS_MASTER: required when HERALD_REDIS_MODE=sentinel (the primary's name)")
+        if redis_mode == "cluster" and not redis:
+            raise ConfigError("HERALD_REDIS_URL: required when HERALD_REDIS_MODE=cluster (any node of the cluster)")
         settings = cls(
             role=role,
             namespace=namespace,
             host=host,
             port=port,
             node_id=node_id,
-            amqp_url=_url("HERALD_AMQP_URL", amqp, ("amqp", "amqps")) if amqp else None,
+            amqp_url=_urls("HERALD_AMQP_URL", amqp, ("amqp", "amqps")) if amqp else None,
+            queue_type=_choice("HERALD_QUEUE_TYPE", get("HERALD_QUEUE_TYPE", "quorum") or "quorum", QUEUE_TYPES),
+            delivery_limit=parse("HERALD_DELIVERY_LIMIT", "20", lambda n, r: _int(n, r, 1, 10_000)),
             redis_url=_url("HERALD_REDIS_URL", redis, ("redis", "rediss", "unix")) if redis else None,
+            redis_mode=redis_mode,
+            redis_sentinels=sentinels,
+            redis_master=master,
             mongo_url=_url("HERALD_MONGO_URL", mongo, ("mongodb", "mongodb+srv")) if mongo else None,
             mongo_db=get("HERALD_MONGO_DB", namespace) or namespace,
             data_dir=get("HERALD_DATA_DIR", "./herald-data") or "./herald-data",
@@ -200,6 +291,7 @@ class Settings:
             client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             cors_origins=_origins(get("HERALD_CORS_ORIGINS", "") or ""),
+            webhook_block_private=parse("HERALD_WEBHOOK_BLOCK_PRIVATE", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
         )
         settings.check_cluster_requirements()
         return settings
@@ -222,7 +314,8 @@ class Settings:
         }
         present = {
             "HERALD_MONGO_URL": self.mongo_url,
-            "HERALD_REDIS_URL": self.redis_url,
+            # Sentinel mode finds Redis through the sentinels; the URL is optional there.
+            "HERALD_REDIS_URL": self.uses_redis,
             "HERALD_AMQP_URL": self.amqp_url,
             "HERALD_ADMIN_TOKEN": self.admin_token,
             "HERALD_SERVICE_TOKEN": self.service_token,

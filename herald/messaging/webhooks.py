@@ -1,33 +1,42 @@
 """Webhooks: every event of an app POSTed to the URL its operator configured, signed and retried.
 
-``WebhookSender.handle`` is a bus handler for the events queue (``Bus.consume_events``).
-Per event it looks up the app's ``AppConfig``; without a ``webhook_url`` there is nothing
-to do. Otherwise it POSTs the event's exact bus bytes, so the signature a receiver checks
-is over the bytes Herald published:
+``WebhookSender.handle`` is a bus handler for the events queue (``Bus.consume_events``)
+and ``handle_retry`` one for the retries lane (``Bus.consume_retries``). Per event it looks
+up the app's ``AppConfig``; without a ``webhook_url`` there is nothing to do. Otherwise it
+POSTs the event's exact bus bytes:
 
     Content-Type: application/json
     X-Herald-Event: user.online
-    X-Herald-Delivery: 0b7c...   one per event, the same on every retry: receivers de-duplicate on it
-    X-Herald-Signature: sha256=<hex HMAC-SHA256 of the body with the app's webhook_secret>
+    X-Herald-Delivery: 0b7c...          one per event, the same on every retry: receivers de-duplicate on it
+    X-Herald-Timestamp: 1767225600      when this attempt was signed (Unix seconds)
+    X-Herald-Signature: t=1767225600,v1=<hex HMAC-SHA256 of "1767225600." + body, keyed by the webhook_secret>
     User-Agent: herald-webhooks
 
-An app without a ``webhook_secret`` gets unsigned requests (no signature header) rather
-than none: the URL is the operator's choice, signing is the receiver's protection.
+Signing the timestamp with the body (the scheme of Stripe and Svix) stops replays: a
+receiver recomputes the HMAC over ``t`` + ``.`` + the raw body, compares in constant time,
+and refuses a ``t`` further than its tolerance (five minutes is usual) from its clock, so a
+captured request is worthless soon after. ``verify`` does exactly that; a receiver in
+another language follows its five lines. Each attempt is signed afresh. An app without a
+``webhook_secret`` gets unsigned requests (no signature headers) rather than none: the URL
+is the operator's choice, signing is the receiver's protection. The publish hook of push
+nodes is signed the same way (``signature_headers``).
 
 The first attempt runs inside ``handle``; a 2xx is delivered. A network error, a timeout,
-408, 429 or 5xx is worth another try, and the retries go on in a background task (with
-exponential backoff and jitter, ``retry_delay``) so one dead endpoint never holds up the
-queue behind it. Any other answer (3xx, other 4xx) is the receiver saying no: not retried.
-At most ``max_pending`` events wait for a retry; beyond that an event is dropped and logged.
+408, 429 or 5xx is worth another try: the retry goes to the bus's retries lane with its
+delay (exponential backoff with jitter, ``retry_delay``) and comes back to whichever
+dispatch worker is running then, so a retry outlives a deploy or a crash of the process
+that scheduled it (standalone keeps its retries in memory: ``MemoryBus``). One dead
+endpoint never holds up the events behind it. Any other answer (3xx, other 4xx) is the
+receiver saying no: not retried. Retries may overtake later events: each carries its ``ts``.
 
-Retries live in this process only: the bus message is acknowledged once ``handle``
-returns, so a restart loses the retries in flight (events are notifications; the
-receiver's view is rebuilt from the HTTP API). Retries may also overtake later events:
-each carries its ``ts``.
+A failure to read the app's config (the store down) or to schedule the retry (the broker
+down) raises, so the bus hands the event or retry back later and the attempt is made
+again (with the same delivery id: receivers de-duplicate). A malformed event is dropped,
+since redelivering it would only block the queue; a malformed retry envelope raises and is
+parked in the dead letters after the delivery limit.
 
-A failure to read the app's config (the store down) raises from ``handle``, so the bus
-redelivers the event later; a malformed event is dropped, since redelivering it would
-only block the queue.
+With ``block_private`` (``HERALD_WEBHOOK_BLOCK_PRIVATE``), URLs whose host is or resolves
+to a private, loopback or link-local address are refused (``herald.messaging.egress``).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import hashlib
 import hmac
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,20 +56,36 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from herald.core import codec
+from herald.core import codec, retries
 from herald.core.errors import Unavailable
 from herald.core.model import AppConfig
+from herald.messaging.egress import PublicOnly
 from herald.ops import metrics
 
-__all__ = ["USER_AGENT", "WebhookSender", "retry_delay", "should_retry", "sign", "verify"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "TOLERANCE_S",
+    "USER_AGENT",
+    "WebhookSender",
+    "retry_delay",
+    "should_retry",
+    "sign",
+    "signature_headers",
+    "verify",
+]
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "herald-webhooks"
+SIGNATURE_HEADER = "x-herald-signature"
+TIMESTAMP_HEADER = "x-herald-timestamp"
+# How far a signature's timestamp may be from the receiver's clock by default.
+TOLERANCE_S = 300
 
 # The faults worth another attempt: the endpoint may answer later. A malformed or
 # unsupported URL (httpx.InvalidURL, UnsupportedProtocol) is an operator's mistake that
-# no retry fixes, so it counts as refused.
+# no retry fixes, so it counts as refused, as does a refused private address.
 RETRYABLE: tuple[type[BaseException], ...] = (
     httpx.TimeoutException,
     httpx.NetworkError,
@@ -67,18 +93,42 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     httpx.ProxyError,
     TimeoutError,
 )
-# How long close() waits for cancelled retries to unwind.
-CLOSE_TIMEOUT_S = 5.0
+
+RetryLater = Callable[[bytes, float], Awaitable[None]]
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Herald-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of ``body`` keyed by ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``X-Herald-Signature`` value: ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
 
 
-def verify(secret: str, body: bytes, signature: str) -> bool:
-    """What a receiver does with the header: compare in constant time, so timing leaks nothing."""
-    return hmac.compare_digest(sign(secret, body), signature)
+def signature_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    """The headers that sign ``body`` now: timestamp and signature."""
+    timestamp = int(time.time() if now is None else now)
+    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, body, timestamp)}
+
+
+def verify(
+    secret: str, body: bytes, signature: str, *, tolerance_s: float = TOLERANCE_S, now: float | None = None
+) -> bool:
+    """What a receiver does with the ``X-Herald-Signature`` header: take ``t`` and every
+    ``v1`` from it, refuse a ``t`` more than ``tolerance_s`` from now (a replay), recompute
+    the HMAC over ``t.`` + the raw body and compare in constant time (several ``v1`` may
+    be present while a secret is being rotated)."""
+    fields: dict[str, list[str]] = {}
+    for part in signature.split(","):
+        key, equals, value = part.strip().partition("=")
+        if equals:
+            fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).rpartition("v1=")[2]
+    return any(hmac.compare_digest(expected, candidate) for candidate in fields.get("v1", []))
 
 
 def should_retry(status: int) -> bool:
@@ -100,6 +150,12 @@ def retry_delay(attempt: int, *, base_s: float, max_s: float, draw: float | None
     return ceiling / 2 + ceiling / 2 * fraction
 
 
+def delivery_id(app_id: str, body: bytes) -> str:
+    """The event's delivery id, derived from its bytes: the same on every attempt, even
+    when the event itself is handed out again by the bus after a failure."""
+    return str(uuid.UUID(bytes=hashlib.sha256(app_id.encode() + b"\0" + body).digest()[:16]))
+
+
 class _Outcome(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
@@ -108,17 +164,24 @@ class _Outcome(Enum):
 
 @dataclass(frozen=True, slots=True)
 class _Delivery:
-    """One event on its way to one URL; the same request on every attempt."""
+    """One event on its way to one URL; the same bytes and id on every attempt."""
 
     app_id: str
     kind: str
     url: str
     body: bytes
-    headers: dict[str, str]
+    delivery_id: str
+    secret: str | None
 
-    @property
-    def delivery_id(self) -> str:
-        return self.headers["x-herald-delivery"]
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "x-herald-event": self.kind,
+            "x-herald-delivery": self.delivery_id,
+        }
+        if self.secret:
+            headers.update(signature_headers(self.secret, self.body))
+        return headers
 
     @property
     def where(self) -> str:
@@ -129,109 +192,93 @@ class _Delivery:
 
 
 class WebhookSender:
-    """Turns events from the bus into signed POSTs, retried in the background when worth it."""
+    """Turns events from the bus into signed POSTs, with retries waiting in the bus."""
 
     def __init__(
         self,
         config_of: Callable[[str], Awaitable[AppConfig]],
+        retry_later: RetryLater,
         *,
         attempts: int = 6,
         base_delay_s: float = 0.5,
         max_delay_s: float = 30.0,
         timeout_s: float = 5.0,
-        max_pending: int = 10_000,
         transport: httpx.AsyncBaseTransport | None = None,
+        block_private: bool = False,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
-        if max_pending < 0:
-            raise ValueError("max_pending must not be negative")
         self._config_of = config_of
+        self._retry_later = retry_later
         self._attempts = attempts
         self._base_delay_s = base_delay_s
         self._max_delay_s = max_delay_s
         self._timeout_s = timeout_s
-        self._max_pending = max_pending
         self._transport = transport
+        self._block_private = block_private
         self._client: httpx.AsyncClient | None = None
-        self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
-
-    @property
-    def pending(self) -> int:
-        """Events waiting for a retry (for health and tests)."""
-        return len(self._pending)
 
     async def start(self) -> None:
         self._closed = False
+        transport = self._transport
+        if self._block_private:
+            transport = PublicOnly(transport)
         self._client = httpx.AsyncClient(
-            transport=self._transport,
+            transport=transport,
             timeout=httpx.Timeout(self._timeout_s),
             follow_redirects=False,  # a redirect is the receiver's mistake to fix, not ours to follow
             headers={"user-agent": USER_AGENT},
         )
 
     async def close(self) -> None:
-        """Abandon the retries in flight (counted as dropped), then close the HTTP client."""
+        """Close the HTTP client. Retries already scheduled wait in the bus for the next sender."""
         self._closed = True
-        pending, self._pending = set(self._pending), set()
-        if pending:
-            log.warning(
-                "closing with %d webhook(s) still to retry; dropped", len(pending), extra={"count": len(pending)}
-            )
-            metrics.webhooks.labels(outcome="dropped").inc(len(pending))
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
     async def handle(self, body: bytes) -> None:
-        """Deliver one event (a bus handler): first attempt now, retries in the background."""
-        if self._closed or self._client is None:
-            # Raising hands the event back to the bus, which offers it to another consumer.
-            raise Unavailable("the webhook sender is not running")
+        """Deliver one event from the events queue (its first attempt)."""
+        self._check_running()
         parsed = _parse(body)
         if parsed is None:
             log.error("malformed event on the bus (%d bytes); dropped", len(body))
             metrics.webhooks.labels(outcome="dropped").inc()
             return
         app_id, kind = parsed
+        await self._deliver(app_id, kind, body, delivery_id(app_id, body), 1)
+
+    async def handle_retry(self, envelope: bytes) -> None:
+        """Make the attempt a retry envelope from the retries lane is due for."""
+        self._check_running()
+        retry = retries.decode(envelope)  # ValueError: parked by the bus after the delivery limit
+        parsed = _parse(retry.body)
+        if parsed is None:
+            raise ValueError(f"a retry envelope around a malformed event ({len(retry.body)} bytes)")
+        app_id, kind = parsed
+        await self._deliver(app_id, kind, retry.body, retry.delivery_id, retry.attempt)
+
+    def _check_running(self) -> None:
+        if self._closed or self._client is None:
+            # Raising hands the event back to the bus, which offers it to another consumer.
+            raise Unavailable("the webhook sender is not running")
+
+    async def _deliver(self, app_id: str, kind: str, body: bytes, delivery: str, attempt: int) -> None:
         config = await self._config_of(app_id)
         if not config.webhook_url:
+            if attempt > 1:
+                log.info("webhook %s: the app has no webhook URL any more; retry dropped", delivery)
+                metrics.webhooks.labels(outcome="dropped").inc()
             return
-        delivery = _Delivery(app_id, kind, config.webhook_url, body, _headers(kind, body, config.webhook_secret))
-        if self._settled(delivery, 1, await self._attempt(delivery, 1)):
+        target = _Delivery(app_id, kind, config.webhook_url, body, delivery, config.webhook_secret)
+        if self._settled(target, attempt, await self._attempt(target, attempt)):
             return
-        if len(self._pending) >= self._max_pending:
-            log.error(
-                "%d webhooks already waiting for a retry; dropped %s %s",
-                len(self._pending),
-                kind,
-                delivery.delivery_id,
-                extra={"app_id": app_id},
-            )
-            metrics.webhooks.labels(outcome="dropped").inc()
-            return
+        wait = retry_delay(attempt, base_s=self._base_delay_s, max_s=self._max_delay_s)
+        # Raises Unavailable when the bus cannot keep it: this event (or retry) then comes
+        # back from its queue and the attempt is made again.
+        await self._retry_later(retries.encode(retries.Retry(attempt + 1, delivery, body)), wait)
         metrics.webhooks.labels(outcome="retried").inc()
-        task = asyncio.create_task(self._retry(delivery), name=f"herald-webhook:{delivery.delivery_id}")
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _retry(self, delivery: _Delivery) -> None:
-        try:
-            for attempt in range(2, self._attempts + 1):
-                await asyncio.sleep(retry_delay(attempt - 1, base_s=self._base_delay_s, max_s=self._max_delay_s))
-                if self._settled(delivery, attempt, await self._attempt(delivery, attempt)):
-                    return
-                metrics.webhooks.labels(outcome="retried").inc()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A bug, not an endpoint's fault: nobody awaits this task, so say it loudly here.
-            log.exception("webhook %s: retry failed unexpectedly; dropped", delivery.delivery_id)
-            metrics.webhooks.labels(outcome="dropped").inc()
 
     def _settled(self, delivery: _Delivery, attempt: int, outcome: _Outcome) -> bool:
         """Count and log an event's end (delivered, refused, out of attempts); False while it may be retried."""
@@ -253,7 +300,7 @@ class WebhookSender:
             )
             metrics.webhooks.labels(outcome="failed").inc()
             return True
-        return False  # the caller counts "retried" once the retry is sure to happen
+        return False  # the caller counts "retried" once the retry is scheduled
 
     async def _attempt(self, delivery: _Delivery, attempt: int) -> _Outcome:
         client = self._client
@@ -265,8 +312,10 @@ class WebhookSender:
             # httpx bounds each phase; this bounds the whole request (a receiver trickling bytes).
             async with asyncio.timeout(self._timeout_s):
                 # Streamed and never read: a receiver's answer body is not worth the memory.
-                async with client.stream("POST", delivery.url, content=delivery.body, headers=delivery.headers) as r:
-                    status = r.status_code
+                async with client.stream(
+                    "POST", delivery.url, content=delivery.body, headers=delivery.headers()
+                ) as response:
+                    status = response.status_code
         except RETRYABLE as exc:
             log.warning(
                 "webhook %s to %s: attempt %d failed (%r)",
@@ -312,14 +361,3 @@ def _parse(body: bytes) -> tuple[str, str] | None:
     if not (kind.isascii() and kind.isprintable()):
         return None  # it goes into a header
     return app_id, kind
-
-
-def _headers(kind: str, body: bytes, secret: str | None) -> dict[str, str]:
-    headers = {
-        "content-type": "application/json",
-        "x-herald-event": kind,
-        "x-herald-delivery": str(uuid.uuid4()),
-    }
-    if secret:
-        headers["x-herald-signature"] = sign(secret, body)
-    return headers

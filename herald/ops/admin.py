@@ -1,4 +1,4 @@
-"""The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``.
+"""The operator commands of the ``herald`` CLI: ``status``, ``apps create``, ``token``, ``dlq``.
 
 ``apps create`` and ``token`` talk to auth over HTTP like any client, so they work against
 ``herald dev`` and a cluster alike. ``status`` reads a cluster's Redis and RabbitMQ, or
@@ -25,7 +25,7 @@ from herald_client import HeraldAPIError, Operator, Publisher
 from herald.adapters import make_bus, make_directory, make_store
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.settings import Settings
-from herald.ops import cluster_status, snapshot
+from herald.ops import cluster_status, dlq, snapshot
 
 APPS_FILE = "apps.json"
 DEV_SECRETS_FILE = "dev-secrets.json"
@@ -107,7 +107,7 @@ async def status_report(settings: Settings, url: str | None = None) -> str:
     """The cluster read from its Redis and RabbitMQ; or, without their URLs (or given a push
     node's ``url``), from a push node's snapshot: ``herald dev`` keeps its parts in its own
     process, so only it can say what they hold."""
-    if url or not (settings.redis_url and settings.amqp_url):
+    if url or not (settings.uses_redis and settings.amqp_url):
         return await snapshot_report(settings, url or dev_push_url(settings))
     directory, bus = make_directory(settings), make_bus(settings)
     store = make_store(settings) if settings.mongo_url else None
@@ -122,6 +122,11 @@ async def status_report(settings: Settings, url: str | None = None) -> str:
         for adapter in reversed(opened):
             await adapter.close()
     return cluster_status.render(snapshot)
+
+
+def dev_dispatch_url(settings: Settings) -> str:
+    """Where the dispatch of this data directory's ``herald dev`` listens (``dev-urls.json``)."""
+    return str(_read_json(Path(settings.data_dir) / DEV_URLS_FILE).get("dispatch") or dlq.DEV_DISPATCH_URL)
 
 
 def dev_push_url(settings: Settings) -> str:
@@ -158,6 +163,13 @@ def run(command: str, args: Any) -> int:
         elif command == "token":
             key = app_key(settings, args.app, args.key or os.environ.get("HERALD_APP_KEY"))
             print(asyncio.run(mint_token(settings, key, args.user, args.ttl, args.device, args.publish)))
+        elif command.startswith("dlq-"):
+            # A cluster's dead letters are read from RabbitMQ; herald dev's through its dispatch.
+            token = "" if settings.amqp_url else admin_token(settings)
+            ids, every = getattr(args, "ids", []), getattr(args, "all", False)
+            action = command.removeprefix("dlq-")
+            url = args.url or dev_dispatch_url(settings)
+            print(asyncio.run(dlq.run(settings, action, ids, every, args.limit, url, token)))
         else:
             raise ValueError(command)
     except ConfigError as exc:

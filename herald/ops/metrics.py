@@ -15,12 +15,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 messages_accepted = Counter(
     "herald_messages_accepted", "Messages stored and queued for dispatch", ["via"], registry=REGISTRY
 )
-messages_dispatched = Counter(
-    "herald_messages_dispatched", "Messages dispatch routed to push nodes", registry=REGISTRY
-)
-messages_delivered = Counter(
-    "herald_messages_delivered", "Message frames written to client sockets", registry=REGISTRY
-)
+messages_dispatched = Counter("herald_messages_dispatched", "Messages dispatch routed to push nodes", registry=REGISTRY)
+messages_delivered = Counter("herald_messages_delivered", "Message frames written to client sockets", registry=REGISTRY)
 messages_acked = Counter("herald_messages_acked", "Client acks received (cumulative, per channel)", registry=REGISTRY)
 # From acceptance (the message's ``ts``) to the frame written on a live connection; replays
 # after a reconnect are left out, they measure how long the client was away.
@@ -40,6 +36,15 @@ outbox_pending = Gauge(
 )
 outbox_republished = Counter(
     "herald_outbox_republished", "Accepted messages the outbox sweeper published again", registry=REGISTRY
+)
+# A message of a work queue (dispatch, receipts, retries) that failed more than the delivery
+# limit and was parked in the dead letters, as seen by the consumer of this process that
+# failed it last; ``herald_queue_depth{queue="dead"}`` is how many are parked now.
+dead_lettered = Counter(
+    "herald_dead_lettered",
+    "Bus messages parked in the dead letters after too many failures",
+    ["queue"],
+    registry=REGISTRY,
 )
 # Every error answer by its code: HTTP error bodies on the APIs, `error` frames and refused
 # publishes on sockets.

@@ -59,3 +59,24 @@ ensure_chromium() {
   echo "installing chromium and chromium-driver for the browser tests ..." >&2
   apt_install chromium chromium-driver || echo "could not install Chromium: the browser tests will be skipped" >&2
 }
+
+# The binaries of the HA tests (tests/ha, the directory contract on Redis Cluster and
+# Sentinel): redis-server and redis-cli to start a cluster of six and a sentinel setup,
+# rabbitmq-server to start a cluster of three, each on ports of their own. The tests start
+# and stop those processes themselves; installing must not start the packages' services
+# (the machine's own servers may be other ones on 5672 and 6379), so a policy-rc.d keeps
+# them from starting when there is none. Not fatal: without them those tests are skipped
+# and say why.
+ensure_ha_binaries() {
+  local wanted=()
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || wanted+=(redis-server redis-tools)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || wanted+=(rabbitmq-server)
+  [ ${#wanted[@]} -eq 0 ] && return 0
+  echo "installing ${wanted[*]} for the HA tests ..." >&2
+  local policy=/usr/sbin/policy-rc.d made=""
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made=1
+  fi
+  apt_install "${wanted[@]}" || echo "could not install ${wanted[*]}: the HA tests will be skipped" >&2
+  if [ -n "$made" ]; then rm -f "$policy"; fi
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from herald.services.dispatch import dead_letters
 from herald.services.dispatch.rate_counter import DispatchStats
 from herald.services.dispatch.receipt_writer import ReceiptsWorker
 from herald.services.dispatch.worker import DispatchWorker
@@ -30,19 +31,23 @@ def build(settings: Settings, adapters: Adapters) -> list[Part]:
 
     api = create_api(
         "Herald dispatch",
-        "Routes accepted messages to push nodes. Health and metrics only.",
+        "Routes accepted messages to push nodes. Health, metrics and the operator's dead letters.",
         checks=[store.ping, directory.ping, bus.ping, consuming],
     )
-    server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024)
+    dead_letters.install(api, bus, settings.admin_token)
+    server = HttpServer("dispatch", api, settings.host, settings.port, body_limit=1024 * 1024)
 
     receipts = ReceiptsWorker(store, bus)
-    webhooks = WebhookSender(AppConfigs(store).get)
+    # Retries wait in the bus (RabbitMQ's delay queues; in memory for standalone), so any
+    # dispatch worker running when one is due makes it: a deploy or a crash loses none.
+    webhooks = WebhookSender(AppConfigs(store).get, bus.publish_retry, block_private=settings.webhook_block_private)
 
     async def start_worker() -> None:
         await webhooks.start()
         await bus.consume_dispatch(worker.handle)
         await bus.consume_receipts(receipts.handle)
         await bus.consume_events(WEBHOOK_GROUP, ["#"], webhooks.handle)
+        await bus.consume_retries(webhooks.handle_retry)
         await stats.start()
 
     async def stop_worker() -> None:

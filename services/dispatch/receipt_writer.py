@@ -32,12 +32,12 @@ class ReceiptsWorker:
         self._bus = bus
 
     async def handle(self, body: bytes) -> None:
-        """Store a node's batch; a store failure raises, so the batch comes back later."""
+        """Store a node's batch; a store failure raises, so the batch comes back later. An
+        unreadable body raises too: the bus parks it after the delivery limit (``herald dlq``)."""
         try:
             batch = receipts.decode(body)
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("dropping an unreadable receipts body (%d bytes): %s", len(body), exc)
-            return
+            raise ValueError(f"an unreadable receipts body ({len(body)} bytes): {exc}") from exc
         await self._store.record_deliveries(batch.deliveries)
         await _at_once(
             [partial(self._store.record_ack, a.app_id, a.user_id, a.conn_id, a.positions, a.at) for a in batch.acks]

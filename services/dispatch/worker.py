@@ -118,7 +118,14 @@ class DispatchWorker:
 
 
 def _decode(bodies: Sequence[bytes]) -> tuple[list[dict[str, Any]], list[Recipient], list[ChannelKey]]:
-    """The batch's messages and whose nodes to look up, each once; unreadable bodies dropped."""
+    """The batch's messages and whose nodes to look up, each once.
+
+    An unreadable body raises (``UnreadableBody``): the bus then handles the batch's
+    bodies one by one, so the others are routed, and parks the unreadable one in the dead
+    letters after the delivery limit, where an operator can look at it (``herald dlq``).
+    The store still has whatever messages it held, so their recipients get them on their
+    next connect either way.
+    """
     messages: list[dict[str, Any]] = []
     recipients: dict[Recipient, None] = {}
     shared: dict[ChannelKey, None] = {}
@@ -131,14 +138,15 @@ def _decode(bodies: Sequence[bytes]) -> tuple[list[dict[str, Any]], list[Recipie
                 if not isinstance(message["id"], str) or not isinstance(message["offset"], int):
                     raise TypeError("a message without a string id or an integer offset")
         except (ValueError, KeyError, TypeError, BadRequest) as exc:
-            # Redelivering a body nobody can read would loop forever; the store still has
-            # its messages, so their recipients get them on their next connect.
-            log.error("dropping an unreadable dispatch body (%d bytes): %s", len(body), exc)
-            continue
+            raise UnreadableBody(f"an unreadable dispatch body ({len(body)} bytes): {exc}") from exc
         messages.extend(batch)
         recipients.update(dict.fromkeys(users))
         shared.update(dict.fromkeys(channels))
     return messages, list(recipients), list(shared)
+
+
+class UnreadableBody(ValueError):
+    """A dispatch body no collect could have written: nothing to route, nothing to retry."""
 
 
 def _log_routes(messages: list[dict[str, Any]], routes: Mapping[str, list[Mapping[str, Any]]]) -> None:

@@ -21,7 +21,7 @@ from herald.core.errors import Forbidden, HeraldError
 from herald.core.permissions import first_refusal
 from herald.messaging.accept import Acceptor, Limits, draft_for_channel
 from herald.messaging.appconfig import AppConfigs
-from herald.messaging.webhooks import sign
+from herald.messaging.webhooks import signature_headers
 from herald.ops import metrics
 
 log = logging.getLogger("herald.push")
@@ -51,7 +51,7 @@ class PublishHook:
         body = codec.dumps(candidate)
         headers = {"content-type": "application/json", "x-herald-event": "publish.check"}
         if secret:
-            headers["x-herald-signature"] = sign(secret, body)
+            headers.update(signature_headers(secret, body))
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -326,7 +326,7 @@ async def test_both_dispatch_workers_route_messages(
     own /metrics count what each routed."""
     twin = deployment.twin
     workers = deployment.services("dispatch")
-    queue_name = Names(twin.namespace).dispatch_queue
+    queue_name = Names(twin.namespace).work_queues("quorum").dispatch  # the compose file's queue type
     connection = await aio_pika.connect(amqp_url, timeout=5)
     try:
         channel = await connection.channel()

@@ -1,14 +1,15 @@
 """The bus's specification, run against RabbitMQ and the in-process implementation alike.
 
-A ``Broker`` opens buses the way separate processes would: on RabbitMQ each ``open()`` is
-a new connection; in memory one process has one bus, so every ``open()`` returns it.
+A ``Broker`` (tests/support/buses.py) opens buses the way separate processes would: on
+RabbitMQ each ``open()`` is a new connection; in memory one process has one bus, so every
+``open()`` returns it. The work queues' failure rules and dead letters have their own
+specification (test_bus_work_queues_contract.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -17,53 +18,24 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 
 from herald.adapters.bus import memory
 from herald.adapters.bus.amqp import AmqpBus
-from herald.adapters.bus.base import BatchHandler, Bus
+from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
 from herald.core.errors import Unavailable
 from herald.core.names import Names
+from tests.support.buses import (
+    QUIET_S,
+    WAIT_S,
+    Batches,
+    Broker,
+    Changes,
+    Inbox,
+    TcpProxy,
+    batches,
+    eventually,
+    nothing_left,
+    numbered,
+)
 from tests.support.servers import free_port
-
-WAIT_S = 15.0
-# Long enough for a stray delivery to show up; used only to check that none does.
-QUIET_S = 0.5
-# Every events group these tests use: their durable queues are deleted after each test
-# (tests/support/cleanup.py does not know about events yet).
-GROUPS = ("webhooks", "audit", "presence", "everything")
-
-
-class Broker:
-    def __init__(self, kind: str, namespace: str, amqp_url: str) -> None:
-        self.kind = kind
-        self.names = Names(namespace)
-        self.amqp_url = amqp_url
-        self._buses: list[Bus] = []
-
-    async def open(self) -> Bus:
-        if self.kind == "memory" and self._buses:
-            return self._buses[0]
-        bus: Bus
-        if self.kind == "memory":
-            bus = MemoryBus()
-        else:
-            # Short expiry: a queue a failed test leaves behind disappears by itself.
-            bus = AmqpBus(self.amqp_url, self.names, prefetch=16, node_queue_expires_s=10.0)
-        await bus.start()
-        self._buses.append(bus)
-        return bus
-
-    async def kill_consumers(self, bus: Bus) -> None:
-        """Break the subscription under the bus, without telling it (reaches into internals)."""
-        if isinstance(bus, AmqpBus):
-            assert bus._subscriber is not None
-            await bus._subscriber.channel.close()
-        else:
-            assert isinstance(bus, MemoryBus)
-            for consumer in bus._consumers:
-                consumer._task.cancel()
-
-    async def close_all(self) -> None:
-        for bus in reversed(self._buses):
-            await asyncio.wait_for(bus.close(), WAIT_S)
 
 
 @pytest.fixture(params=["memory", "amqp"])
@@ -73,90 +45,6 @@ async def broker(request: pytest.FixtureRequest, namespace: str, amqp_url: str) 
         yield broker
     finally:
         await broker.close_all()
-
-
-@pytest.fixture(autouse=True)
-async def _drop_events_topology(namespace: str, amqp_url: str) -> AsyncIterator[None]:
-    """Delete the events exchange and queues once the test's buses are closed."""
-    yield
-    names = Names(namespace)
-    with contextlib.suppress(Exception):
-        connection = await aio_pika.connect(amqp_url, timeout=5)
-        async with connection:
-            channel = await connection.channel()
-            for group in GROUPS:
-                await asyncio.wait_for(channel.queue_delete(names.events_queue(group)), 5)
-            await asyncio.wait_for(channel.exchange_delete(names.events_exchange), 5)
-
-
-class Inbox:
-    """A handler that records what it was given."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.bodies: list[bytes] = []
-        self.delay_s = delay_s
-
-    async def __call__(self, body: bytes) -> None:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        self.bodies.append(body)
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    # Polling, not events: some conditions (a consumer dying) have nothing to wait on.
-    async def poll() -> None:
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout_s)
-
-
-def numbered(count: int) -> list[bytes]:
-    return [f"m{index:04d}".encode() for index in range(count)]
-
-
-def batches(handler: Callable[[bytes], Awaitable[None]]) -> BatchHandler:
-    """A dispatch handler that hands each body of a batch to ``handler`` and leaves nothing
-    to settle: the batch is acknowledged as soon as the call returns."""
-
-    async def handle(bodies: list[bytes]) -> Awaitable[None]:
-        for body in bodies:
-            await handler(body)
-        return _nothing_left()
-
-    return handle
-
-
-async def _nothing_left() -> None:
-    return None
-
-
-class Batches:
-    """A dispatch handler recording each call's bodies; each call's remaining work waits
-    for ``release`` (set from the start unless ``held``) and raises ``failures`` first."""
-
-    def __init__(self, held: bool = False, failures: int = 0) -> None:
-        self.calls: list[list[bytes]] = []
-        self.release = asyncio.Event()
-        if not held:
-            self.release.set()
-        self.failures = failures
-
-    @property
-    def bodies(self) -> list[bytes]:
-        return [body for call in self.calls for body in call]
-
-    async def __call__(self, bodies: list[bytes]) -> Awaitable[None]:
-        self.calls.append(bodies)
-        return self._settle()
-
-    async def _settle(self) -> None:
-        await self.release.wait()
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("a node publish was not confirmed")
 
 
 async def test_a_started_bus_answers_ping(broker: Broker) -> None:
@@ -275,7 +163,7 @@ async def test_a_dispatch_consumer_gets_everything_queued_in_one_call(broker: Br
         calls.append(bodies)
         if len(calls) == 1:
             await blocking.wait()
-        return _nothing_left()
+        return nothing_left()
 
     await bus.consume_dispatch(first_call_blocks)
     await bus.publish_dispatch(b"first")
@@ -457,14 +345,70 @@ async def test_consuming_reports_live_consumers(broker: Broker) -> None:
     assert not bus.consuming()
 
 
-async def test_consuming_reports_a_dead_consumer(broker: Broker) -> None:
+async def test_a_lost_subscription_comes_back_by_itself_and_says_so(broker: Broker) -> None:
     bus = await broker.open()
-    await bus.consume_dispatch(batches(Inbox()))
+    changes, inbox = Changes(), Inbox()
+    await bus.consume_node("node-a", inbox, on_change=changes)
     assert bus.consuming()
 
-    await broker.kill_consumers(bus)
+    await broker.lose_subscriptions(bus)
 
-    await eventually(lambda: not bus.consuming())
+    await eventually(lambda: changes.seen == [False, True])
+    assert bus.consuming()
+    await bus.publish_to_nodes({"node-a": b"after"})
+    await eventually(lambda: inbox.bodies == [b"after"])
+
+
+async def test_every_kind_of_consumer_comes_back_after_a_loss(broker: Broker) -> None:
+    bus = await broker.open()
+    changes = {name: Changes() for name in ("dispatch", "receipts", "node", "events")}
+    dispatched, receipts, delivered, events = Inbox(), Inbox(), Inbox(), Inbox()
+    await bus.consume_dispatch(batches(dispatched), on_change=changes["dispatch"])
+    await bus.consume_receipts(receipts, on_change=changes["receipts"])
+    await bus.consume_node("node-a", delivered, on_change=changes["node"])
+    await bus.consume_events("watch", ["#"], events, on_change=changes["events"])
+
+    await broker.lose_subscriptions(bus)
+
+    await eventually(lambda: all(change.seen == [False, True] for change in changes.values()))
+    assert bus.consuming()
+    await bus.publish_dispatch(b"d")
+    await bus.publish_receipts(b"r")
+    await bus.publish_to_nodes({"node-a": b"n"})
+    await bus.publish_event("app_1.user.online", b"e")
+    await eventually(
+        lambda: (
+            (dispatched.bodies, receipts.bodies, delivered.bodies, events.bodies) == ([b"d"], [b"r"], [b"n"], [b"e"])
+        )
+    )
+
+
+async def test_stopping_and_consuming_again_never_subscribes_twice(broker: Broker) -> None:
+    """The push node's own recovery (stop_consuming, then consume_node) keeps working."""
+    bus = await broker.open()
+    inbox = Inbox()
+    await bus.consume_node("node-a", inbox)
+    await broker.lose_subscriptions(bus)
+
+    await bus.stop_consuming()
+    await bus.consume_node("node-a", inbox)
+    assert bus.consuming()
+
+    for body in numbered(10):
+        await bus.publish_to_nodes({"node-a": body})
+    await eventually(lambda: len(inbox.bodies) >= 10)
+    await asyncio.sleep(QUIET_S)
+    assert inbox.bodies == numbered(10)
+
+
+async def test_consuming_reports_live_consumers_only(broker: Broker) -> None:
+    bus = await broker.open()
+    assert not bus.consuming()
+    await bus.consume_events("webhooks", ["#"], Inbox())
+    assert bus.consuming()
+
+    await bus.stop_consuming()
+    assert not bus.consuming()
 
 
 async def test_a_closed_bus_refuses_to_publish(broker: Broker) -> None:
@@ -590,18 +534,6 @@ async def test_a_failing_event_handler_gets_the_event_again(broker: Broker) -> N
     assert attempts == [b"e", b"e"]
 
 
-async def test_consuming_covers_event_consumers(broker: Broker) -> None:
-    bus = await broker.open()
-    await bus.consume_events("webhooks", ["#"], Inbox())
-    assert bus.consuming()
-
-    await broker.kill_consumers(bus)
-    await eventually(lambda: not bus.consuming())
-
-    await bus.stop_consuming()
-    assert not bus.consuming()
-
-
 async def test_a_closed_bus_refuses_to_publish_events(broker: Broker) -> None:
     bus = await broker.open()
     await bus.close()
@@ -645,19 +577,37 @@ async def test_publishes_waiting_for_room_in_a_full_node_queue_keep_their_order(
 # RabbitMQ only ---------------------------------------------------------------------------
 
 
-async def test_a_consumer_cancelled_by_the_broker_is_reported_dead(namespace: str, amqp_url: str) -> None:
-    bus = AmqpBus(amqp_url, Names(namespace))
-    await bus.start()
+async def test_a_consumer_whose_queue_was_deleted_subscribes_again(namespace: str, amqp_url: str) -> None:
+    broker = Broker("amqp", namespace, amqp_url)
     try:
-        await bus.consume_node("node-a", Inbox())
+        bus = await broker.open()
+        changes, inbox = Changes(), Inbox()
+        await bus.consume_node("node-a", inbox, on_change=changes)
+
+        await broker.delete_queue(broker.names.node_queue("node-a"))
+
+        await eventually(lambda: changes.seen == [False, True])
+        await bus.publish_to_nodes({"node-a": b"after"})
+        await eventually(lambda: inbox.bodies == [b"after"])
         assert bus.consuming()
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            await channel.queue_delete(Names(namespace).node_queue("node-a"))
-        await eventually(lambda: not bus.consuming())
     finally:
-        await bus.close()
+        await broker.close_all()
+
+
+async def test_a_dispatch_consumer_whose_queue_was_deleted_declares_it_again(namespace: str, amqp_url: str) -> None:
+    broker = Broker("amqp", namespace, amqp_url)
+    try:
+        bus = await broker.open()
+        changes, inbox = Changes(), Inbox()
+        await bus.consume_dispatch(batches(inbox), on_change=changes)
+
+        await broker.delete_queue(broker.names.work_queues("quorum").dispatch)
+
+        await eventually(lambda: changes.seen == [False, True])
+        await _publish_when_possible(bus, b"after")
+        await eventually(lambda: inbox.bodies == [b"after"])
+    finally:
+        await broker.close_all()
 
 
 async def test_publish_to_an_unreachable_broker_is_unavailable(namespace: str) -> None:
@@ -673,7 +623,7 @@ async def test_dispatch_without_its_queue_is_unavailable(namespace: str, amqp_ur
     bus = AmqpBus(amqp_url, names)
     await bus.start()
     try:
-        await _delete_queue(amqp_url, names.dispatch_queue)
+        await _delete_queue(amqp_url, names.work_queues("quorum").dispatch)
 
         with pytest.raises(Unavailable):
             await asyncio.wait_for(bus.publish_dispatch(b"unroutable"), WAIT_S)
@@ -701,20 +651,58 @@ async def test_a_bus_recovers_after_its_connection_drops(namespace: str, amqp_ur
     bus = AmqpBus(url, Names(namespace))
     await bus.start()
     try:
-        dispatched, delivered = Inbox(), Inbox()
+        dispatched, delivered, changes = Inbox(), Inbox(), Changes()
         await bus.consume_dispatch(batches(dispatched))
-        await bus.consume_node("node-a", delivered)
+        await bus.consume_node("node-a", delivered, on_change=changes)
 
         await proxy.cut()
         with pytest.raises(Unavailable):
             await asyncio.wait_for(bus.publish_dispatch(b"during"), WAIT_S)
+        await eventually(lambda: not bus.consuming())
+        assert changes.seen == [False]
         await proxy.start()
 
         await asyncio.wait_for(_publish_when_possible(bus, b"after"), WAIT_S)
         await eventually(lambda: b"after" in dispatched.bodies)
+        await eventually(lambda: changes.seen == [False, True])
         await bus.publish_to_nodes({"node-a": b"to-node"})
         await eventually(lambda: delivered.bodies == [b"to-node"])
-        await eventually(bus.consuming)
+        assert bus.consuming()
+    finally:
+        await bus.close()
+        await proxy.cut()
+
+
+async def test_a_bus_given_several_nodes_uses_the_first_that_answers(namespace: str, amqp_url: str) -> None:
+    nobody = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    bus = AmqpBus(f"{nobody},{amqp_url}", Names(namespace))
+    await bus.start()
+    try:
+        inbox = Inbox()
+        await bus.consume_dispatch(batches(inbox))
+        await bus.publish_dispatch(b"through-the-second")
+        await eventually(lambda: inbox.bodies == [b"through-the-second"])
+    finally:
+        await bus.close()
+
+
+async def test_a_bus_moves_to_the_next_node_when_its_node_goes(namespace: str, amqp_url: str) -> None:
+    broker_url = urlsplit(amqp_url)
+    proxy = TcpProxy(free_port(), upstream=broker_url.port or 5672)
+    await proxy.start()
+    credentials = f"{broker_url.username}:{broker_url.password}@" if broker_url.username else ""
+    first = f"amqp://{credentials}127.0.0.1:{proxy.port}{broker_url.path or '/'}"
+    bus = AmqpBus([first, amqp_url], Names(namespace))
+    await bus.start()
+    try:
+        inbox, changes = Inbox(), Changes()
+        await bus.consume_dispatch(batches(inbox), on_change=changes)
+
+        await proxy.cut()  # the first node is gone, and stays gone
+
+        await eventually(lambda: changes.seen == [False, True])
+        await asyncio.wait_for(_publish_when_possible(bus, b"after"), WAIT_S)
+        await eventually(lambda: inbox.bodies == [b"after"])
     finally:
         await bus.close()
         await proxy.cut()
@@ -727,48 +715,6 @@ async def _publish_when_possible(bus: Bus, body: bytes) -> None:
             return
         except Unavailable:
             await asyncio.sleep(0.1)
-
-
-class TcpProxy:
-    """Forwards a loopback port to RabbitMQ, and can cut every connection at once."""
-
-    def __init__(self, port: int, upstream: int) -> None:
-        self.port = port
-        self.upstream = upstream
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-        if server is not None:
-            await server.wait_closed()
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        self._writers.update({client_writer, upstream_writer})
-        await asyncio.gather(
-            self._pipe(client_reader, upstream_writer),
-            self._pipe(upstream_reader, client_writer),
-        )
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
 
 
 async def _delete_queue(amqp_url: str, name: str) -> None:

@@ -1,4 +1,6 @@
-"""The directory's specification, run against Redis and the in-process implementation alike."""
+"""The directory's specification, run against Redis and the in-process implementation alike,
+and against a Redis Cluster and a Sentinel setup (marked ``ha``): every operation, script
+and pipeline works the same in each of ``HERALD_REDIS_MODE``'s modes."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.directory.redis import RedisDirectory
 from herald.core.errors import Unavailable
 from herald.core.names import Names
+from tests.support.redis_ha import MASTER, RedisCluster, RedisSentinel
 from tests.support.servers import free_port
 
 APP = "app-1"
@@ -33,6 +36,18 @@ class Subject:
     twin: Callable[[], Awaitable[Directory]]
 
 
+def _ha_servers(request: pytest.FixtureRequest) -> RedisCluster | RedisSentinel | None:
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster")
+    if request.param == "redis-sentinel":
+        return request.getfixturevalue("redis_sentinel")
+    return None
+
+
+def _pairs(addresses: str) -> list[tuple[str, int]]:
+    return [(host, int(port)) for host, port in (entry.rsplit(":", 1) for entry in addresses.split(","))]
+
+
 async def _delete_namespace_keys(redis_url: str, names: Names) -> None:
     client = aioredis.from_url(redis_url)
     try:
@@ -43,7 +58,15 @@ async def _delete_namespace_keys(redis_url: str, names: Names) -> None:
         await client.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "redis",
+        # The same specification on the high-availability forms (tests/support/redis_ha.py).
+        pytest.param("redis-cluster", marks=pytest.mark.ha),
+        pytest.param("redis-sentinel", marks=pytest.mark.ha),
+    ]
+)
 async def subject(request: pytest.FixtureRequest, namespace: str, redis_url: str) -> AsyncIterator[Subject]:
     names = Names(namespace)
     directory: Directory
@@ -58,13 +81,25 @@ async def subject(request: pytest.FixtureRequest, namespace: str, redis_url: str
             return memory
 
     else:
-        directory = RedisDirectory(redis_url, names)
+        ha = _ha_servers(request)
+
+        def connect() -> RedisDirectory:
+            if isinstance(ha, RedisCluster):
+                return RedisDirectory(ha.url, names, mode="cluster")
+            if isinstance(ha, RedisSentinel):
+                return RedisDirectory(None, names, mode="sentinel", sentinels=_pairs(ha.addresses), master=MASTER)
+            return RedisDirectory(redis_url, names)
+
+        directory = connect()
 
         async def lose_everything() -> None:
-            await _delete_namespace_keys(redis_url, names)
+            if ha is None:
+                await _delete_namespace_keys(redis_url, names)
+            else:
+                await asyncio.to_thread(ha.delete_matching, names.key_pattern)
 
         async def twin() -> Directory:
-            other = RedisDirectory(redis_url, names)
+            other = connect()
             await other.start()
             twins.append(other)
             return other

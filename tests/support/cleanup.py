@@ -9,7 +9,8 @@ import aio_pika
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from herald.core.names import Names
+from herald.adapters.bus.base import RETRY_DELAYS_S
+from herald.core.names import QUEUE_TYPES, Names
 
 
 async def drop_namespace(namespace: str, *, amqp_url: str, redis_url: str, mongo_url: str) -> None:
@@ -38,12 +39,18 @@ async def _drop_redis(names: Names, url: str) -> None:
 
 
 async def _drop_amqp(names: Names, url: str) -> None:
-    connection = await aio_pika.connect(url, timeout=5)
+    # The first node of a list is enough: every node of a cluster sees the same queues.
+    connection = await aio_pika.connect(url.split(",")[0], timeout=5)
     try:
         channel = await connection.channel()
-        await channel.queue_delete(names.dispatch_queue)
-        await channel.queue_delete(names.receipts_queue)
+        for queue_type in QUEUE_TYPES:
+            queues = names.work_queues(queue_type)
+            for name in (queues.dispatch, queues.receipts, queues.retries, queues.dead):
+                await channel.queue_delete(name)
+            for step in RETRY_DELAYS_S:
+                await channel.queue_delete(queues.delay(int(step * 1000)))
         await channel.exchange_delete(names.dispatch_exchange)
+        await channel.exchange_delete(names.dead_letter_exchange)
         await channel.exchange_delete(names.nodes_exchange)
         for group in EVENT_GROUPS:
             await channel.queue_delete(names.events_queue(group))

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 from herald.services.dispatch.status_writer import StatusRecorder
-from herald.services.dispatch.worker import DispatchWorker
+from herald.services.dispatch.worker import DispatchWorker, UnreadableBody
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
@@ -171,15 +171,17 @@ async def test_the_next_batch_is_published_while_the_previous_awaits_its_confirm
     await asyncio.gather(first, second)
 
 
-async def test_an_unreadable_body_is_dropped_and_the_rest_of_its_batch_routed() -> None:
+@pytest.mark.parametrize("unreadable", [b"not json", _body({**_msg("7", 2), "channel": "nowhere"})])
+async def test_an_unreadable_body_fails_its_batch_so_the_bus_can_park_it(unreadable: bytes) -> None:
     bus, store = Publishes(), Statuses()
     worker = _worker(bus, Routes({"7": "n1"}), store)
-    bad_channel = {**_msg("7", 2), "channel": "nowhere"}
 
-    await (await worker.handle([b"not json", _body(_msg("7", 1)), _body(bad_channel)]))
+    with pytest.raises(UnreadableBody):
+        await worker.handle([unreadable, _body(_msg("7", 1))])
+    await (await worker.handle([_body(_msg("7", 1))]))  # the bus then tries the bodies one by one
     await worker.close()
 
-    assert _offsets(bus.sent[0]["n1"]) == [("user:7", 1)]
+    assert [_offsets(sent["n1"]) for sent in bus.sent] == [[("user:7", 1)]]
     assert store.writes == [(["7-1"], "dispatched")]
 
 

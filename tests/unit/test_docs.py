@@ -13,8 +13,14 @@ import pytest
 from herald.core.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENT_READMES = [p for p in (ROOT / "clients").glob("**/README.md") if "node_modules" not in p.parts]
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *CLIENT_READMES])
+# The clients' own READMEs, not those of the packages npm installs beside them (node_modules).
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(p for p in (ROOT / "clients").glob("**/README.md") if "node_modules" not in p.parts),
+    ]
+)
 CONFIGURATION = ROOT / "docs" / "CONFIGURATION.md"
 # HERALD_* names CONFIGURATION.md explains outside the settings: read by tools, not services.
 NOT_SETTINGS = {"HERALD_APP_KEY", "HERALD_HTTP_PORT"}

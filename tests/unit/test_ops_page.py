@@ -68,7 +68,7 @@ async def test_the_operator_gets_the_nodes_queues_and_this_process(directory: Me
 
     assert status == 200
     assert [(n["node_id"], n["connections"]) for n in body["nodes"]] == [("push-a", 2)]
-    assert body["queues"] == {"dispatch": 0, "receipts": 0}
+    assert body["queues"] == {"dispatch": 0, "receipts": 0, "retries": 0, "dead": 0}
     assert body["process"]["counters"] == {"herald_messages_delivered": {"": 3.0}}
     assert body["node_id"] == "push-a"
 

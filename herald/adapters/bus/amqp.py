@@ -1,12 +1,22 @@
-"""The bus on RabbitMQ (aio-pika, robust connection).
+"""The bus on RabbitMQ (aio-pika), on one node or a cluster.
 
-Topology (every name from ``herald.names.Names``):
+Topology (every name from ``herald.core.names.Names``; work queues by ``HERALD_QUEUE_TYPE``):
 
-- ``dispatch_exchange`` (direct, durable) -> ``dispatch_queue`` (durable): collect's
-  batches, persistent, published with ``mandatory`` so a missing queue is an error
-  rather than a silent loss;
-- ``dispatch_exchange`` -> ``receipts_queue`` (durable), routing key = its name: push
-  nodes' deliveries and acks, persistent and confirmed like collect's batches;
+- ``dispatch_exchange`` (direct, durable) -> the dispatch and receipts work queues,
+  each bound with its own name as routing key: collect's batches and push nodes' receipts,
+  persistent, confirmed and ``mandatory`` so a missing queue is an error rather than a
+  silent loss;
+- the work queues are quorum queues by default (Raft-replicated on the cluster's nodes,
+  so losing one node loses nothing) with ``x-delivery-limit`` and the dead-letter exchange
+  (at-least-once dead-lettering); classic queues (``HERALD_QUEUE_TYPE=classic``) keep the
+  names and arguments of earlier versions, and their failures are counted by the consumers
+  (``amqp_consume.FailureCounts``);
+- ``dead_letter_exchange`` (direct, durable) -> the dead-letter queue, bound once per work
+  queue (routing key = the work queue's name, which is how a dead letter tells where it
+  came from and where ``replay_dead`` sends it back);
+- the retries lane: one delay queue per step of ``RETRY_DELAYS_S`` (TTL = the step, each
+  message also expiring after its own delay) dead-lettering into the retries work queue
+  through the default exchange; declared the first time they are used;
 - ``nodes_exchange`` (direct, durable) -> ``node_queue(node)``, routing key = node id:
   not durable, not exclusive, with ``x-expires`` so the queue of a node that died goes
   away on its own; publishes to a node without a queue are dropped by the broker;
@@ -16,21 +26,31 @@ Topology (every name from ``herald.names.Names``):
   ``EVENTS_QUEUE_MAX`` events (oldest dropped first), so a group whose consumers are gone
   for good cannot fill the broker's disk with notifications nobody will read.
 
-Two channels: one with publisher confirms for publishing, one with a bounded prefetch
-for consuming, so a slow consumer never delays a confirm. Both declare the topology, and
-the robust connection re-declares it (and the consumers) after a reconnect.
+Node queues and events queues stay classic, whatever the queue type: a node queue lives
+as long as its node and is rebuilt from the store when lost (its users resume), and an
+events queue is a bounded stream of notifications (``x-max-length`` with drop-head, which
+quorum queues only have since 3.12 and without ``x-expires``) whose loss costs a webhook
+or a watcher an event, never a message. On a cluster an events queue lives on the node
+that declared it first; while that node is down its group sees nothing (webhooks wait,
+events published meanwhile are dropped).
 
-Each consumer buffers its deliveries (at most ``prefetch``, the broker sends no more)
-and handles them one at a time in delivery order. When a handler raises, the failed
-message and everything buffered behind it are requeued in order, so RabbitMQ puts them
-back where they were and the order survives a redelivery; only a delivery that was
-already on the wire at that moment can overtake them. The dispatch queue's consumer
-hands everything buffered to its handler in one call and acknowledges a batch once the
-work the handler started has settled, several batches at once (``herald.bus.base.Settler``).
+Migration from classic to quorum queues: RabbitMQ refuses to re-declare a queue with other
+arguments (PRECONDITION_FAILED), so quorum work queues have names of their own
+(``herald.qq.dispatch``) and the classic ones keep theirs. A dispatch worker also drains
+the work queues of the other type while they exist (``legacy:<label>`` in queue depths),
+so processes of the earlier version may keep publishing there during a rolling upgrade;
+once every process is upgraded and those queues are empty, the operator deletes them
+(docs/OPERATIONS-HA.md). A work queue that exists with other arguments of the same type
+(another ``HERALD_DELIVERY_LIMIT``, say) is used as it is, with a warning.
+
+Connections: ``amqp_link.AmqpLink`` (one connection, to whichever listed node answers).
+Publishing uses a channel with publisher confirms, reopened (and the topology declared
+again) after a loss; each subscription has a channel of its own and comes back by itself
+(``amqp_consume``).
 
 Node publishes are written to the socket in the order they were called: each becomes a
 task, tasks first run in creation order, and nothing before aiormq's channel lock
-suspends while the connection is up. So publishes started without awaiting the previous
+suspends while the channel is open. So publishes started without awaiting the previous
 ones' confirms still reach a node's queue in order.
 """
 
@@ -38,320 +58,130 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aio_pika
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-    AbstractRobustExchange,
-    AbstractRobustQueue,
+    AbstractQueue,
 )
-from aio_pika.exceptions import (
-    AMQPConnectionError,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    DeliveryError,
-)
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed, DeliveryError
 
-from herald.adapters.bus.base import HANDLE_AT_ONCE, REDELIVERY_PAUSE_S, BatchHandler, Bus, Handler, Settler
+from herald.adapters.bus.amqp_consume import (
+    OPERATION_TIMEOUT_S,
+    RETRYABLE,
+    BatchConsumer,
+    ConsumeContext,
+    Consumer,
+    FailureCounts,
+    QueueSpec,
+    Subscription,
+    open_channel,
+)
+from herald.adapters.bus.amqp_link import AmqpLink
+from herald.adapters.bus.base import (
+    DELIVERY_LIMIT,
+    BatchHandler,
+    Bus,
+    DeadLetter,
+    Handler,
+    OnChange,
+    retry_step,
+)
 from herald.core.errors import Unavailable
 from herald.core.names import Names
 
 log = logging.getLogger(__name__)
 
-# The faults worth retrying, and only those:
-# - AMQPConnectionError: refused, lost or closed connection (ConnectionClosed and
-#   the handshake failures are subclasses);
-# - ChannelInvalidStateError: the channel closed under us, or is being restored;
-# - ChannelNotFoundEntity: an exchange or queue vanished; the robust channel
-#   re-declares the topology when it reopens;
-# - DeliveryError: the broker nacked a publish, or returned it as unroutable
-#   (PublishError, a subclass);
-# - ConnectionError: socket-level failures aio-pika lets through;
-# - TimeoutError (= asyncio.TimeoutError): no answer within our bound.
-# A precondition failure (a queue declared with other arguments) or an access refusal is
-# a deployment mistake, not an outage, and surfaces as itself.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    AMQPConnectionError,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    DeliveryError,
-    ConnectionError,
-    TimeoutError,
-)
-
 CONNECT_TIMEOUT_S = 10.0
-OPERATION_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 5.0
-# How long stopping lets a handler in flight finish before cancelling it.
-HANDLER_GRACE_S = 10.0
 # Events one group's queue keeps before the broker drops the oldest (``x-max-length``,
 # overflow ``drop-head``, RabbitMQ's default). The same bound as ``MemoryBus``.
 EVENTS_QUEUE_MAX = 100_000
+# Headers a parked (classic) message carries, read back by ``dead_letters``.
+PARKED_REASON = "x-herald-reason"
+PARKED_DELIVERIES = "x-herald-deliveries"
+PARKED_AT = "x-herald-parked-at"
+# Deliveries of a dead letter before the broker would drop it: listing is a delivery.
+DEAD_DELIVERY_LIMIT = 1_000_000
+# How long a legacy queue found missing is left out of queue depths before it is asked again.
+LEGACY_ABSENT_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Topology:
-    """The shared exchanges and the dispatch queue, as declared on one channel."""
+    """The exchanges, as declared on the publishing channel of one connection."""
 
-    channel: AbstractRobustChannel
-    dispatch_exchange: AbstractRobustExchange
-    nodes_exchange: AbstractRobustExchange
-    events_exchange: AbstractRobustExchange
-    dispatch_queue: AbstractRobustQueue
-    receipts_queue: AbstractRobustQueue
-
-
-def _stale(message: AbstractIncomingMessage) -> bool:
-    """True when the message's channel is gone: the broker has already requeued it."""
-    try:
-        message.channel  # noqa: B018 - the property raises once the channel is closed
-    except ChannelInvalidStateError:
-        return True
-    return False
-
-
-async def _settle(settling: Coroutine[Any, Any, None], queue: str, verb: str) -> None:
-    try:
-        await asyncio.wait_for(settling, OPERATION_TIMEOUT_S)
-    except RETRYABLE as exc:
-        # Unsettled messages go back to the queue when their channel closes.
-        log.warning("consumer %s: could not %s a message (%r); the broker redelivers it", queue, verb, exc)
-
-
-class _Subscription(ABC):
-    """One subscription: buffers its deliveries and hands them to ``_handle`` in batches."""
-
-    def __init__(self, queue: AbstractRobustQueue) -> None:
-        self._queue = queue
-        # Bounded by the channel's prefetch: the broker sends no more unacked messages.
-        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._tag: str | None = None
-        self._stopping = False
-        self._cancelled_by_broker = False
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return self._queue.name
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{self.name}")
-        try:
-            self._tag = await self._queue.consume(self._on_delivery, timeout=OPERATION_TIMEOUT_S)
-            underlay = await self._queue.channel.get_underlay_channel()
-        except BaseException:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            raise
-        # The broker can cancel a consumer on its own (its queue deleted, say) while the
-        # channel stays open: nothing would arrive again and nothing else would tell.
-        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
-
-    async def _on_broker_cancel(self, frame: Any) -> None:
-        if getattr(frame, "consumer_tag", None) == self._tag:
-            log.error("consumer %s: cancelled by the broker", self.name)
-            self._cancelled_by_broker = True
-
-    def alive(self) -> bool:
-        return (
-            self._task is not None
-            and not self._task.done()
-            and not self._cancelled_by_broker
-            and not self._queue.channel.is_closed
-        )
-
-    async def stop(self) -> None:
-        """Cancel at the broker, let the handler in flight finish and settle, requeue the rest."""
-        self._stopping = True
-        if self._tag is not None:
-            tag, self._tag = self._tag, None
-            try:
-                await asyncio.wait_for(self._queue.cancel(tag), OPERATION_TIMEOUT_S)
-            except RETRYABLE as exc:
-                log.info("consumer %s: cancel not confirmed (%r); its channel is gone", self.name, exc)
-        if self._task is None:
-            return
-        self._inbox.put_nowait(None)  # wakes an idle worker
-        done, _ = await asyncio.wait({self._task}, timeout=HANDLER_GRACE_S)
-        if not done:
-            log.warning("consumer %s: handler still running after %ss, cancelled", self.name, HANDLER_GRACE_S)
-            self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._requeue(self._take_buffered())
-
-    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            await _settle(message.nack(requeue=True), self.name, "requeue")
-            return
-        self._inbox.put_nowait(message)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            await self._room()
-            message = await self._inbox.get()
-            if message is None:
-                break
-            batch, stop = self._take_batch(message)
-            await self._handle(batch)
-            if stop:
-                break
-
-    async def _room(self) -> None:
-        """Wait until another batch may be taken: at once, unless batches stay in flight."""
-        return None
-
-    def _take_batch(self, first: AbstractIncomingMessage) -> tuple[list[AbstractIncomingMessage], bool]:
-        """``first`` and what is buffered behind it, without stale ones; True when stopping."""
-        batch, stop = [first], False
-        while len(batch) < HANDLE_AT_ONCE and not self._inbox.empty():
-            more = self._inbox.get_nowait()
-            if more is None:
-                stop = True
-                break
-            batch.append(more)
-        return [m for m in batch if not _stale(m)], stop
-
-    @abstractmethod
-    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        """Handle a batch of deliveries and settle each (ack or requeue)."""
-
-    async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
-        for message in messages:
-            await _settle(message.ack(), self.name, "ack")
-
-    def _take_buffered(self) -> list[AbstractIncomingMessage]:
-        taken = []
-        while not self._inbox.empty():
-            message = self._inbox.get_nowait()
-            if message is not None:
-                taken.append(message)
-        return taken
-
-    async def _requeue(self, messages: list[AbstractIncomingMessage]) -> None:
-        # One by one, oldest first: a multiple-nack would also catch another consumer's
-        # unacked messages on the same channel.
-        for message in messages:
-            if not _stale(message):
-                await _settle(message.nack(requeue=True), self.name, "requeue")
-
-
-class _Consumer(_Subscription):
-    """Handles its deliveries one at a time, in order."""
-
-    def __init__(self, queue: AbstractRobustQueue, handler: Handler) -> None:
-        super().__init__(queue)
-        self._handler = handler
-
-    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        # Everything already buffered is handled before any of it is acknowledged: the
-        # handlers run back to back in one turn of the event loop, so a push node that
-        # fell behind writes each socket once for the lot (PushNode._flush).
-        handled: list[AbstractIncomingMessage] = []
-        for index, message in enumerate(batch):
-            try:
-                await self._handler(message.body)
-            except asyncio.CancelledError:
-                await self._ack(handled)
-                await self._requeue(batch[index:])
-                raise
-            except Exception:
-                log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
-                await self._ack(handled)
-                await asyncio.sleep(REDELIVERY_PAUSE_S)
-                await self._requeue([*batch[index:], *self._take_buffered()])
-                return
-            handled.append(message)
-        await self._ack(handled)
-
-
-class _BatchConsumer(_Subscription):
-    """Hands every buffered delivery to a batch handler in one call and acknowledges them
-    once the work it started has settled, with several batches settling at once."""
-
-    def __init__(self, queue: AbstractRobustQueue, handler: BatchHandler) -> None:
-        super().__init__(queue)
-        self._handler = handler
-        self._settler: Settler[AbstractIncomingMessage] = Settler(self.name, self._ack, self._requeue)
-
-    async def _run(self) -> None:
-        try:
-            await super()._run()
-        finally:
-            await self._settler.drain()
-
-    async def _room(self) -> None:
-        # Room first, then take: what buffers while batches settle joins the next one.
-        await self._settler.room()
-
-    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        if not batch:
-            return
-        try:
-            settled = await self._handler([message.body for message in batch])
-        except asyncio.CancelledError:
-            await self._requeue(batch)
-            raise
-        except Exception:
-            log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
-            self._settler.pause()
-            await asyncio.sleep(REDELIVERY_PAUSE_S)
-            await self._requeue([*batch, *self._take_buffered()])
-            return
-        self._settler.add(batch, settled)
+    channel: AbstractChannel
+    generation: int
+    dispatch_exchange: AbstractExchange
+    nodes_exchange: AbstractExchange
+    events_exchange: AbstractExchange
+    dead_exchange: AbstractExchange
+    delays: set[str] = field(default_factory=set)  # delay queues declared on this channel
 
 
 class AmqpBus(Bus):
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         names: Names,
         prefetch: int = 64,
         node_queue_expires_s: float = 60.0,
+        queue_type: str = "quorum",
+        delivery_limit: int = DELIVERY_LIMIT,
     ) -> None:
-        self._url = url
+        self._link = AmqpLink(url)
         self._names = names
+        self._queues = names.work_queues(queue_type)
+        self._other = names.work_queues("classic" if queue_type == "quorum" else "quorum")
         self._prefetch = prefetch
         self._node_queue_expires_ms = max(1, int(node_queue_expires_s * 1000))
-        self._connection: AbstractRobustConnection | None = None
+        self._delivery_limit = delivery_limit
         self._publisher: _Topology | None = None
-        self._subscriber: _Topology | None = None
-        self._consumers: list[_Subscription] = []
+        self._reopening: asyncio.Lock | None = None
+        self._subscriptions: list[Subscription] = []
         self._node_queues: list[str] = []
+        self._context = ConsumeContext(self._link, prefetch, delivery_limit, self._park, FailureCounts())
+        self._keep_as_is: set[str] = set()  # queues that exist with other arguments: used as they are
+        self._closing: set[asyncio.Future[None]] = set()  # publishing channels given up, closing
+        self._absent_until: dict[str, float] = {}  # legacy queues found missing, not asked again until
+        self._started = False
         self._closed = False
 
     @property
-    def _dispatch_routing_key(self) -> str:
-        return self._names.dispatch_queue
+    def quorum(self) -> bool:
+        return self._queues.queue_type == "quorum"
 
     async def start(self) -> None:
         self._closed = False
+        self._reopening = asyncio.Lock()
         try:
+            await self._link.start(CONNECT_TIMEOUT_S)
+            self._started = True
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                self._connection = await aio_pika.connect_robust(self._url, timeout=CONNECT_TIMEOUT_S)
-                publish_channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._publisher = await self._declare(publish_channel)
-                consume_channel = await self._connection.channel(publisher_confirms=False)
-                await consume_channel.set_qos(prefetch_count=self._prefetch)
-                self._subscriber = await self._declare(consume_channel)
+                await self._reopen()
         except BaseException as exc:
-            # Half a start (say, a queue declared with other arguments) must not leave a
-            # connection reconnecting in the background.
-            await self._disconnect()
+            # Half a start must not leave a connection behind.
+            await self._link.close()
+            self._started = False
             if isinstance(exc, RETRYABLE):
                 raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             raise
 
     async def close(self) -> None:
         await self.stop_consuming()
-        if self._publisher is not None:
+        if self._publisher is not None and not self._publisher.channel.is_closed:
             for queue in self._node_queues:
                 # This node is leaving: its clients reconnect elsewhere and resume from
                 # the store, so what is left in its queue has no reader any more.
@@ -361,40 +191,39 @@ class AmqpBus(Bus):
                     log.info("could not delete node queue %s (%r); x-expires will", queue, exc)
         self._node_queues.clear()
         self._closed = True
-        await self._disconnect()
+        self._started = False
+        self._publisher = None
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=OPERATION_TIMEOUT_S)
+        await self._link.close()
 
     async def ping(self) -> None:
-        publisher = self._require(self._publisher)
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                publisher = self._topology_now() or await self._reopen()
                 # A passive declare is a real round trip: it proves the broker answers.
                 channel = await publisher.channel.get_underlay_channel()
                 await channel.exchange_declare(exchange=self._names.dispatch_exchange, passive=True)
         except RETRYABLE as exc:
             raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
 
+    # Publishing ----------------------------------------------------------------------
     async def publish_dispatch(self, body: bytes) -> None:
-        publisher = self._require(self._publisher)
-        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
+        publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
-            [publisher.dispatch_exchange.publish(message, self._dispatch_routing_key, mandatory=True)]
+            [publisher.dispatch_exchange.publish(_work_message(body), self._queues.dispatch, mandatory=True)]
         )
 
     async def publish_receipts(self, body: bytes) -> None:
-        publisher = self._require(self._publisher)
-        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
+        publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
-            [publisher.dispatch_exchange.publish(message, self._names.receipts_queue, mandatory=True)]
+            [publisher.dispatch_exchange.publish(_work_message(body), self._queues.receipts, mandatory=True)]
         )
-
-    async def consume_receipts(self, handler: Handler) -> None:
-        subscriber = self._require(self._subscriber)
-        await self._subscribe(subscriber.receipts_queue, handler)
 
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
         if not bodies:
             return
-        publisher = self._require(self._publisher)
+        publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
             [
                 publisher.nodes_exchange.publish(
@@ -406,108 +235,374 @@ class AmqpBus(Bus):
             ]
         )
 
-    async def consume_dispatch(self, handler: BatchHandler) -> None:
-        subscriber = self._require(self._subscriber)
-        await self._start(_BatchConsumer(subscriber.dispatch_queue, handler))
-
-    async def consume_node(self, node_id: str, handler: Handler) -> None:
-        subscriber = self._require(self._subscriber)
-        name = self._names.node_queue(node_id)
-        try:
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                queue = await subscriber.channel.declare_queue(
-                    name,
-                    durable=False,
-                    arguments={"x-expires": self._node_queue_expires_ms},
-                )
-                await queue.bind(subscriber.nodes_exchange, routing_key=node_id)
-        except RETRYABLE as exc:
-            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-        if name not in self._node_queues:
-            self._node_queues.append(name)
-        await self._subscribe(queue, handler)
-
     async def publish_event(self, routing_key: str, body: bytes) -> None:
-        publisher = self._require(self._publisher)
+        publisher = self._topology_now() or await self._reopen()
         # Not mandatory: an event nobody bound a queue for is dropped, as the contract says.
         message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
         await self._confirmed([publisher.events_exchange.publish(message, routing_key, mandatory=False)])
 
-    async def consume_events(self, group: str, patterns: Sequence[str], handler: Handler) -> None:
-        subscriber = self._require(self._subscriber)
-        try:
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                queue = await subscriber.channel.declare_queue(
-                    self._names.events_queue(group),
-                    durable=True,
-                    arguments={"x-max-length": EVENTS_QUEUE_MAX},
-                )
-                for pattern in patterns:
-                    # The robust queue records its bindings and replays them after a reconnect.
-                    await queue.bind(subscriber.events_exchange, routing_key=pattern)
-        except RETRYABLE as exc:
-            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-        await self._subscribe(queue, handler)
+    async def publish_retry(self, body: bytes, delay_s: float) -> None:
+        publisher = self._topology_now() or await self._reopen()
+        step = retry_step(delay_s)
+        queue = self._queues.delay(int(step * 1000))
+        if queue not in publisher.delays:
+            try:
+                async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                    # The retries queue first: a delay expiring into a missing queue is lost.
+                    await self._declare_work_queue(publisher.channel, self._queues.retries)
+                    await self._declare_queue(publisher.channel, queue, self._delay_arguments(step))
+            except (*RETRYABLE, ChannelPreconditionFailed) as exc:
+                # A refused declare closed the channel; the next call declares afresh.
+                raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+            publisher.delays.add(queue)
+        message = _work_message(body, expiration_s=min(max(delay_s, 0.001), step))
+        await self._confirmed([publisher.channel.default_exchange.publish(message, queue, mandatory=True)])
+
+    # Consuming -----------------------------------------------------------------------
+    async def consume_dispatch(self, handler: BatchHandler, on_change: OnChange | None = None) -> None:
+        spec = self._work_spec("dispatch", self._queues.dispatch)
+        await self._start(BatchConsumer(spec, self._context, handler, on_change))
+        legacy = self._legacy_spec("dispatch", self._other.dispatch)
+        await self._start(BatchConsumer(legacy, self._context, handler, None), optional=True)
+
+    async def consume_receipts(self, handler: Handler, on_change: OnChange | None = None) -> None:
+        await self._start(
+            Consumer(self._work_spec("receipts", self._queues.receipts), self._context, handler, on_change)
+        )
+        legacy = self._legacy_spec("receipts", self._other.receipts)
+        await self._start(Consumer(legacy, self._context, handler, None), optional=True)
+
+    async def consume_retries(self, handler: Handler, on_change: OnChange | None = None) -> None:
+        await self._start(Consumer(self._work_spec("retries", self._queues.retries), self._context, handler, on_change))
+        legacy = self._legacy_spec("retries", self._other.retries)
+        await self._start(Consumer(legacy, self._context, handler, None), optional=True)
+
+    async def consume_node(self, node_id: str, handler: Handler, on_change: OnChange | None = None) -> None:
+        name = self._names.node_queue(node_id)
+
+        async def declare(channel: AbstractChannel) -> AbstractQueue:
+            exchange = await channel.declare_exchange(self._names.nodes_exchange, ExchangeType.DIRECT, durable=True)
+            queue = await channel.declare_queue(
+                name, durable=False, arguments={"x-expires": self._node_queue_expires_ms}
+            )
+            await queue.bind(exchange, routing_key=node_id)
+            return queue
+
+        await self._start(Consumer(QueueSpec(f"node:{node_id}", declare), self._context, handler, on_change))
+        if name not in self._node_queues:
+            self._node_queues.append(name)
+
+    async def consume_events(
+        self, group: str, patterns: Sequence[str], handler: Handler, on_change: OnChange | None = None
+    ) -> None:
+        async def declare(channel: AbstractChannel) -> AbstractQueue:
+            exchange = await channel.declare_exchange(self._names.events_exchange, ExchangeType.TOPIC, durable=True)
+            queue = await channel.declare_queue(
+                self._names.events_queue(group), durable=True, arguments={"x-max-length": EVENTS_QUEUE_MAX}
+            )
+            for pattern in patterns:
+                await queue.bind(exchange, routing_key=pattern)
+            return queue
+
+        await self._start(Consumer(QueueSpec(f"events:{group}", declare), self._context, handler, on_change))
 
     async def stop_consuming(self) -> None:
-        consumers, self._consumers = self._consumers, []
-        await asyncio.gather(*(consumer.stop() for consumer in consumers))
+        subscriptions, self._subscriptions = self._subscriptions, []
+        await asyncio.gather(*(subscription.stop() for subscription in subscriptions))
 
     def consuming(self) -> bool:
-        return bool(self._consumers) and all(consumer.alive() for consumer in self._consumers)
+        counted = [s for s in self._subscriptions if not s.spec.optional]
+        return bool(counted) and all(subscription.alive() for subscription in counted)
 
+    async def _start(self, subscription: Subscription, optional: bool = False) -> None:
+        if self._closed:
+            raise Unavailable("the bus is closed")
+        if not self._started:
+            raise RuntimeError("AmqpBus used before start()")
+        if await subscription.start():
+            self._subscriptions.append(subscription)
+            if optional:
+                log.warning(
+                    "draining %s, a work queue of the other queue type: delete it once it is empty and "
+                    "every Herald process runs this version (docs/OPERATIONS-HA.md)",
+                    subscription.name,
+                )
+
+    def _work_spec(self, label: str, name: str) -> QueueSpec:
+        async def declare(channel: AbstractChannel) -> AbstractQueue:
+            exchange = await channel.declare_exchange(self._names.dispatch_exchange, ExchangeType.DIRECT, durable=True)
+            await self._declare_dead_letters(channel)
+            queue = await self._declare_work_queue(channel, name)
+            if label != "retries":  # retries arrive through the default exchange
+                await queue.bind(exchange, routing_key=name)
+            return queue
+
+        return QueueSpec(label, declare, work=True, counted_by_broker=self.quorum)
+
+    def _legacy_spec(self, label: str, name: str) -> QueueSpec:
+        async def declare(channel: AbstractChannel) -> AbstractQueue:
+            return await channel.declare_queue(name, passive=True)
+
+        return QueueSpec(f"legacy:{label}", declare, work=True, counted_by_broker=not self.quorum, optional=True)
+
+    # Declaring -----------------------------------------------------------------------
+    def _work_arguments(self, name: str) -> dict[str, Any]:
+        if not self.quorum:
+            return {}  # exactly as earlier versions declared them, so they are still equivalent
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self._delivery_limit,
+            "x-dead-letter-exchange": self._names.dead_letter_exchange,
+            "x-dead-letter-routing-key": name,
+            # Dead-lettering that waits for the dead-letter queue's confirm (RabbitMQ
+            # 3.10+); it needs reject-publish, which changes nothing for unbounded queues.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def _delay_arguments(self, step_s: float) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "x-message-ttl": int(step_s * 1000),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self._queues.retries,
+        }
+        if self.quorum:
+            arguments.update(
+                {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+            )
+        return arguments
+
+    async def _declare_work_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
+        return await self._declare_queue(channel, name, self._work_arguments(name))
+
+    async def _declare_queue(self, channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:
+        """Declare a durable queue; one that exists with other arguments is used as it is.
+
+        A refused declare closes its channel, so the existing queue is only checked on a
+        channel of its own; the caller's channel is then gone and ``ChannelInvalidStateError``
+        (retryable) makes it start over on a new one, where ``_keep_as_is`` skips the declare.
+        """
+        if name in self._keep_as_is:
+            return await channel.declare_queue(name, passive=True)
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=arguments)
+        except ChannelPreconditionFailed as exc:
+            log.warning(
+                "queue %s exists with other arguments than this process would give it (%s); using it as it is. "
+                "To change them, drain and delete it or use a RabbitMQ policy (docs/OPERATIONS-HA.md)",
+                name,
+                exc,
+            )
+            self._keep_as_is.add(name)
+            raise
+
+    async def _declare_dead_letters(self, channel: AbstractChannel) -> AbstractExchange:
+        exchange = await channel.declare_exchange(self._names.dead_letter_exchange, ExchangeType.DIRECT, durable=True)
+        # RabbitMQ 4 gives quorum queues a delivery limit of 20 by default, and `herald dlq list`
+        # hands every dead letter back once per listing: a limit no operator reaches.
+        arguments = {"x-queue-type": "quorum", "x-delivery-limit": DEAD_DELIVERY_LIMIT} if self.quorum else {}
+        queue = await self._declare_queue(channel, self._queues.dead, arguments)
+        for name in self._queues.by_label.values():
+            await queue.bind(exchange, routing_key=name)
+        return exchange
+
+    async def _declare(self, channel: AbstractChannel, generation: int) -> _Topology:
+        dispatch_exchange = await channel.declare_exchange(
+            self._names.dispatch_exchange, ExchangeType.DIRECT, durable=True
+        )
+        nodes_exchange = await channel.declare_exchange(self._names.nodes_exchange, ExchangeType.DIRECT, durable=True)
+        events_exchange = await channel.declare_exchange(self._names.events_exchange, ExchangeType.TOPIC, durable=True)
+        dead_exchange = await self._declare_dead_letters(channel)
+        for name in (self._queues.dispatch, self._queues.receipts):
+            queue = await self._declare_work_queue(channel, name)
+            await queue.bind(dispatch_exchange, routing_key=name)
+        return _Topology(channel, generation, dispatch_exchange, nodes_exchange, events_exchange, dead_exchange)
+
+    def _topology_now(self) -> _Topology | None:
+        """The publishing channel if it is usable as it is, without suspending."""
+        publisher = self._publisher
+        if publisher is None or publisher.channel.is_closed or publisher.generation != self._link.generation:
+            return None
+        return publisher
+
+    async def _reopen(self) -> _Topology:
+        """Open the publishing channel (again) and declare the topology on it."""
+        if self._reopening is None or not self._started:
+            if self._closed:
+                raise Unavailable("the bus is closed")
+            raise RuntimeError("AmqpBus used before start()")
+        async with self._reopening:
+            current = self._topology_now()
+            if current is not None:
+                return current
+            connection = self._link.current()
+            for attempt in range(3):
+                channel = None
+                try:
+                    async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                        channel = await open_channel(connection, publisher_confirms=True, on_return_raises=True)
+                        self._publisher = await self._declare(channel, self._link.generation)
+                        return self._publisher
+                except ChannelPreconditionFailed:
+                    if attempt == 2:
+                        raise
+                except RETRYABLE as exc:
+                    if channel is not None and not channel.is_closed:
+                        with contextlib.suppress(*RETRYABLE, RuntimeError):
+                            await channel.close()
+                    raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+            raise AssertionError("unreachable")
+
+    # Dead letters --------------------------------------------------------------------
+    async def _park(self, message: AbstractIncomingMessage, label: str, deliveries: int) -> None:
+        """Classic work queues: publish a message over the limit to the dead-letter
+        exchange ourselves, as a quorum queue would; the caller acks it afterwards."""
+        source = label.removeprefix("legacy:")
+        publisher = self._topology_now() or await self._reopen()
+        parked = aio_pika.Message(
+            message.body,
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=message.message_id or hashlib.sha1(message.body).hexdigest()[:16],
+            headers={
+                PARKED_REASON: "delivery_limit",
+                PARKED_DELIVERIES: deliveries,
+                PARKED_AT: int(time.time() * 1000),
+            },
+        )
+        await self._confirmed([publisher.dead_exchange.publish(parked, self._queues.by_label[source], mandatory=True)])
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+
+        async def look(_: AbstractChannel, message: AbstractIncomingMessage) -> None:
+            letters.append(self._letter(message))
+
+        await self._each_dead(limit, look)
+        return letters
+
+    async def replay_dead(self, ids: Sequence[str] | None = None, limit: int = 1000) -> int:
+        wanted = None if ids is None else set(ids)
+        replayed = 0
+
+        async def replay(_: AbstractChannel, message: AbstractIncomingMessage) -> None:
+            nonlocal replayed
+            letter = self._letter(message)
+            if wanted is not None and letter.id not in wanted:
+                return
+            publisher = self._topology_now() or await self._reopen()
+            again = _work_message(message.body, message_id=letter.id)
+            target = self._queues.by_label.get(letter.queue, self._queues.dispatch)
+            await self._confirmed([publisher.dispatch_exchange.publish(again, target, mandatory=True)])
+            await asyncio.wait_for(message.ack(), OPERATION_TIMEOUT_S)
+            replayed += 1
+
+        await self._each_dead(limit, replay)
+        return replayed
+
+    async def drop_dead(self, ids: Sequence[str] | None = None, limit: int = 1000) -> int:
+        wanted = None if ids is None else set(ids)
+        dropped = 0
+
+        async def drop(_: AbstractChannel, message: AbstractIncomingMessage) -> None:
+            nonlocal dropped
+            if wanted is not None and self._letter(message).id not in wanted:
+                return
+            await asyncio.wait_for(message.ack(), OPERATION_TIMEOUT_S)
+            dropped += 1
+
+        await self._each_dead(limit, drop)
+        return dropped
+
+    async def _each_dead(
+        self, limit: int, visit: Callable[[AbstractChannel, AbstractIncomingMessage], Awaitable[None]]
+    ) -> None:
+        """Take up to ``limit`` dead letters without acknowledging them, visit each, then
+        close the channel: whatever the visitor did not acknowledge goes back, in order."""
+        channel = None
+        try:
+            channel = await asyncio.wait_for(
+                self._link.current().channel(publisher_confirms=False), OPERATION_TIMEOUT_S
+            )
+            try:
+                queue = await asyncio.wait_for(
+                    channel.declare_queue(self._queues.dead, passive=True), OPERATION_TIMEOUT_S
+                )
+            except ChannelNotFoundEntity:
+                return
+            for _ in range(limit):
+                message = await asyncio.wait_for(queue.get(no_ack=False, fail=False), OPERATION_TIMEOUT_S)
+                if message is None:
+                    break
+                await visit(channel, message)
+        except RETRYABLE as exc:
+            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*RETRYABLE, RuntimeError):
+                    await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
+
+    def _letter(self, message: AbstractIncomingMessage) -> DeadLetter:
+        headers = message.headers or {}
+        deaths = headers.get("x-death")
+        death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+        reason = str(headers.get(PARKED_REASON) or headers.get("x-first-death-reason") or death.get("reason") or "?")
+        deliveries = headers.get(PARKED_DELIVERIES)
+        if not isinstance(deliveries, int):
+            # A quorum queue dead-letters on the delivery after the limit-th failure.
+            deliveries = self._delivery_limit + 1 if reason == "delivery_limit" else 0
+        at = headers.get(PARKED_AT)
+        when = death.get("time")
+        at_ms = at if isinstance(at, int) else int(when.timestamp() * 1000) if isinstance(when, datetime) else None
+        source = message.routing_key or ""
+        label = self._queues.label_of(source) or self._other.label_of(source) or source
+        return DeadLetter(
+            message.message_id or hashlib.sha1(message.body).hexdigest()[:16],
+            label,
+            reason,
+            deliveries,
+            at_ms,
+            message.body,
+        )
+
+    # Operators -----------------------------------------------------------------------
     async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
-        if self._connection is None:
-            raise Unavailable("the bus is not connected")
         names = {
-            "dispatch": self._names.dispatch_queue,
-            "receipts": self._names.receipts_queue,
+            "dispatch": self._queues.dispatch,
+            "receipts": self._queues.receipts,
+            "retries": self._queues.retries,
+            "dead": self._queues.dead,
+            **{f"legacy:{label}": name for label, name in self._other.by_label.items()},
             **{f"node:{node}": self._names.node_queue(node) for node in node_ids},
             **{f"events:{group}": self._names.events_queue(group) for group in event_groups},
         }
         depths: dict[str, int] = {}
         channel = None
+        now = time.monotonic()
         try:
+            connection = self._link.current()
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
                 for label, name in names.items():
+                    if self._absent_until.get(name, 0.0) > now:
+                        continue
                     # A passive declare of a missing queue closes its channel, so these run on
                     # a channel of their own, reopened after each miss.
                     if channel is None or channel.is_closed:
-                        channel = await self._connection.channel(publisher_confirms=False)
+                        channel = await open_channel(connection)
                     try:
                         queue = await channel.declare_queue(name, passive=True)
                     except ChannelNotFoundEntity:
+                        if label.startswith("legacy:"):
+                            # Gone for good once deleted: no channel reopened per heartbeat for it.
+                            self._absent_until[name] = now + LEGACY_ABSENT_S
                         continue
                     depths[label] = queue.declaration_result.message_count or 0
         except RETRYABLE as exc:
             raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
         finally:
             if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*RETRYABLE):
+                with contextlib.suppress(*RETRYABLE, RuntimeError):
                     await channel.close()
         return depths
-
-    async def _declare(self, channel: AbstractRobustChannel) -> _Topology:
-        dispatch_exchange = await channel.declare_exchange(
-            self._names.dispatch_exchange, ExchangeType.DIRECT, durable=True
-        )
-        nodes_exchange = await channel.declare_exchange(self._names.nodes_exchange, ExchangeType.DIRECT, durable=True)
-        events_exchange = await channel.declare_exchange(self._names.events_exchange, ExchangeType.TOPIC, durable=True)
-        dispatch_queue = await channel.declare_queue(self._names.dispatch_queue, durable=True)
-        await dispatch_queue.bind(dispatch_exchange, routing_key=self._dispatch_routing_key)
-        receipts_queue = await channel.declare_queue(self._names.receipts_queue, durable=True)
-        await receipts_queue.bind(dispatch_exchange, routing_key=self._names.receipts_queue)
-        return _Topology(channel, dispatch_exchange, nodes_exchange, events_exchange, dispatch_queue, receipts_queue)
-
-    async def _subscribe(self, queue: AbstractRobustQueue, handler: Handler) -> None:
-        await self._start(_Consumer(queue, handler))
-
-    async def _start(self, consumer: _Subscription) -> None:
-        try:
-            await consumer.start()
-        except RETRYABLE as exc:
-            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-        self._consumers.append(consumer)
 
     async def _confirmed(self, publishes: list[Awaitable[object]]) -> None:
         """Await every publish's confirm together, within one bound."""
@@ -517,24 +612,36 @@ class AmqpBus(Bus):
         except RETRYABLE as exc:
             raise Unavailable(f"RabbitMQ did not confirm in {PUBLISH_TIMEOUT_S}s") from exc
         for result in results:
+            if isinstance(result, DeliveryError):
+                self._drop_publisher()
             if isinstance(result, RETRYABLE):
                 raise Unavailable(f"RabbitMQ did not take a publish: {result!r}") from result
             if isinstance(result, BaseException):
                 raise result
 
-    async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
-        self._publisher = self._subscriber = None
-        if connection is not None:
-            try:
-                await asyncio.wait_for(connection.close(), OPERATION_TIMEOUT_S)
-            except RETRYABLE as exc:
-                log.info("RabbitMQ connection did not close cleanly (%r)", exc)
+    def _drop_publisher(self) -> None:
+        """Publish on a new channel from now on. A nack or a return says the channel's view
+        of a queue is wrong: after a quorum queue changed leaders, RabbitMQ 3.10 was seen
+        nacking every publish of a channel that first published while the old leader was
+        still on record, for as long as the channel lived; a fresh channel asks again
+        (and declares the topology again, which also brings back a deleted queue)."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None and not publisher.channel.is_closed:
+            task = asyncio.ensure_future(_close_channel(publisher.channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
-    def _require(self, topology: _Topology | None) -> _Topology:
-        if topology is None:
-            if self._closed:
-                # A request racing a shutdown: the caller's usual retry path applies.
-                raise Unavailable("the bus is closed")
-            raise RuntimeError("AmqpBus used before start()")
-        return topology
+
+async def _close_channel(channel: AbstractChannel) -> None:
+    with contextlib.suppress(*RETRYABLE, RuntimeError):
+        await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
+
+
+def _work_message(body: bytes, *, message_id: str | None = None, expiration_s: float | None = None) -> aio_pika.Message:
+    """A persistent message with an id: what ``herald dlq`` names it by if it is ever parked."""
+    return aio_pika.Message(
+        body,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message_id or uuid.uuid4().hex,
+        expiration=expiration_s,
+    )

@@ -22,6 +22,22 @@ Reads never trust a route on its own: lookups check the heartbeat of every node 
 found, so a crashed node stops being routed to when its heartbeat expires, not when the
 last of its users' hashes does. Writes are idempotent re-assertions, which is what lets a
 flushed Redis heal at the next heartbeat.
+
+Three ways to reach Redis (``HERALD_REDIS_MODE``), the same commands in each:
+- ``single``: one server (or a proxy in front of several), through a blocking pool;
+- ``cluster``: a Redis Cluster through redis-py's cluster client, which keeps the slot map
+  and follows MOVED and ASK. Every Lua script touches the keys of one app only, all with
+  the ``{app}`` hash tag, so one slot; the pipelines are not transactions, so a pipeline
+  may span slots (the client splits it per node) and the node-wide keys, which carry no
+  tag, are only ever one key per command (``_alive``, ``_forget_node``). Scripts are
+  loaded on every primary; a replica promoted by a failover does not have them, answers
+  NOSCRIPT, and ``_execute`` loads them again;
+- ``sentinel``: the primary that the sentinels name, asked again whenever a connection
+  fails (a failover moved it); a demoted primary answering READONLY counts as a lost
+  connection.
+While a primary fails over, calls fail with ``Unavailable`` (callers retry: dispatch holds
+its batch, push re-asserts at its next heartbeat) and succeed again once the replica has
+taken over: a few seconds with a cluster node timeout of a few seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +50,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from herald.adapters.directory import scripts
@@ -56,11 +75,19 @@ from herald.core.errors import Unavailable
 from herald.core.names import Names
 
 # The faults worth retrying: Redis unreachable, too slow, or still loading its data
-# after a restart. Anything else (a wrong type, a script error) is a bug and surfaces.
+# after a restart; a cluster or a sentinel setup in the middle of a failover (a slot
+# without its primary yet, a primary demoted to replica, the cluster briefly down). Anything
+# else (a wrong type, a script error, keys of several slots in one script) is a bug and
+# surfaces.
 RETRYABLE: tuple[type[Exception], ...] = (
-    redis_errors.ConnectionError,
+    redis_errors.ConnectionError,  # MaxConnectionsError and sentinel's MasterNotFoundError too
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    redis_errors.ClusterDownError,  # MasterDownError too
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.RedisClusterUnreachableError,
 )
 
 # A directory call sits in the hot path of every message: fail fast and let the caller
@@ -68,6 +95,9 @@ RETRYABLE: tuple[type[Exception], ...] = (
 SOCKET_TIMEOUT_S = 3.0
 POOL_SIZE = 64
 POOL_WAIT_S = 3.0
+# Cluster and sentinel pools do not block when full: an over-full pool fails the call
+# (Unavailable), so they get more room than the single server's blocking pool.
+OPEN_POOL_SIZE = 256
 ALIVE_CACHE_S = 1.0
 
 # How long a reaper's claim on a dead node lasts: long enough to finish, short enough
@@ -108,7 +138,10 @@ def _decode_conn(value: str) -> tuple[str, float, str | None]:
     return node_id, since, device
 
 
-def _evalsha(pipe: Pipeline, script: Script, keys: Sequence[str], args: Sequence[str | int | float]) -> None:
+AnyPipeline = Pipeline | ClusterPipeline
+
+
+def _evalsha(pipe: AnyPipeline, script: Script, keys: Sequence[str], args: Sequence[str | int | float]) -> None:
     # EVALSHA queued straight into the pipeline: redis-py's registered scripts would add a
     # SCRIPT EXISTS round trip to every pipeline that runs one; ``_execute`` loads instead.
     pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -132,10 +165,28 @@ def _unpair(value: str) -> tuple[str, str]:
 
 
 class RedisDirectory(Directory):
-    def __init__(self, url: str, names: Names) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        names: Names,
+        *,
+        mode: str = "single",
+        sentinels: Sequence[tuple[str, int]] = (),
+        master: str = "",
+    ) -> None:
+        if mode not in ("single", "cluster", "sentinel"):
+            raise ValueError(f"unknown Redis mode {mode!r}")
+        if mode != "sentinel" and not url:
+            raise ValueError(f"Redis mode {mode} needs a URL")
+        if mode == "sentinel" and not (sentinels and master):
+            raise ValueError("sentinel mode needs the sentinels and the primary's name")
         self._url = url
+        self._mode = mode
+        self._sentinels = list(sentinels)
+        self._master = master
         self._names = names
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None  # aioredis.Redis or RedisCluster: the same commands
+        self._sentinel_clients: list[aioredis.Redis] = []
         # Routing lookups remember for ALIVE_CACHE_S which nodes had a heartbeat key: the
         # second round trip of every lookup otherwise, for an answer that changes once per
         # node death. A node that just died keeps getting routes that long on top of its
@@ -143,24 +194,44 @@ class RedisDirectory(Directory):
         self._alive_until: dict[str, float] = {}
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> Any:
         if self._client is None:
             raise RuntimeError("RedisDirectory used before start()")
         return self._client
 
-    async def start(self) -> None:
-        # A blocking pool bounds the connections; one quick retry heals a pooled socket
-        # that a Redis restart left dead, without stretching an outage into a long wait.
+    def _connect(self) -> Any:
+        # One quick retry heals a pooled socket that a Redis restart left dead, without
+        # stretching an outage into a long wait.
+        common: dict[str, Any] = {
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": SOCKET_TIMEOUT_S,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+            "decode_responses": True,
+        }
+        if self._mode == "cluster":
+            assert self._url is not None
+            return RedisCluster.from_url(self._url, max_connections=OPEN_POOL_SIZE, **common)
+        if self._mode == "sentinel":
+            # The URL, when given, brings credentials and the database; the sentinels the address.
+            given = dict(parse_url(self._url)) if self._url else {}
+            auth = {key: given[key] for key in ("username", "password", "db") if key in given}
+            sentinels = Sentinel(
+                self._sentinels,
+                sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S},
+                **common,
+                **auth,
+            )
+            self._sentinel_clients = list(sentinels.sentinels)
+            return sentinels.master_for(self._master, max_connections=OPEN_POOL_SIZE)
+        # A blocking pool bounds the connections of a single server.
+        assert self._url is not None
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=POOL_SIZE,
-            timeout=POOL_WAIT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
-            decode_responses=True,
+            self._url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **common
         )
-        self._client = aioredis.Redis.from_pool(pool)
+        return aioredis.Redis.from_pool(pool)
+
+    async def start(self) -> None:
+        self._client = self._connect()
         try:
             await self.ping()
             with _unavailable("loading scripts"):
@@ -174,6 +245,10 @@ class RedisDirectory(Directory):
             client, self._client = self._client, None
             with contextlib.suppress(*RETRYABLE):
                 await client.aclose()
+        clients, self._sentinel_clients = self._sentinel_clients, []
+        for sentinel in clients:
+            with contextlib.suppress(*RETRYABLE):
+                await sentinel.aclose()
 
     async def ping(self) -> None:
         with _unavailable("pinging"):
@@ -186,7 +261,7 @@ class RedisDirectory(Directory):
         ttl_ms = _ttl_ms(ttl_s)
         users = _by_user(conns)
 
-        def build(pipe: Pipeline) -> None:
+        def build(pipe: AnyPipeline) -> None:
             pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms)
             pipe.sadd(self._names.nodes_key, node_id)
             for (app_id, user_id), presences in users.items():
@@ -208,7 +283,7 @@ class RedisDirectory(Directory):
         if not users:
             return []
 
-        def build(pipe: Pipeline) -> None:
+        def build(pipe: AnyPipeline) -> None:
             for (app_id, user_id), presences in users.items():
                 self._remove(pipe, app_id, user_id, [conn.conn_id for conn in presences])
             pipe.hdel(self._names.node_conns_key(node_id), *(conn.conn_id for conn in conns))
@@ -347,7 +422,7 @@ class RedisDirectory(Directory):
             for conn_id, pair in recorded.items():
                 users.setdefault(_unpair(pair), []).append(conn_id)
 
-        def build(pipe: Pipeline) -> None:
+        def build(pipe: AnyPipeline) -> None:
             for (app_id, user_id), conn_ids in users.items():
                 self._remove(pipe, app_id, user_id, conn_ids)
             for node, (_, channels) in nodes.items():
@@ -485,7 +560,7 @@ class RedisDirectory(Directory):
             pipe.hgetall(key)
         return await pipe.execute()
 
-    async def _execute(self, build: Callable[[Pipeline], object]) -> list[Any]:
+    async def _execute(self, build: Callable[[AnyPipeline], object]) -> list[Any]:
         """One pipelined round trip. If the server forgot the scripts (restarted, SCRIPT
         FLUSH), load them and run the pipeline once more: a refused EVALSHA ran nothing and
         every other command in these pipelines is an idempotent write or a read."""
@@ -501,12 +576,18 @@ class RedisDirectory(Directory):
         raise AssertionError("unreachable")
 
     async def _load_scripts(self) -> None:
+        if self._mode == "cluster":
+            # SCRIPT LOAD goes to every primary (the cluster client's routing for it); it
+            # cannot go in a cluster pipeline.
+            for script in scripts.ALL:
+                await self._redis.script_load(script.source)
+            return
         pipe = self._redis.pipeline(transaction=False)
         for script in scripts.ALL:
             pipe.script_load(script.source)
         await pipe.execute()
 
-    def _remove(self, pipe: Pipeline, app_id: str, user_id: str, conn_ids: Sequence[str]) -> None:
+    def _remove(self, pipe: AnyPipeline, app_id: str, user_id: str, conn_ids: Sequence[str]) -> None:
         keys = [self._names.conns_key(app_id, user_id), self._names.online_key(app_id)]
         _evalsha(pipe, scripts.REMOVE_CONNECTIONS, keys, [user_id, *conn_ids])
 
@@ -560,7 +641,7 @@ class RedisDirectory(Directory):
             seconds = await pipe.execute()
         return average_rates(seconds, window_s)
 
-    def _forget_node(self, pipe: Pipeline, node_id: str, channels: set[str]) -> None:
+    def _forget_node(self, pipe: AnyPipeline, node_id: str, channels: set[str]) -> None:
         """Queue the removal of a node's channel routes and its own bookkeeping."""
         for pair in channels:
             app_id, channel = _unpair(pair)

@@ -19,6 +19,18 @@ strings, which would silently break both the TTL and the filters.
 A message's ``data`` is kept as its JSON text rather than as a BSON document: any JSON an
 app sends then round-trips exactly (keys with ``$``, ``.`` or NUL, integers past int64
 that BSON refuses), and both stores hold the very same bytes.
+
+Replica sets. The collections whose loss would lose an accepted message or a position
+(``messages``, ``counters``, ``cursors``, ``members``, ``idempotency``) are written with
+``w: "majority"`` (a write that only the primary saw can be rolled back by the next
+election: collect would have answered 202 for a message that is gone) and read with read
+concern ``"majority"`` (a reader never hands out a message or an offset that a rollback
+could take back and give to another message). Retryable writes are on (the driver's
+default). The calls that carry messages, offsets and positions retry a primary step-down
+within ``HERALD_STORE_TIMEOUT_S`` (``mongo_retry``) and answer ``Unavailable`` after it;
+``insert_messages`` then takes back whatever its attempts may have written, so a 503 leaves
+no message behind for the outbox to deliver (unless the store stays unreachable for that
+clean-up too, which is logged). The other calls rely on the driver's single retry.
 """
 
 from __future__ import annotations
@@ -29,17 +41,21 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    OperationFailure,
     WTimeoutError,
 )
+from pymongo.read_concern import ReadConcern
 
 from herald.adapters.store.base import CLAIM_TIMEOUT_S, Store
+from herald.adapters.store.mongo_retry import NOT_PRIMARY_CODES, log, with_retries
 from herald.core import codec
 from herald.core.errors import Conflict, Unavailable
 from herald.core.model import (
@@ -82,6 +98,10 @@ def _to_epoch(value: datetime) -> float:
     return value.timestamp()
 
 
+# How long taking back a failed insert of messages may wait (after the deadline passed).
+UNDO_TIMEOUT_S = 2.0
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     """Turn driver faults into the store's vocabulary, so callers never import PyMongo."""
@@ -91,6 +111,10 @@ def _translated() -> Iterator[None]:
         raise Unavailable(f"MongoDB unavailable: {exc}", code="store_unavailable") from exc
     except DuplicateKeyError as exc:
         raise Conflict("already exists", code="duplicate") from exc
+    except OperationFailure as exc:
+        if exc.code in NOT_PRIMARY_CODES or exc.has_error_label("RetryableWriteError"):
+            raise Unavailable(f"MongoDB has no primary: {exc}", code="store_unavailable") from exc
+        raise
 
 
 class MongoStore(Store):
@@ -105,6 +129,16 @@ class MongoStore(Store):
             socketTimeoutMS=timeout_ms,
         )
         self._db: AsyncDatabase[dict[str, Any]] = self._client[database]
+        self._timeout_s = timeout_s
+        durable: dict[str, Any] = {
+            "write_concern": WriteConcern(w="majority", wtimeout=timeout_ms),
+            "read_concern": ReadConcern("majority"),
+        }
+        self._messages: AsyncCollection[dict[str, Any]] = self._db.get_collection("messages", **durable)
+        self._counters: AsyncCollection[dict[str, Any]] = self._db.get_collection("counters", **durable)
+        self._cursors: AsyncCollection[dict[str, Any]] = self._db.get_collection("cursors", **durable)
+        self._members: AsyncCollection[dict[str, Any]] = self._db.get_collection("members", **durable)
+        self._idempotency: AsyncCollection[dict[str, Any]] = self._db.get_collection("idempotency", **durable)
         # Counter ids with an allocation of this process in flight -> when it is done.
         self._busy_counters: dict[str, asyncio.Future[None]] = {}
 
@@ -114,18 +148,20 @@ class MongoStore(Store):
             await db.api_keys.create_index([("app", ASCENDING)])
             await db.tokens.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
             await db.tokens.create_index([("app", ASCENDING), ("user", ASCENDING)])
-            await db.messages.create_index(
+            await self._messages.create_index(
                 [("app", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)], unique=True
             )
-            await db.messages.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
-            await db.messages.create_index([("published", ASCENDING), ("ts", ASCENDING)])
-            await db.cursors.create_index([("app", ASCENDING), ("user", ASCENDING)])
-            await db.idempotency.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await self._messages.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            await self._messages.create_index([("published", ASCENDING), ("ts", ASCENDING)])
+            await self._cursors.create_index([("app", ASCENDING), ("user", ASCENDING)])
+            await self._idempotency.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
             await db.deliveries.create_index([("message", ASCENDING)])
             await db.deliveries.create_index([("conn", ASCENDING), ("channel", ASCENDING), ("offset", ASCENDING)])
             await db.deliveries.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
-            await db.members.create_index([("app", ASCENDING), ("group", ASCENDING), ("user", ASCENDING)], unique=True)
-            await db.members.create_index([("app", ASCENDING), ("user", ASCENDING)])
+            await self._members.create_index(
+                [("app", ASCENDING), ("group", ASCENDING), ("user", ASCENDING)], unique=True
+            )
+            await self._members.create_index([("app", ASCENDING), ("user", ASCENDING)])
 
     async def close(self) -> None:
         await self._client.close()
@@ -222,20 +258,28 @@ class MongoStore(Store):
             return {}
         async with self._allocating([_counter_id(app_id, channel) for channel in counts]):
             with _translated():
-                if len(counts) < _BULK_ALLOCATION_MIN:
-                    return await self._increment_each(app_id, counts)
-                allocated: dict[str, int] = {}
-                pending = dict(counts)
-                for _ in range(_COMPARE_AND_ADD_ROUNDS):
-                    allocated.update(await self._compare_and_add(app_id, pending))
-                    pending = {channel: n for channel, n in pending.items() if channel not in allocated}
-                    if not pending:
-                        break
-                else:
-                    # Contended on every round (other processes writing the same counters):
-                    # $inc always succeeds, so the rest cannot starve.
-                    allocated.update(await self._increment_each(app_id, pending))
+                # Retried whole after a step-down: a counter an attempt already raised is
+                # raised again, leaving a gap of offsets nobody holds (readers skip gaps).
+                allocated = await with_retries(
+                    "allocating offsets", lambda: self._allocate(app_id, counts), self._timeout_s
+                )
         return {channel: allocated[channel] for channel in counts}
+
+    async def _allocate(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+        if len(counts) < _BULK_ALLOCATION_MIN:
+            return await self._increment_each(app_id, counts)
+        allocated: dict[str, int] = {}
+        pending = dict(counts)
+        for _ in range(_COMPARE_AND_ADD_ROUNDS):
+            allocated.update(await self._compare_and_add(app_id, pending))
+            pending = {channel: n for channel, n in pending.items() if channel not in allocated}
+            if not pending:
+                break
+        else:
+            # Contended on every round (other processes writing the same counters):
+            # $inc always succeeds, so the rest cannot starve.
+            allocated.update(await self._increment_each(app_id, pending))
+        return allocated
 
     @asynccontextmanager
     async def _allocating(self, counter_ids: Sequence[str]) -> AsyncIterator[None]:
@@ -274,11 +318,11 @@ class MongoStore(Store):
             "return_document": ReturnDocument.AFTER,
         }
         try:
-            doc = await self._db.counters.find_one_and_update(**args)
+            doc = await self._counters.find_one_and_update(**args)
         except DuplicateKeyError:
             # Two first allocations of a channel raced to create its counter; servers
             # before 4.2 do not retry that upsert themselves. The counter exists now.
-            doc = await self._db.counters.find_one_and_update(**args)
+            doc = await self._counters.find_one_and_update(**args)
         return int(doc["n"])
 
     async def _compare_and_add(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
@@ -307,7 +351,7 @@ class MongoStore(Store):
         ]
         lost: set[int] = set()
         try:
-            await self._db.counters.bulk_write(updates, ordered=False)
+            await self._counters.bulk_write(updates, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
@@ -318,12 +362,14 @@ class MongoStore(Store):
         }
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
+        with _translated():
+            return await with_retries("reading offset counters", lambda: self._heads(app_id, channels), self._timeout_s)
+
+    async def _heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
         ids = {_counter_id(app_id, channel): channel for channel in channels}
         if not ids:
             return {}
-        with _translated():
-            cursor = self._db.counters.find({"_id": {"$in": list(ids)}})
-            found = {ids[doc["_id"]]: int(doc["n"]) async for doc in cursor}
+        found = {ids[doc["_id"]]: int(doc["n"]) async for doc in self._counters.find({"_id": {"$in": list(ids)}})}
         # A channel never written has no counter yet: its head is 0, the offset before the first.
         return {channel: found.get(channel, 0) for channel in ids.values()}
 
@@ -337,16 +383,27 @@ class MongoStore(Store):
             "joined_after": joined_after,
             "joined_at": now,
         }
-        with _translated():
+        attempts = 0
+
+        async def insert() -> bool:
+            nonlocal attempts
+            attempts += 1
             try:
-                await self._db.members.insert_one(doc)
+                await self._members.insert_one(doc)
             except DuplicateKeyError:
+                if attempts > 1:
+                    # Perhaps the attempt that failed had written it: then it is this join.
+                    found = await self._members.find_one({"_id": doc["_id"]})
+                    return found is not None and found.get("joined_at") == now
                 return False  # already a member: the first record and its joined_after stand
-        return True
+            return True
+
+        with _translated():
+            return await with_retries("adding a group member", insert, self._timeout_s)
 
     async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
         with _translated():
-            result = await self._db.members.delete_one({"_id": _member_id(app_id, group, user_id)})
+            result = await self._members.delete_one({"_id": _member_id(app_id, group, user_id)})
         return result.deleted_count > 0
 
     async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
@@ -354,43 +411,87 @@ class MongoStore(Store):
             return []
         query = {"app": app_id, "group": group, "user": {"$gt": after}}
         with _translated():
-            cursor = self._db.members.find(query).sort("user", ASCENDING).limit(limit)
+            cursor = self._members.find(query).sort("user", ASCENDING).limit(limit)
             return [doc["user"] async for doc in cursor]
 
     async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
         with _translated():
-            cursor = self._db.members.find({"app": app_id, "user": user_id})
+            cursor = self._members.find({"app": app_id, "user": user_id})
             return {doc["group"]: int(doc["joined_after"]) async for doc in cursor}
 
     # Messages ---------------------------------------------------------------
     async def insert_messages(self, messages: Sequence[Message]) -> None:
+        """Store messages, all or none, within the store's deadline.
+
+        After a failed attempt (a step-down, a dropped connection) the next one inserts
+        only the messages that no earlier attempt wrote, so nothing is stored twice and a
+        message whose insert was in fact applied is not refused as a duplicate of itself.
+        When the deadline passes, whatever the attempts wrote is deleted before the
+        ``Unavailable`` (503) goes out: a refused request leaves no message behind.
+        """
         if not messages:
             return
         docs = [_message_doc(message) for message in messages]
-        with _translated():
-            try:
-                await self._db.messages.insert_many(docs, ordered=True)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                    raise
-                # An ordered insert stops at the duplicate, leaving the ones before it.
-                # Remove them so a refused batch leaves nothing for the outbox sweeper to
-                # publish, as SQLite's transaction does.
-                inserted = [doc["_id"] for doc in docs[: exc.details.get("nInserted", 0)]]
-                if inserted:
-                    await self._db.messages.delete_many({"_id": {"$in": inserted}})
-                raise Conflict(
-                    "a message with this id or channel offset already exists",
-                    code="duplicate_offset",
-                    details={"index": errors[0].get("index")},
-                ) from exc
+        ids = [doc["_id"] for doc in docs]
+        attempts = 0
+
+        async def insert() -> None:
+            nonlocal attempts
+            attempts += 1
+            todo = docs
+            if attempts > 1:
+                present = {doc["_id"] async for doc in self._messages.find({"_id": {"$in": ids}}, {"_id": 1})}
+                todo = [doc for doc in docs if doc["_id"] not in present]
+            if todo:
+                await self._insert_ordered(todo)
+
+        try:
+            with _translated():
+                await with_retries("storing messages", insert, self._timeout_s)
+        except Unavailable:
+            await self._take_back(ids)
+            raise
+
+    async def _take_back(self, ids: list[str]) -> None:
+        try:
+            await with_retries(
+                "taking back refused messages",
+                lambda: self._messages.delete_many({"_id": {"$in": ids}}),
+                UNDO_TIMEOUT_S,
+            )
+        except (Unavailable, ConnectionFailure, OperationFailure, ExecutionTimeout) as exc:
+            log.error(
+                "MongoDB: could not take back %d message(s) of a refused request (%s); if an attempt stored them, "
+                "the outbox will deliver them although the caller was answered 503: %s",
+                len(ids),
+                exc.__class__.__name__,
+                ", ".join(ids[:10]),
+            )
+
+    async def _insert_ordered(self, docs: list[dict[str, Any]]) -> None:
+        # No _translated here: driver faults must reach with_retries as they are.
+        try:
+            await self._messages.insert_many(docs, ordered=True)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            # An ordered insert stops at the duplicate, leaving the ones before it.
+            # Remove them so a refused batch leaves nothing for the outbox sweeper to
+            # publish, as SQLite's transaction does.
+            inserted = [doc["_id"] for doc in docs[: exc.details.get("nInserted", 0)]]
+            if inserted:
+                await self._messages.delete_many({"_id": {"$in": inserted}})
+            raise Conflict(
+                "a message with this id or channel offset already exists",
+                code="duplicate_offset",
+                details={"index": errors[0].get("index")},
+            ) from exc
 
     async def get_message(self, app_id: str, message_id: str, now: float) -> Message | None:
+        query = {"_id": message_id, "app": app_id, "expires_at": {"$gt": _to_datetime(now)}}
         with _translated():
-            doc = await self._db.messages.find_one(
-                {"_id": message_id, "app": app_id, "expires_at": {"$gt": _to_datetime(now)}}
-            )
+            doc = await with_retries("reading a message", lambda: self._messages.find_one(query), self._timeout_s)
         return None if doc is None else _message_from(doc)
 
     async def read_channel(self, app_id: str, channel: str, after: int, limit: int, now: float) -> list[Message]:
@@ -402,32 +503,42 @@ class MongoStore(Store):
             "offset": {"$gt": after},
             "expires_at": {"$gt": _to_datetime(now)},
         }
-        with _translated():
-            cursor = self._db.messages.find(query).sort("offset", ASCENDING).limit(limit)
+
+        async def read() -> list[Message]:
+            cursor = self._messages.find(query).sort("offset", ASCENDING).limit(limit)
             return [_message_from(doc) async for doc in cursor]
+
+        with _translated():
+            return await with_retries("reading a channel", read, self._timeout_s)
 
     async def advance_status(self, message_ids: Sequence[str], status: str) -> None:
         earlier = list(STATUSES[: status_rank(status)])
         if not message_ids or not earlier:
             return
+        update = ({"_id": {"$in": list(message_ids)}, "status": {"$in": earlier}}, {"$set": {"status": status}})
         with _translated():
-            await self._db.messages.update_many(
-                {"_id": {"$in": list(message_ids)}, "status": {"$in": earlier}}, {"$set": {"status": status}}
-            )
+            await with_retries("advancing statuses", lambda: self._messages.update_many(*update), self._timeout_s)
 
     async def unpublished(self, before_ts: int, limit: int, now: float) -> list[Message]:
         if limit <= 0:
             return []
         query = {"published": "pending", "ts": {"$lt": before_ts}, "expires_at": {"$gt": _to_datetime(now)}}
-        with _translated():
-            cursor = self._db.messages.find(query).sort("ts", ASCENDING).limit(limit)
+
+        async def read() -> list[Message]:
+            cursor = self._messages.find(query).sort("ts", ASCENDING).limit(limit)
             return [_message_from(doc) async for doc in cursor]
+
+        with _translated():
+            return await with_retries("reading unpublished messages", read, self._timeout_s)
 
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         if not message_ids:
             return
+        update = ({"_id": {"$in": list(message_ids)}}, {"$set": {"published": "yes"}})
         with _translated():
-            await self._db.messages.update_many({"_id": {"$in": list(message_ids)}}, {"$set": {"published": "yes"}})
+            await with_retries(
+                "marking messages published", lambda: self._messages.update_many(*update), self._timeout_s
+            )
 
     # Receipts -----------------------------------------------------------------
     async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
@@ -470,7 +581,7 @@ class MongoStore(Store):
                     {"conn": conn_id, "channel": channel, "offset": {"$lte": offset}, "acked_at": 0},
                     {"$set": {"acked_at": at}},
                 )
-                await self._db.messages.update_many(
+                await self._messages.update_many(
                     {"app": app_id, "channel": channel, "offset": {"$lte": offset}, "status": {"$in": earlier}},
                     {"$set": {"status": "acked"}},
                 )
@@ -506,12 +617,19 @@ class MongoStore(Store):
             for channel, offset in positions.items()
         ]
         with _translated():
-            await self._db.cursors.bulk_write(updates, ordered=False)
+            # $max upserts by _id: repeating one after a step-down changes nothing.
+            await with_retries(
+                "saving positions", lambda: self._cursors.bulk_write(updates, ordered=False), self._timeout_s
+            )
 
     async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
+        async def read() -> dict[str, int]:
+            return {
+                doc["channel"]: int(doc["offset"]) async for doc in self._cursors.find({"app": app_id, "user": user_id})
+            }
+
         with _translated():
-            cursor = self._db.cursors.find({"app": app_id, "user": user_id})
-            return {doc["channel"]: int(doc["offset"]) async for doc in cursor}
+            return await with_retries("reading positions", read, self._timeout_s)
 
     # Idempotency keys -------------------------------------------------------
     async def reserve_idempotency(self, app_id: str, key: str, expires_at: float, now: float) -> str | None:
@@ -527,17 +645,17 @@ class MongoStore(Store):
         with _translated():
             for _ in range(_CLAIM_ATTEMPTS):
                 try:
-                    await self._db.idempotency.insert_one(dict(claim))
+                    await self._idempotency.insert_one(dict(claim))
                     return None
                 except DuplicateKeyError:
                     pass
-                doc = await self._db.idempotency.find_one({"_id": key_id, "expires_at": {"$gt": now_dt}})
+                doc = await self._idempotency.find_one({"_id": key_id, "expires_at": {"$gt": now_dt}})
                 if doc is None:
-                    await self._db.idempotency.delete_one({"_id": key_id, "expires_at": {"$lte": now_dt}})
+                    await self._idempotency.delete_one({"_id": key_id, "expires_at": {"$lte": now_dt}})
                     continue
                 if doc["result"] or doc.get("pending_until", 0) > now:
                     return str(doc["result"])
-                taken = await self._db.idempotency.update_one(
+                taken = await self._idempotency.update_one(
                     {"_id": key_id, "result": "", "pending_until": doc.get("pending_until", 0)},
                     {"$set": {"pending_until": pending_until}},
                 )
@@ -547,11 +665,11 @@ class MongoStore(Store):
 
     async def complete_idempotency(self, app_id: str, key: str, result: str) -> None:
         with _translated():
-            await self._db.idempotency.update_one({"_id": f"{app_id}|{key}"}, {"$set": {"result": result}})
+            await self._idempotency.update_one({"_id": f"{app_id}|{key}"}, {"$set": {"result": result}})
 
     async def release_idempotency(self, app_id: str, key: str) -> None:
         with _translated():
-            await self._db.idempotency.delete_one({"_id": f"{app_id}|{key}"})
+            await self._idempotency.delete_one({"_id": f"{app_id}|{key}"})
 
 
 def _token_from(doc: Mapping[str, Any]) -> TokenRecord:
