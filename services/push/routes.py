@@ -7,6 +7,13 @@ connections, tells when the node's record was lost or came up short, and only th
 re-asserts every connection. Messages dispatched while this node was not routed to are
 caught up from the store (``catch_up``). Disconnects the directory missed are retried at
 each heartbeat, up to ``MAX_OWED_REMOVALS``; past that the record is rebuilt.
+
+The bus keeps the node's subscription by itself (it subscribes again after a broker-side
+cancel or a lost connection) and says when it was lost and when it is back: while lost,
+the node leaves routing, so dispatch stops sending it what it could not read; once back,
+it re-asserts its routes and catches up from the store what was routed elsewhere
+meanwhile. A subscription lost for ``RECOVERY_BUDGET_S`` ends the process, for its
+supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -63,8 +70,8 @@ class RouteKeeper:
         self._catch_up = catch_up
         self._presence = PresenceWriter(directory, node_id, self._ttl_s, readers.channel_counts)
         self._loop: asyncio.Task[None] | None = None
-        self._handler: Handler | None = None
-        self._lost_since: float | None = None
+        self._lost_since: float | None = None  # when the subscription was lost, while it is
+        self._change: asyncio.Task[None] | None = None  # the reaction to the last loss or return
         # What the heartbeat needs to know the directory's record of this node is whole
         # without reading it (see _beat): connections being added right now, disconnects
         # begun so far, disconnects the directory missed, and whether an add was missed.
@@ -77,8 +84,7 @@ class RouteKeeper:
     # Start and stop ------------------------------------------------------------------
 
     async def start(self, handler: Handler) -> None:
-        self._handler = handler
-        await self._bus.consume_node(self.node_id, handler)
+        await self._bus.consume_node(self.node_id, handler, on_change=self._subscription_changed)
         # A previous process under this id (a restart) left connections that died with it.
         self._announcer.announce(events.USER_OFFLINE, await self._directory.reset_node(self.node_id))
         await self._directory.refresh_node(self.node_id, [], self._ttl_s)
@@ -88,10 +94,11 @@ class RouteKeeper:
         self._loop = asyncio.create_task(self._heartbeat_loop(), name="push-heartbeat")
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._loop, self._change):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.withdraw()
         await self._bus.stop_consuming()
 
@@ -163,8 +170,8 @@ class RouteKeeper:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            if not self._bus.consuming():
-                await self._recover_subscription()
+            if self._lost_since is not None and time.monotonic() - self._lost_since >= RECOVERY_BUDGET_S:
+                runtime.fail(f"node queue consumer not restored within {RECOVERY_BUDGET_S:.0f} s")
             if not self.routable:
                 continue
             try:
@@ -266,31 +273,27 @@ class RouteKeeper:
         report = NodeReport(self.node_id, len(self._readers), self._readers.by_app(), depth, int(time.time() * 1000))
         await self._directory.report_node(report, REPORT_KEPT_S)
 
-    async def _recover_subscription(self) -> None:
-        """The broker consumer is gone (channel closed, consumer cancelled, broker restarting):
-        messages routed here would pile up unread. Leave routing and subscribe again; exit
-        non-zero if that keeps failing, so a supervisor restarts the node."""
-        assert self._handler is not None
-        if self.routable:
-            log.error("node queue consumer is gone; withdrawing from routing and re-subscribing")
+    def _subscription_changed(self, consuming: bool) -> None:
+        """The bus lost this node's subscription, or has it back (``Bus.consume_node``)."""
+        previous = self._change
+        self._change = asyncio.get_running_loop().create_task(self._follow(consuming, previous))
+
+    async def _follow(self, consuming: bool, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # a loss and a return are handled in the order they came
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await previous
+        if not consuming:
+            self._lost_since = self._lost_since or time.monotonic()
+            log.error("node queue consumer is gone; leaving routing until the bus has it back")
             await self.withdraw()
-        try:
-            await self._bus.stop_consuming()
-            await self._bus.consume_node(self.node_id, self._handler)
-        except Exception:
-            log.warning("re-subscribing failed", exc_info=True)
-        if not self._bus.consuming():
-            now = time.monotonic()
-            self._lost_since = self._lost_since or now
-            if now - self._lost_since >= RECOVERY_BUDGET_S:
-                runtime.fail(f"node queue consumer not restored within {RECOVERY_BUDGET_S:.0f} s")
             return
         self._lost_since = None
         try:
             await self._directory.refresh_node(self.node_id, self._readers.presences(), self._ttl_s)
             await self._directory.set_channel_counts(self.node_id, self._readers.channel_counts(), self._ttl_s)
         except Unavailable:
-            return  # routable stays False: the next heartbeat tries again
+            log.warning("node queue consumer restored, directory unavailable: the heartbeat re-asserts the routes")
+            self._reassert = True
         self.routable = True
         log.warning("node queue consumer restored; catching up what was routed elsewhere meanwhile")
         self._catch_up()

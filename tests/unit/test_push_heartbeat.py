@@ -3,6 +3,7 @@ full re-assertion of its connections only when the directory's record of them wa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -204,3 +205,31 @@ async def test_a_heartbeat_reports_the_nodes_connections_per_app(node: PushNode,
 
     [report] = await directory.node_reports()
     assert (report.node_id, report.connections, report.by_app) == ("node-a", 1, {APP: 1})
+
+
+async def test_a_lost_subscription_takes_the_node_out_of_routing_and_its_return_catches_up(
+    store: CountingStore, directory: WatchedDirectory
+) -> None:
+    bus = MemoryBus()
+    await bus.start()
+    node = PushNode("node-a", bus, directory, store, TTL_S / 3)  # type: ignore[arg-type]
+    await node.start()
+    try:
+        await connect(node, "ann")
+        await settle(node)
+        reads_before = store.calls["read_channel"]
+
+        bus.lose_subscriptions()
+        await asyncio.sleep(0.01)
+        assert not node.routes.routable
+        assert await routed_users(directory, "ann") == {}
+
+        await asyncio.sleep(0.3)  # the memory bus subscribes again after 0.1 s
+        await settle(node)
+        assert node.routes.routable
+        assert await routed_users(directory, "ann") == {"ann": {"node-a"}}
+        # What was routed elsewhere (to no one) while it was out is read from the store.
+        assert store.calls["read_channel"] > reads_before
+    finally:
+        await node.stop()
+        await bus.close()
