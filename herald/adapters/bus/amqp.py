@@ -101,6 +101,9 @@ from herald.adapters.bus.base import (
 from herald.core.errors import Unavailable
 from herald.core.names import Names
 
+# A refused declare (a queue that exists with other arguments) closes the channel like an outage.
+DECLARE_FAULTS: tuple[type[BaseException], ...] = (*RETRYABLE, ChannelPreconditionFailed)
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
@@ -251,7 +254,7 @@ class AmqpBus(Bus):
                     # The retries queue first: a delay expiring into a missing queue is lost.
                     await self._declare_work_queue(publisher.channel, self._queues.retries)
                     await self._declare_queue(publisher.channel, queue, self._delay_arguments(step))
-            except (*RETRYABLE, ChannelPreconditionFailed) as exc:
+            except DECLARE_FAULTS as exc:
                 # A refused declare closed the channel; the next call declares afresh.
                 raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             publisher.delays.add(queue)
@@ -544,7 +547,8 @@ class AmqpBus(Bus):
     def _letter(self, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
         deaths = headers.get("x-death")
-        death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+        first = deaths[0] if isinstance(deaths, list) and deaths else None
+        death: dict[str, Any] = first if isinstance(first, dict) else {}
         reason = str(headers.get(PARKED_REASON) or headers.get("x-first-death-reason") or death.get("reason") or "?")
         deliveries = headers.get(PARKED_DELIVERIES)
         if not isinstance(deliveries, int):

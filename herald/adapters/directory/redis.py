@@ -55,6 +55,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.typing import EncodableT, FieldT
 
 from herald.adapters.directory import scripts
 from herald.adapters.directory.base import (
@@ -214,7 +215,7 @@ class RedisDirectory(Directory):
         if self._mode == "sentinel":
             # The URL, when given, brings credentials and the database; the sentinels the address.
             given = dict(parse_url(self._url)) if self._url else {}
-            auth = {key: given[key] for key in ("username", "password", "db") if key in given}
+            auth: dict[str, Any] = {key: given[key] for key in ("username", "password", "db") if key in given}
             sentinels = Sentinel(
                 self._sentinels,
                 sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S},
@@ -558,7 +559,8 @@ class RedisDirectory(Directory):
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        return await pipe.execute()
+        rows: list[dict[str, str]] = await pipe.execute()
+        return rows
 
     async def _execute(self, build: Callable[[AnyPipeline], object]) -> list[Any]:
         """One pipelined round trip. If the server forgot the scripts (restarted, SCRIPT
@@ -568,7 +570,8 @@ class RedisDirectory(Directory):
             pipe = self._redis.pipeline(transaction=False)
             build(pipe)
             try:
-                return await pipe.execute()
+                results: list[Any] = await pipe.execute()
+                return results
             except redis_errors.NoScriptError:
                 if attempt:
                     raise
@@ -651,5 +654,5 @@ class RedisDirectory(Directory):
         pipe.delete(self._names.node_channels_key(node_id))
         pipe.srem(self._names.nodes_key, node_id)
 
-    def _node_conns(self, conns: Sequence[Presence]) -> dict[str, str]:
+    def _node_conns(self, conns: Sequence[Presence]) -> dict[FieldT, EncodableT]:
         return {conn.conn_id: _pair(conn.app_id, conn.user_id) for conn in conns}
