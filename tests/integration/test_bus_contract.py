@@ -31,11 +31,11 @@ from tests.support.buses import (
     Inbox,
     TcpProxy,
     batches,
-    eventually,
     nothing_left,
     numbered,
 )
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(params=["memory", "amqp"])
