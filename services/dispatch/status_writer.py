@@ -15,16 +15,17 @@ Bounds and failures: past ``PENDING_MAX`` queued ids ``record`` waits for the wr
 (a store that cannot keep up slows dispatch's acks instead of growing memory). A store
 outage is logged and those ids are not retried (delivery and acks move the status past
 ``dispatched`` anyway). ``flush`` at shutdown writes what is queued; a killed dispatch
-loses the statuses of at most the last write's worth of messages, never a message.
+loses the statuses of at most the last write's worth of messages, never a message. The
+lingering and batching are herald/core/batching.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
-from herald.adapters.store.base import Store
+from herald.adapters.store.base import MessageStore
+from herald.core.batching import Batcher
 from herald.core.errors import Unavailable
 
 log = logging.getLogger("herald.dispatch")
@@ -42,60 +43,31 @@ PENDING_MAX = 50_000
 class StatusRecorder:
     def __init__(
         self,
-        store: Store,
+        store: MessageStore,
         status: str = "dispatched",
         linger_s: float = LINGER_S,
         pending_max: int = PENDING_MAX,
     ) -> None:
         self._store = store
         self._status = status
-        self._linger_s = linger_s
         self._pending_max = pending_max
-        self._pending: list[str] = []
-        self._written: list[asyncio.Future[None]] = []  # woken after each write
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher: Batcher[str, None] = Batcher(
+            self._write, name="dispatch-statuses", linger_s=linger_s, max_batch=WRITE_AT_MOST
+        )
 
     async def record(self, message_ids: Sequence[str]) -> None:
         """Queue ``message_ids`` for the next write; waits only while too many are queued."""
-        while len(self._pending) >= self._pending_max:
-            self._start_writer()
-            written = asyncio.get_running_loop().create_future()
-            self._written.append(written)
-            await written
-        self._pending.extend(message_ids)
-        if self._pending:
-            self._start_writer()
+        while self._batcher.pending >= self._pending_max:
+            await self._batcher.flush()
+        self._batcher.add(message_ids)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written (or failed)."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
-
-    def _start_writer(self) -> None:
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_pending(), name="dispatch-statuses")
-
-    async def _write_pending(self) -> None:
-        try:
-            await asyncio.sleep(self._linger_s)
-            while self._pending:
-                ids, self._pending = self._pending, []
-                await self._write(ids)
-                self._wake()
-        finally:
-            self._writer = None
-            self._wake()
-
-    def _wake(self) -> None:
-        written, self._written = self._written, []
-        for waiter in written:
-            if not waiter.done():
-                waiter.set_result(None)
+        await self._batcher.flush()
 
     async def _write(self, ids: list[str]) -> None:
         try:
-            for start in range(0, len(ids), WRITE_AT_MOST):
-                await self._store.advance_status(ids[start : start + WRITE_AT_MOST], self._status)
+            await self._store.advance_status(ids, self._status)
         except Unavailable as exc:
             log.warning("could not record %d messages as %s: %s", len(ids), self._status, exc.message)
         except Exception:

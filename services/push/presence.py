@@ -8,17 +8,18 @@ wait for one event-loop turn, then go together: one ``add_connections``, one
 ``remove_connections``, one ``set_channel_counts`` for all of them, at most
 ``MAX_BATCH`` requests at a time. One writer runs at a time, so the requests that arrive
 while a batch is out go together in the next one, and a connection's removal is never
-written before its addition.
+written before its addition. The gathering is herald/core/batching.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from herald.adapters.directory.base import ChannelKey, Directory, Presence
+from herald.core.batching import Batcher
 from herald.core.errors import Unavailable
 
 MAX_BATCH = 512
@@ -35,9 +36,6 @@ class _Request:
     adding: bool
     presence: Presence
     channels: list[ChannelKey]
-    done: asyncio.Future[tuple[bool, bool, bool]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 class PresenceWriter:
@@ -53,8 +51,9 @@ class PresenceWriter:
         self._node_id = node_id
         self._ttl_s = ttl_s
         self._counts = counts
-        self._pending: list[_Request] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batcher: Batcher[_Request, tuple[bool, bool, bool]] = Batcher(
+            self._write, name="presence-writer", max_batch=MAX_BATCH
+        )
 
     async def add(self, presence: Presence, channels: list[ChannelKey]) -> Added:
         """Write a new connection and the reader counts of ``channels``; never raises for the
@@ -69,42 +68,18 @@ class PresenceWriter:
         return last if written else None
 
     async def _request(self, request: _Request) -> tuple[bool, bool, bool]:
-        self._pending.append(request)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_all(), name="presence-writer")
         # Shielded: a connection closing while its write is out must not cancel the batch.
-        return await asyncio.shield(request.done)
+        return await asyncio.shield(self._batcher.put(request))
 
-    async def _write_all(self) -> None:
-        try:
-            await asyncio.sleep(0)  # the other connects and disconnects of this loop turn
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                await self._write(batch)
-        finally:
-            self._writer = None
-            if self._pending:  # cancelled (node stopping): nobody is left to write them
-                for request in self._pending:
-                    request.done.cancel()
-                self._pending = []
-
-    async def _write(self, batch: list[_Request]) -> None:
-        try:
-            firsts, lasts, added, removed, counted = await self._write_batch(batch)
-        except Exception as exc:  # a bug: it surfaces in every connection of the batch
-            for request in batch:
-                request.done.set_exception(exc)
-            return
-        except asyncio.CancelledError:  # the node is stopping
-            for request in batch:
-                request.done.cancel()
-            raise
-        for request in batch:
-            conn_id = request.presence.conn_id
-            if request.adding:
-                request.done.set_result((conn_id in firsts, added, counted))
-            else:
-                request.done.set_result((conn_id in lasts, removed, counted))
+    async def _write(self, batch: list[_Request]) -> list[tuple[bool, bool, bool]]:
+        """Each request's (first or last connection, its presence written, counts written)."""
+        firsts, lasts, added, removed, counted = await self._write_batch(batch)
+        return [
+            (r.presence.conn_id in firsts, added, counted)
+            if r.adding
+            else (r.presence.conn_id in lasts, removed, counted)
+            for r in batch
+        ]
 
     async def _write_batch(self, batch: list[_Request]) -> tuple[set[str], set[str], bool, bool, bool]:
         """(first connections, last connections, adds written, removals written, counts written)."""

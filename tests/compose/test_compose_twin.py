@@ -39,6 +39,7 @@ from tests.compose.twin import (
     nginx_config_source,
     read_dockerfile,
 )
+from tests.support.waiting import eventually
 
 WAIT_S = 10.0
 SECRETS = {"HERALD_ADMIN_TOKEN": "admin", "HERALD_SERVICE_TOKEN": "service"}
@@ -265,17 +266,6 @@ async def _next_message(subscriber: Subscriber) -> dict[str, Any]:
     return await asyncio.wait_for(anext(subscriber), WAIT_S)
 
 
-async def _eventually(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s}s")
-        await asyncio.sleep(0.05)
-
-
 async def test_messages_posted_through_nginx_reach_sockets_on_both_push_nodes(
     deployment: Deployment, publisher: Publisher
 ) -> None:
@@ -294,7 +284,9 @@ async def test_messages_posted_through_nginx_reach_sockets_on_both_push_nodes(
                 seen |= {conn["node"] for conn in (await publisher.presence(user))["connections"]}
             return seen if len(seen) == len(push_nodes) else None
 
-        assert await _eventually(nodes_seen, "connections on every push node") == set(node_ids)
+        assert await eventually(nodes_seen, WAIT_S, what="connections on every push node", interval_s=0.05) == set(
+            node_ids
+        )
 
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
 
@@ -305,7 +297,7 @@ async def test_messages_posted_through_nginx_reach_sockets_on_both_push_nodes(
                     counts[name] = metrics.sample(text, "herald_push_connections")
                 return counts if sum(counts.values()) == len(users) else None
 
-            counts = await _eventually(connections, "herald_push_connections on the nodes")
+            counts = await eventually(connections, WAIT_S, what="herald_push_connections on the nodes", interval_s=0.05)
         assert all(count >= 1 for count in counts.values()), counts
 
         sent = await publisher.send(users, "order.shipped", {"order": 42})
@@ -354,5 +346,5 @@ async def test_both_dispatch_workers_route_messages(
             share = {name: after[name] - before[name] for name in workers}
             return share if sum(share.values()) == count else None
 
-        share = await _eventually(shares, "dispatch metrics counting every message")
+        share = await eventually(shares, WAIT_S, what="dispatch metrics counting every message", interval_s=0.05)
     assert all(value > 0 for value in share.values()), f"a dispatch worker routed nothing: {share}"

@@ -16,10 +16,10 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from herald.adapters.bus import memory
 from herald.adapters.bus.amqp import AmqpBus
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
+from herald.adapters.bus.memory import bus as memory
 from herald.core.errors import Unavailable
 from herald.core.names import Names
 from tests.support.buses import (
@@ -31,11 +31,11 @@ from tests.support.buses import (
     Inbox,
     TcpProxy,
     batches,
-    eventually,
     nothing_left,
     numbered,
 )
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(params=["memory", "amqp"])

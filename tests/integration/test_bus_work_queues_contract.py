@@ -20,7 +20,8 @@ from herald.adapters.bus.amqp import AmqpBus
 from herald.core import codec
 from herald.core.errors import Unavailable
 from herald.ops import metrics
-from tests.support.buses import QUIET_S, Broker, Inbox, batches, eventually, numbered
+from tests.support.buses import QUIET_S, Broker, Inbox, batches, numbered
+from tests.support.waiting import eventually
 
 LIMIT = 2  # failed deliveries allowed; the third failure parks the message
 

@@ -20,6 +20,7 @@ from herald.core.errors import Unavailable
 from herald.core.names import Names
 from tests.support.redis_ha import MASTER, RedisCluster, RedisSentinel
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 
 APP = "app-1"
 TTL_S = 30.0
@@ -120,17 +121,6 @@ def directory(subject: Subject) -> Directory:
 
 def conn(user_id: str, conn_id: str, app_id: str = APP, device: str | None = None, since: float = 0.0) -> Presence:
     return Presence(app_id=app_id, user_id=user_id, conn_id=conn_id, device=device, since=since)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = WAIT_S) -> None:
-    # Polling, not events: what we wait for is time passing (a TTL running out).
-    async def poll() -> None:
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 async def test_a_connected_user_is_routed_to_its_node(directory: Directory) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,6 +23,7 @@ from herald.core.model import AppConfig
 from herald.core.names import Names
 from herald.messaging import events, webhooks
 from tests.support.servers import free_port
+from tests.support.waiting import eventually
 from tests.support.webhook_receiver import Receiver, outcome_changes, outcome_counts
 
 WAIT_S = 10.0
@@ -71,14 +72,6 @@ async def sender_for(
 
 def an_event(kind: str = events.USER_ONLINE) -> bytes:
     return codec.dumps(events.event(kind, "app_1", user_id="u7", conn_id="c1", node_id="n1"))
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    async def poll() -> None:
-        while not check():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 async def test_the_event_arrives_signed_with_the_apps_secret(receiver: Receiver) -> None:

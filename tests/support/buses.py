@@ -124,17 +124,6 @@ class Changes:
         self.seen.append(subscribed)
 
 
-async def eventually(check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    # Polling, not events: some conditions (a consumer dying) have nothing to wait on.
-    async def poll() -> None:
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout_s)
-
-
 def numbered(count: int) -> list[bytes]:
     return [f"m{index:04d}".encode() for index in range(count)]
 

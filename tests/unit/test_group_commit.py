@@ -185,7 +185,7 @@ async def test_a_group_cancelled_while_gathering_leaves_no_request_waiting(
     commit = GroupCommit(Acceptor(store, bus), window_s=3600)
     waiting = asyncio.ensure_future(commit.accept(APP, [draft("user:ann")]))
     await asyncio.sleep(0)
-    for task in list(commit._tasks):  # what the loop does to leftover tasks at shutdown
+    for task in commit._batcher.tasks:  # what the loop does to leftover tasks at shutdown
         task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting

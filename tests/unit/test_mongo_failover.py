@@ -18,8 +18,8 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from herald.adapters.store import mongo_retry
 from herald.adapters.store.mongo import MongoStore
+from herald.adapters.store.mongo import retry as mongo_retry
 from herald.core.errors import Unavailable
 from herald.core.model import Message
 

@@ -1,5 +1,9 @@
 """The store: durable messages, offsets, apps, keys, tokens, cursors.
 
+One interface per concept, so a reader finds each behaviour with its neighbours and a
+caller can name the little it needs; ``Store`` is their union, what each adapter
+implements (herald/adapters/store/sqlite/ and mongo/, one module per concept).
+
 Two implementations meet this one specification (tests/integration/test_store_contract.py):
 MongoDB through PyMongo's async API for clusters, SQLite for standalone. Times are epoch
 seconds (float) at this interface; the MongoDB adapter stores datetimes so TTL indexes
@@ -21,7 +25,9 @@ from herald.core.model import App, AppConfig, Delivery, Message, TokenRecord
 CLAIM_TIMEOUT_S = 60.0
 
 
-class Store(ABC):
+class StoreLifecycle(ABC):
+    """Opening, closing and probing the connection to the server."""
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and create indexes; idempotent across restarts and replicas."""
@@ -32,6 +38,10 @@ class Store(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Return if the server answers; raise Unavailable otherwise (readiness)."""
+
+
+class AppStore(ABC):
+    """Apps and their credentials: the app record, its API key, its config, its users' connect tokens."""
 
     # Apps and their API keys ------------------------------------------------
     @abstractmethod
@@ -78,7 +88,10 @@ class Store(ABC):
     async def delete_user_tokens(self, app_id: str, user_id: str) -> int:
         """Delete every token of that app's user; how many there were."""
 
-    # Offsets ----------------------------------------------------------------
+
+class OffsetStore(ABC):
+    """Per-channel offset counters: where each channel's next message goes."""
+
     @abstractmethod
     async def allocate_offsets(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
         """Atomically add ``counts[channel]`` to each channel's counter; return the new values.
@@ -91,29 +104,10 @@ class Store(ABC):
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
         """Each channel's last allocated offset (0 for a channel never written), in one query."""
 
-    # Groups -----------------------------------------------------------------
-    @abstractmethod
-    async def add_member(self, app_id: str, group: str, user_id: str, joined_after: int, now: float) -> bool:
-        """Make the user a member; True if they were not one already.
 
-        ``joined_after`` is the group channel's last offset when they joined: a member
-        with no acknowledged position starts reading after it, not from the group's first
-        message. Joining again keeps the first record.
-        """
+class MessageStore(ABC):
+    """The messages themselves, their status, and the outbox's record of what the bus confirmed."""
 
-    @abstractmethod
-    async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
-        """True if the user was a member."""
-
-    @abstractmethod
-    async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
-        """Member user ids greater than ``after``, ascending, at most ``limit`` (paging)."""
-
-    @abstractmethod
-    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
-        """The user's groups: group name -> ``joined_after`` offset."""
-
-    # Messages ---------------------------------------------------------------
     @abstractmethod
     async def insert_messages(self, messages: Sequence[Message]) -> None:
         """Insert all, durably, before returning. (app, channel, offset) is unique."""
@@ -139,7 +133,10 @@ class Store(ABC):
     async def mark_published(self, message_ids: Sequence[str]) -> None:
         """Record that the bus confirmed these messages (``published`` becomes "yes")."""
 
-    # Receipts -----------------------------------------------------------------
+
+class ReceiptStore(ABC):
+    """What reached whom: per-connection deliveries, acknowledgements and each user's cursors."""
+
     @abstractmethod
     async def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         """Remember each (message, connection) write and move those messages to "delivered".
@@ -166,7 +163,35 @@ class Store(ABC):
     @abstractmethod
     async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]: ...
 
-    # Idempotency keys -------------------------------------------------------
+
+class GroupStore(ABC):
+    """Group membership, with the offset each member joined after."""
+
+    @abstractmethod
+    async def add_member(self, app_id: str, group: str, user_id: str, joined_after: int, now: float) -> bool:
+        """Make the user a member; True if they were not one already.
+
+        ``joined_after`` is the group channel's last offset when they joined: a member
+        with no acknowledged position starts reading after it, not from the group's first
+        message. Joining again keeps the first record.
+        """
+
+    @abstractmethod
+    async def remove_member(self, app_id: str, group: str, user_id: str) -> bool:
+        """True if the user was a member."""
+
+    @abstractmethod
+    async def list_members(self, app_id: str, group: str, after: str, limit: int) -> list[str]:
+        """Member user ids greater than ``after``, ascending, at most ``limit`` (paging)."""
+
+    @abstractmethod
+    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+        """The user's groups: group name -> ``joined_after`` offset."""
+
+
+class IdempotencyStore(ABC):
+    """Idempotency keys: one claim per key, so a retried request runs once."""
+
     @abstractmethod
     async def reserve_idempotency(self, app_id: str, key: str, expires_at: float, now: float) -> str | None:
         """Claim ``key`` for one request.
@@ -183,3 +208,7 @@ class Store(ABC):
     @abstractmethod
     async def release_idempotency(self, app_id: str, key: str) -> None:
         """Drop a claim whose request failed, so a retry can run."""
+
+
+class Store(StoreLifecycle, AppStore, OffsetStore, MessageStore, ReceiptStore, GroupStore, IdempotencyStore):
+    """The whole store: every concept above, as each adapter implements it."""

@@ -21,148 +21,37 @@ publishing it to the dead-letter exchange; a quorum queue counts them itself
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections import deque
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import (
-    AMQPConnectionError,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
-    DeliveryError,
-)
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 
-from herald.adapters.bus.amqp_link import AmqpLink
+from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE, close_quietly, open_channel
+from herald.adapters.bus.amqp.deliveries import ConsumeContext, QueueSpec, delivery_count, message_key, settle, stale
 from herald.adapters.bus.base import (
     HANDLE_AT_ONCE,
     REDELIVERY_PAUSE_S,
     RESUBSCRIBE_FIRST_S,
     RESUBSCRIBE_MAX_S,
-    BatchHandler,
-    Handler,
     OnChange,
-    Settler,
     parked,
 )
 from herald.core.errors import Unavailable
 
 log = logging.getLogger("herald.adapters.bus.amqp")
 
-# The faults worth retrying, and only those:
-# - AMQPConnectionError: refused, lost or closed connection (ConnectionClosed and
-#   the handshake failures are subclasses);
-# - ChannelInvalidStateError: the channel closed under us;
-# - ChannelNotFoundEntity: an exchange or queue vanished; declaring again brings it back;
-# - DeliveryError: the broker nacked a publish, or returned it as unroutable
-#   (PublishError, a subclass);
-# - ConnectionError: socket-level failures aio-pika lets through;
-# - TimeoutError (= asyncio.TimeoutError): no answer within our bound.
-# A precondition failure (a queue declared with other arguments) or an access refusal is
-# a deployment mistake, not an outage, and surfaces as itself.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    AMQPConnectionError,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    DeliveryError,
-    ConnectionError,
-    TimeoutError,
-)
-
-OPERATION_TIMEOUT_S = 5.0
 # How long stopping lets a handler in flight finish before cancelling it.
 HANDLER_GRACE_S = 10.0
-# Messages of classic work queues whose failures are remembered (oldest forgotten first).
-FAILURES_KEPT = 10_000
-
-Declare = Callable[[AbstractChannel], Awaitable[AbstractQueue]]
-Park = Callable[[AbstractIncomingMessage, str, int], Awaitable[None]]
 
 
-class _Gone(Exception):
+class Gone(Exception):
     """An optional queue (one being drained) does not exist any more."""
 
 
-_WAKE = object()  # put in an inbox to make an idle worker look at its held batches
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
-    """What one subscription consumes and how its failures are treated."""
-
-    label: str  # for logs and metrics: dispatch, receipts, retries, node:<id>, events:<group>, legacy:<label>
-    declare: Declare  # declares (and binds) the queue on a channel; run again at every re-subscription
-    work: bool = False  # a work queue: failures counted, parked at the limit (see base)
-    counted_by_broker: bool = False  # a quorum queue: the broker counts and dead-letters
-    optional: bool = False  # may not exist (a queue of the other type being drained): then nothing to do
-
-
-class FailureCounts:
-    """Failed deliveries of classic work-queue messages, by message id, in this process.
-
-    Classic queues do not count deliveries; this does, for the messages this process saw
-    fail. Several competing consumers each count their own, so a poison message is parked
-    after at most (consumers x limit) failures: bounded, which is what matters.
-    """
-
-    def __init__(self, kept: int = FAILURES_KEPT) -> None:
-        self._counts: OrderedDict[str, int] = OrderedDict()
-        self._kept = kept
-
-    def add(self, key: str) -> int:
-        count = self._counts.pop(key, 0) + 1
-        self._counts[key] = count
-        while len(self._counts) > self._kept:
-            self._counts.popitem(last=False)
-        return count
-
-    def forget(self, key: str) -> None:
-        self._counts.pop(key, None)
-
-
-def message_key(message: AbstractIncomingMessage) -> str:
-    """The message's id, or a digest of its body for messages published without one."""
-    return message.message_id or hashlib.sha1(message.body).hexdigest()[:16]
-
-
-def delivery_count(message: AbstractIncomingMessage) -> int:
-    """Failed deliveries a quorum queue counted for this message before this one."""
-    value = (message.headers or {}).get("x-delivery-count")
-    return int(value) if isinstance(value, int) else 0
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumeContext:
-    """What every subscription of one bus shares."""
-
-    link: AmqpLink
-    prefetch: int
-    delivery_limit: int
-    park: Park  # classic work queues: publish the message to the dead-letter exchange
-    failures: FailureCounts
-
-
-def stale(message: AbstractIncomingMessage) -> bool:
-    """True when the message's channel is gone: the broker has already taken it back."""
-    try:
-        message.channel  # noqa: B018 - the property raises once the channel is closed
-    except ChannelInvalidStateError:
-        return True
-    return False
-
-
-async def settle(settling: Coroutine[Any, Any, None], queue: str, verb: str) -> None:
-    try:
-        await asyncio.wait_for(settling, OPERATION_TIMEOUT_S)
-    except RETRYABLE as exc:
-        # Unsettled messages go back to the queue when their channel closes.
-        log.warning("consumer %s: could not %s a message (%r); the broker redelivers it", queue, verb, exc)
+WAKE = object()  # put in an inbox to make an idle worker look at its held batches
 
 
 class Subscription(ABC):
@@ -198,7 +87,7 @@ class Subscription(ABC):
         optional queue that does not exist."""
         try:
             await self._subscribe()
-        except _Gone:
+        except Gone:
             return False
         self._subscribed = True
         self._worker = asyncio.create_task(self._run(), name=f"herald-bus-consumer:{self.name}")
@@ -267,15 +156,15 @@ class Subscription(ABC):
                 underlay.on_consumer_cancel_callbacks.add(cancelled)
                 tag.append(await queue.consume(self._on_delivery))
         except ChannelNotFoundEntity as exc:
-            await _close_quietly(channel)
+            await close_quietly(channel)
             if self.spec.optional:
-                raise _Gone(self.name) from exc
+                raise Gone(self.name) from exc
             raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
         except RETRYABLE as exc:
-            await _close_quietly(channel)
+            await close_quietly(channel)
             raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
         except BaseException:
-            await _close_quietly(channel)
+            await close_quietly(channel)
             raise
         self._channel, self._tag, self._lost = channel, tag[0], lost
 
@@ -294,7 +183,7 @@ class Subscription(ABC):
                 await self._context.link.wait_connected()
                 try:
                     await self._subscribe()
-                except _Gone:
+                except Gone:
                     log.info("consumer %s: its queue is gone; nothing left to drain", self.name)
                     return
                 except Unavailable as exc:
@@ -321,7 +210,7 @@ class Subscription(ABC):
         """Close the channel if it is still open (a broker cancel leaves it so): the
         broker takes back what was delivered on it and not settled."""
         channel, self._channel, self._tag = self._channel, None, None
-        await _close_quietly(channel)
+        await close_quietly(channel)
 
     # Handling --------------------------------------------------------------------------
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
@@ -340,7 +229,7 @@ class Subscription(ABC):
             first = await self._inbox.get()
             if first is None:
                 break
-            if first is _WAKE:
+            if first is WAKE:
                 continue
             batch, stop = self._take_batch(first)
             await self._handle(batch, False)
@@ -359,7 +248,7 @@ class Subscription(ABC):
             if more is None:
                 stop = True
                 break
-            if more is not _WAKE:
+            if more is not WAKE:
                 batch.append(more)
         return [m for m in batch if not stale(m)], stop
 
@@ -373,7 +262,7 @@ class Subscription(ABC):
             self._held.appendleft((batch, one_by_one))
         else:
             self._held.append((batch, one_by_one))
-        self._inbox.put_nowait(_WAKE)
+        self._inbox.put_nowait(WAKE)
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
         for message in messages:
@@ -384,7 +273,7 @@ class Subscription(ABC):
         taken = []
         while not self._inbox.empty():
             message = self._inbox.get_nowait()
-            if message is not None and message is not _WAKE:
+            if message is not None and message is not WAKE:
                 taken.append(message)
         return taken
 
@@ -427,133 +316,3 @@ class Subscription(ABC):
         self._context.failures.forget(key)
         parked(self.name, message.body, failures, message_id=message.message_id or "")
         await settle(message.ack(), self.name, "ack")
-
-
-class Consumer(Subscription):
-    """Handles its deliveries one at a time, in order."""
-
-    def __init__(self, spec: QueueSpec, context: ConsumeContext, handler: Handler, on_change: OnChange | None) -> None:
-        super().__init__(spec, context, on_change)
-        self._handler = handler
-
-    async def _handle(self, batch: list[AbstractIncomingMessage], one_by_one: bool) -> None:
-        # Everything already buffered is handled before any of it is acknowledged: the
-        # handlers run back to back in one turn of the event loop, so a push node that
-        # fell behind writes each socket once for the lot (PushNode._flush).
-        handled: list[AbstractIncomingMessage] = []
-        for index, message in enumerate(batch):
-            if stale(message):
-                continue
-            try:
-                await self._handler(message.body)
-            except asyncio.CancelledError:
-                await self._ack(handled)
-                await self._requeue(batch[index:])
-                raise
-            except Exception as exc:
-                await self._ack(handled)
-                handled = []
-                if not self.spec.work:
-                    log.exception("consumer %s: handler failed; redelivering in %ss", self.name, REDELIVERY_PAUSE_S)
-                    await asyncio.sleep(REDELIVERY_PAUSE_S)
-                    await self._requeue([*batch[index:], *self._take_buffered()])
-                    return
-                if isinstance(exc, Unavailable):
-                    log.warning("consumer %s: %s; trying again in %ss", self.name, exc.message, REDELIVERY_PAUSE_S)
-                    self._hold(batch[index:], False)
-                    await asyncio.sleep(REDELIVERY_PAUSE_S)
-                    return
-                log.exception("consumer %s: handler failed; the message comes back later", self.name)
-                self._reject_later(message)
-                continue
-            handled.append(message)
-        await self._ack(handled)
-
-
-class BatchConsumer(Subscription):
-    """Hands every buffered delivery to a batch handler in one call and acknowledges them
-    once the work it started has settled, with several batches settling at once."""
-
-    def __init__(
-        self, spec: QueueSpec, context: ConsumeContext, handler: BatchHandler, on_change: OnChange | None
-    ) -> None:
-        super().__init__(spec, context, on_change)
-        self._handler = handler
-        self._settler: Settler[AbstractIncomingMessage] = Settler(self.name, self._ack, self._failed, self._requeue)
-
-    async def _run(self) -> None:
-        try:
-            await super()._run()
-        finally:
-            await self._settler.drain()
-
-    async def _room(self) -> None:
-        # Room first, then take: what buffers while batches settle joins the next one.
-        await self._settler.room()
-
-    async def _failed(self, batch: list[AbstractIncomingMessage], failure: BaseException) -> None:
-        # Unavailable: the same batch again; anything else: one by one, to find the culprit.
-        self._hold(batch, not isinstance(failure, Unavailable), first=False)
-
-    async def _handle(self, batch: list[AbstractIncomingMessage], one_by_one: bool) -> None:
-        batch = [message for message in batch if not stale(message)]
-        if not batch:
-            return
-        if one_by_one:
-            await self._one_by_one(batch)
-            return
-        try:
-            settled = await self._handler([message.body for message in batch])
-        except asyncio.CancelledError:
-            await self._requeue(batch)
-            raise
-        except Unavailable as exc:
-            log.warning("consumer %s: %s; trying again in %ss", self.name, exc.message, REDELIVERY_PAUSE_S)
-            self._settler.pause()
-            self._hold(batch, False)
-            return
-        except Exception:
-            log.exception("consumer %s: handler failed; handling the batch one by one", self.name)
-            self._settler.pause()
-            self._hold(batch, True)
-            return
-        self._settler.add(batch, settled)
-
-    async def _one_by_one(self, batch: list[AbstractIncomingMessage]) -> None:
-        """Each body on its own, settled before the next: only the ones that fail again
-        are rejected (counted), the others go through."""
-        for index, message in enumerate(batch):
-            if stale(message):
-                continue
-            try:
-                await (await self._handler([message.body]))
-            except asyncio.CancelledError:
-                await self._requeue(batch[index:])
-                raise
-            except Unavailable as exc:
-                log.warning("consumer %s: %s; trying again in %ss", self.name, exc.message, REDELIVERY_PAUSE_S)
-                self._settler.pause()
-                self._hold(batch[index:], True)
-                return
-            except Exception:
-                log.exception("consumer %s: a message failed on its own; it comes back later", self.name)
-                self._reject_later(message)
-                continue
-            await self._ack([message])
-
-
-async def open_channel(connection: AbstractConnection, **options: Any) -> AbstractChannel:
-    """A new channel; a connection that dropped a moment ago is ``Unavailable``, not a bug
-    (aiormq raises RuntimeError for a closed connection)."""
-    options.setdefault("publisher_confirms", False)
-    try:
-        return await connection.channel(**options)
-    except RuntimeError as exc:
-        raise Unavailable(f"RabbitMQ unavailable: {exc}") from exc
-
-
-async def _close_quietly(channel: AbstractChannel | None) -> None:
-    if channel is None or channel.is_closed:
-        return
-    with contextlib.suppress(*RETRYABLE, RuntimeError):
-        await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)

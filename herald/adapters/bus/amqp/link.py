@@ -29,7 +29,7 @@ from aio_pika.exceptions import AMQPConnectionError
 
 from herald.core.errors import Unavailable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("herald.adapters.bus.amqp_link")
 
 # Faults of connecting that another node or a later attempt may not have.
 CONNECT_FAULTS: tuple[type[BaseException], ...] = (AMQPConnectionError, ConnectionError, OSError, TimeoutError)
