@@ -23,8 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.core import codec
 from herald.core.credentials import bearer, same_secret
-from herald.core.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized
+from herald.core.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
 from herald.ops import metrics
+from herald.ops.readiness import NOT_READY, check_name, run_check
 
 log = logging.getLogger("herald.http")
 
@@ -114,9 +115,18 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The route's template (/v1/tokens/{token}), never the path or its query string:
+        # those may carry a token, and logs travel further than the request did.
+        log.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
         count(service, "internal").inc()
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, safe to log; ``(no route)`` before routing."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "(no route)"
 
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
@@ -188,13 +198,9 @@ def create_api(
     )
     async def readyz() -> Readiness:
         for check in checks:
-            await check()
-        degraded = []
-        for name, check in (soft_checks or {}).items():
-            try:
-                await check()
-            except HeraldError:
-                degraded.append(name)
+            if not await run_check(check, check_name(check)):
+                raise Unavailable(NOT_READY)
+        degraded = [name for name, check in (soft_checks or {}).items() if not await run_check(check, name)]
         return Readiness(status="degraded" if degraded else "ready", degraded=degraded)
 
     return app

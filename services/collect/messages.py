@@ -16,6 +16,7 @@ from herald.adapters.store.base import Store
 from herald.core import codec
 from herald.core.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
 from herald.core.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
+from herald.core.settings import MAX_BATCH_CEILING
 from herald.messaging.accept import Draft, Limits, draft_for
 from herald.web.api import ERROR_RESPONSES, STRICT_BODY, json_int
 
@@ -40,7 +41,10 @@ class To(BaseModel):
 
     model_config = ConfigDict(**STRICT_BODY, json_schema_extra={"oneOf": _EXACTLY_ONE})
     users: list[Annotated[str, Field(json_schema_extra={"pattern": USER_ID_RE.pattern})]] | None = Field(
-        default=None, min_length=1, description="user ids; each gets the message on `user:<id>`"
+        default=None,
+        min_length=1,
+        max_length=MAX_BATCH_CEILING,
+        description="user ids; each gets the message on `user:<id>` (at most HERALD_MAX_BATCH)",
     )
     group: str | None = Field(
         default=None,
@@ -71,7 +75,9 @@ class SendMessage(BaseModel):
 class SendBatch(BaseModel):
     model_config = STRICT_BODY
     messages: list[dict[str, Any]] = Field(
-        min_length=1, description="items shaped like POST /v1/messages bodies, each validated on its own"
+        min_length=1,
+        max_length=MAX_BATCH_CEILING,
+        description="items shaped like POST /v1/messages bodies, each validated on its own (at most HERALD_MAX_BATCH)",
     )
 
 

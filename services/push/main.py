@@ -67,7 +67,7 @@ def build(
         settings.drain_s,
         publishing,
         readiness=[directory.ping, bus.ping, consuming],
-        demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
+        demo=None if demo_app is None else DemoBackend(store, directory, bus, demo_app, public=settings.demo_public),
         reuse_port=settings.reuse_port,
         console=ConsoleConfig(**(console_urls or {})),
         ops=OpsSnapshots(settings.node_id, directory, bus, store, settings.admin_token),

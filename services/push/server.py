@@ -47,6 +47,7 @@ from herald.core.credentials import secret_hash
 from herald.core.errors import HeraldError, Unavailable
 from herald.messaging.appconfig import AppConfigs
 from herald.ops import metrics
+from herald.ops.readiness import NOT_READY, check_name, run_check
 
 log = logging.getLogger("herald.push")
 
@@ -213,16 +214,14 @@ class PushServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process_request(self, request: Request) -> Response | Admitted:
+    async def _process_request(self, request: Request, peer_host: str | None = None) -> Response | Admitted:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
-            try:
-                for check in self._readiness:
-                    await check()
-            except HeraldError as exc:
-                return json_response(exc.status, exc.to_body())
+            for check in self._readiness:
+                if not await run_check(check, check_name(check)):
+                    return json_response(503, Unavailable(NOT_READY).to_body())
             return json_response(200, {"status": "ready"})
         if path == "/metrics":
             text, content_type = metrics.exposition()
@@ -235,12 +234,15 @@ class PushServer:
                 {
                     "auth_url": self._console.auth_url,
                     "collect_url": self._console.collect_url,
-                    "demo": self._demo is not None,
+                    "demo": self._demo is not None and self._demo.serves(peer_host),
                 },
             )
         if path.startswith("/ops/") and self._ops is not None:
             return json_response(*await self._ops.answer(path, request.headers.get("Authorization")))
         if path.startswith("/demo/") and self._demo is not None:
+            if not self._demo.serves(peer_host):
+                message = "the demo answers loopback clients only (HERALD_DEMO_PUBLIC=1 serves everyone)"
+                return _error(403, "demo_loopback_only", message)
             return await self._demo_answer(path, request.path)
         if path != "/ws":
             return _error(404, "not_found", "WebSocket endpoint is /ws")
@@ -307,7 +309,7 @@ class PushServer:
         """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
         start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
         try:
-            answer = await self._process_request(request)
+            answer = await self._process_request(request, _peer_host(sock))
         except Exception:
             log.exception("could not answer a request for %s", request.path)
             answer = _error(500, "internal", "the push node failed to answer this request")
@@ -333,6 +335,12 @@ class PushServer:
         )
         sock.respond(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
+
+
+def _peer_host(sock: Socket) -> str | None:
+    """The client's address as the kernel saw it (not a header a client could write)."""
+    peer = sock.transport.get_extra_info("peername") if sock.transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
