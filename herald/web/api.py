@@ -26,6 +26,8 @@ from herald.core.credentials import bearer, same_secret
 from herald.core.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
 from herald.ops import metrics
 from herald.ops.readiness import NOT_READY, check_name, run_check
+from herald.web import csp
+from herald.web.throttle import FailureThrottle
 
 log = logging.getLogger("herald.http")
 
@@ -173,6 +175,7 @@ def create_api(
     service = title.removeprefix("Herald ").lower()
     install_error_handlers(app, service)
     app.add_middleware(CountResponses, service=service)
+    app.add_middleware(SecurityHeaders)
 
     @app.get(
         "/metrics",
@@ -206,6 +209,53 @@ def create_api(
     return app
 
 
+class SecurityHeaders:
+    """``nosniff`` and ``no-referrer`` on every answer; HTML (the API docs) also gets a
+    Content-Security-Policy with ``frame-ancestors 'none'`` (``herald.web.csp``), computed
+    from the page itself, which is therefore held until its last byte (a few KB)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        held: list[bytes] = []
+
+        async def secured(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *_encoded(csp.SECURITY_HEADERS)]
+                message = {**message, "headers": headers}
+                if not _is_html(headers):
+                    await send(message)
+                    return
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            held.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            page = b"".join(held)
+            extra = [("Content-Security-Policy", csp.for_api_docs(page)), *csp.FRAME_HEADERS]
+            await send({**start, "headers": [*start["headers"], *_encoded(extra)]})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, secured)
+
+
+def _encoded(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
+
+
+def _is_html(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"content-type" and value.startswith(b"text/html") for name, value in headers)
+
+
 class CountResponses:
     """Count answered requests by status class, without touching bodies (pure ASGI, so
     streaming and the body limit behave as before)."""
@@ -231,23 +281,36 @@ class CountResponses:
         await self.app(scope, receive, counted)
 
 
-def require_secret(request: Request, expected: str, who: str) -> None:
-    """Check a fixed credential (operator or service token) from the Authorization header."""
+def require_secret(request: Request, expected: str, who: str, throttle: FailureThrottle | None = None) -> None:
+    """Check a fixed credential (operator or service token) from the Authorization header;
+    with ``throttle``, a source that keeps sending wrong ones is refused for a while (429)."""
     given = bearer(request.headers.get("authorization"))
     if given is None:
         raise Unauthorized(f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential")
+    source = request.client.host if request.client is not None else ""
+    if throttle is not None:
+        wait_s = throttle.blocked_for(source)
+        if wait_s > 0:
+            raise TooManyRequests(
+                f"too many wrong {who} tokens from this address; try again later",
+                retry_after_s=wait_s,
+                code="too_many_failures",
+            )
     if not same_secret(given, expected):
+        if throttle is not None:
+            throttle.failed(source)
         raise Forbidden(f"this is not the {who} token", code="bad_credential")
 
 
 def secret_dependency(expected: str, who: str, scheme_name: str) -> Callable[..., None]:
-    """A dependency that checks a fixed credential like ``require_secret`` and declares it in
-    the OpenAPI document as its own bearer scheme, so clients and fuzzers know which
-    token an operation takes."""
+    """A dependency that checks a fixed credential like ``require_secret`` (failures
+    throttled per source, ``herald.web.throttle``) and declares it in the OpenAPI document
+    as its own bearer scheme, so clients and fuzzers know which token an operation takes."""
     declared = Security(HTTPBearer(auto_error=False, scheme_name=scheme_name, description=f"the {who} token"))
+    throttle = FailureThrottle()
 
     def check(request: Request, _: HTTPAuthorizationCredentials | None = declared) -> None:
-        require_secret(request, expected, who)
+        require_secret(request, expected, who, throttle)
 
     return check
 
@@ -287,7 +350,11 @@ async def _send_too_large(send: Send, limit: int) -> None:
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *_encoded(csp.SECURITY_HEADERS),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -48,6 +48,7 @@ from herald.core.errors import HeraldError, Unavailable
 from herald.messaging.appconfig import AppConfigs
 from herald.ops import metrics
 from herald.ops.readiness import NOT_READY, check_name, run_check
+from herald.web import csp
 
 log = logging.getLogger("herald.push")
 
@@ -65,6 +66,25 @@ STATIC_FILES: dict[str, tuple[Path, str]] = {
     "/ops": (_PAGES / "ops.html", "text/html; charset=utf-8"),
     "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
 }
+
+
+# Where each page may connect. The console calls auth and collect wherever its user points
+# it (other ports under `herald dev`, other hosts) and opens the WebSocket there; the chat
+# and ops pages only talk to the node that served them.
+PAGE_CONNECT_SRC = {
+    "/": "'self' http: https: ws: wss:",
+    "/chat": "'self' ws: wss:",
+    "/ops": "'self'",
+}
+
+
+def page_headers(path: str, body: bytes) -> list[tuple[str, str]]:
+    """A page's Content-Security-Policy (its own inline blocks by hash, no framing); none
+    for what is not a page (``herald.js``)."""
+    connect_src = PAGE_CONNECT_SRC.get(path)
+    if connect_src is None:
+        return []
+    return [("Content-Security-Policy", csp.for_page(body, connect_src)), *csp.FRAME_HEADERS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +115,18 @@ class Admitted:
     checked_at: float  # when its token check began (epoch seconds): later kicks apply to it
 
 
-def http_response(status: int, body: bytes, content_type: str) -> Response:
+def http_response(status: int, body: bytes, content_type: str, extra: Sequence[tuple[str, str]] = ()) -> Response:
     # The WebSocket server closes the connection after any answer but an upgrade: saying so
     # keeps HTTP clients from sending their next request on a socket about to close.
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")])
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *csp.SECURITY_HEADERS,
+            *extra,
+        ]
+    )
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
@@ -238,7 +266,7 @@ class PushServer:
                 },
             )
         if path.startswith("/ops/") and self._ops is not None:
-            return json_response(*await self._ops.answer(path, request.headers.get("Authorization")))
+            return json_response(*await self._ops.answer(path, request.headers.get("Authorization"), peer_host or ""))
         if path.startswith("/demo/") and self._demo is not None:
             if not self._demo.serves(peer_host):
                 message = "the demo answers loopback clients only (HERALD_DEMO_PUBLIC=1 serves everyone)"
@@ -287,7 +315,7 @@ class PushServer:
             body = file.read_bytes()
         except OSError:
             return _error(404, "not_found", f"{path} is not installed with this node")
-        return http_response(200, body, content_type)
+        return http_response(200, body, content_type, page_headers(path, body))
 
     async def _demo_answer(self, path: str, target: str) -> Response:
         assert self._demo is not None
