@@ -28,6 +28,7 @@ from herald.ops import metrics
 from tests.compose.conftest import Deployment
 from tests.compose.twin import (
     ROOT,
+    SERVER_CREDENTIALS,
     ComposeError,
     container_ports,
     depends_on,
@@ -42,13 +43,15 @@ from tests.compose.twin import (
 
 WAIT_S = 10.0
 SECRETS = {"HERALD_ADMIN_TOKEN": "admin", "HERALD_SERVICE_TOKEN": "service"}
+CREDENTIALS = {name: f"{name.lower()}-value" for name in SERVER_CREDENTIALS}
+COMPOSE_VARIABLES = {**SECRETS, **CREDENTIALS}
 SERVERS = ("mongo", "redis", "rabbitmq")
 # The same everywhere: services meet only through these.
 SHARED = ("HERALD_AMQP_URL", "HERALD_REDIS_URL", "HERALD_MONGO_URL", "HERALD_NAMESPACE", "HERALD_AUTH_URL")
 
 
 def _services() -> dict[str, dict[str, Any]]:
-    return load_compose(SECRETS)["services"]
+    return load_compose(COMPOSE_VARIABLES)["services"]
 
 
 def _role(spec: dict[str, Any]) -> str:
@@ -113,8 +116,8 @@ def test_services_start_once_what_they_need_is_healthy() -> None:
 
 
 def test_secrets_come_from_the_environment_and_the_settings_are_shared() -> None:
-    for name in SECRETS:
-        given = {key: value for key, value in SECRETS.items() if key != name}
+    for name in COMPOSE_VARIABLES:
+        given = {key: value for key, value in COMPOSE_VARIABLES.items() if key != name}
         with pytest.raises(ComposeError, match=name):
             load_compose(given)
     herald = _herald(_services())
@@ -122,6 +125,39 @@ def test_secrets_come_from_the_environment_and_the_settings_are_shared() -> None
         values = {environment(spec).get(key) for spec in herald.values()}
         assert len(values) == 1 and None not in values, f"{key} differs between services: {values}"
     assert {environment(spec)["HERALD_ADMIN_TOKEN"] for spec in herald.values()} == {"admin"}
+
+
+def test_every_server_credential_comes_from_the_environment_and_none_is_a_default() -> None:
+    """RabbitMQ ran as guest/guest, Redis and MongoDB without any password."""
+    services = _services()
+    rabbit = environment(services["rabbitmq"])
+    assert (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"]) == (
+        CREDENTIALS["HERALD_RABBITMQ_USER"],
+        CREDENTIALS["HERALD_RABBITMQ_PASSWORD"],
+    )
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--requirepass") + 1] == CREDENTIALS["HERALD_REDIS_PASSWORD"]
+    assert environment(services["redis"])["REDISCLI_AUTH"] == CREDENTIALS["HERALD_REDIS_PASSWORD"]
+    mongo = environment(services["mongo"])
+    assert (mongo["MONGO_INITDB_ROOT_USERNAME"], mongo["MONGO_INITDB_ROOT_PASSWORD"]) == (
+        CREDENTIALS["HERALD_MONGO_USER"],
+        CREDENTIALS["HERALD_MONGO_PASSWORD"],
+    )
+    assert "--keyFile" in services["mongo"]["command"]
+    for name, spec in _herald(services).items():
+        env = environment(spec)
+        amqp, redis_url, mongo_url = (urlsplit(env[key]) for key in SHARED[:3])
+        assert (amqp.username, amqp.password) == (
+            CREDENTIALS["HERALD_RABBITMQ_USER"],
+            CREDENTIALS["HERALD_RABBITMQ_PASSWORD"],
+        ), name
+        assert redis_url.password == CREDENTIALS["HERALD_REDIS_PASSWORD"], name
+        assert (mongo_url.username, mongo_url.password) == (
+            CREDENTIALS["HERALD_MONGO_USER"],
+            CREDENTIALS["HERALD_MONGO_PASSWORD"],
+        ), name
+    for server in SERVERS:
+        assert not services[server].get("ports"), f"{server} publishes a port"
 
 
 def test_mongo_is_a_replica_set_of_one() -> None:
