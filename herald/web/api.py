@@ -316,7 +316,12 @@ def secret_dependency(expected: str, who: str, scheme_name: str) -> Callable[...
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes before they are buffered (413)."""
+    """Refuse request bodies over ``limit`` bytes before they are buffered (413).
+
+    A declared ``Content-Length`` over the limit is answered at once. A body that streams
+    (chunked) is read up to the limit; past it the app is told the client left, whatever it
+    answers to that is dropped, and the caller gets the same 413 (FastAPI would otherwise
+    answer a body it could not read with a 400)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -331,17 +336,34 @@ class BodyLimit:
                 await _send_too_large(send, self.limit)
                 return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # the app's answer to a body it never got whole; the 413 goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await _send_too_large(send, self.limit)
 
 
 async def _send_too_large(send: Send, limit: int) -> None:

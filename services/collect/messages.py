@@ -29,7 +29,14 @@ MAX_HISTORY_PAGE = 1000
 _NULL: dict[str, Any] = {"type": "null"}
 _NO_BROADCAST: dict[str, Any] = {"enum": [None, False]}
 _EXACTLY_ONE = [
-    {"required": ["users"], "properties": {"users": {"type": "array"}, "group": _NULL, "broadcast": _NO_BROADCAST}},
+    {
+        "required": ["users"],
+        "properties": {
+            "users": {"type": "array", "maxItems": MAX_BATCH_CEILING},
+            "group": _NULL,
+            "broadcast": _NO_BROADCAST,
+        },
+    },
     {"required": ["group"], "properties": {"group": {"type": "string"}, "users": _NULL, "broadcast": _NO_BROADCAST}},
     {"required": ["broadcast"], "properties": {"broadcast": {"const": True}, "users": _NULL, "group": _NULL}},
 ]
