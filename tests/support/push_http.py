@@ -5,7 +5,7 @@ address (tests may only use the loopback), or break one of its dependencies."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,29 @@ def seen_from(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     monkeypatch.setattr(push_server, "_peer_host", lambda _sock: address)
 
 
+def _raising(failure: BaseException) -> Callable[..., Awaitable[None]]:
+    async def fail(*_: Any, **__: Any) -> None:
+        raise failure
+
+    return fail
+
+
 @contextlib.asynccontextmanager
-async def push_node(directory: Path, env: Mapping[str, str] | None = None, demo: bool = True) -> AsyncIterator[Node]:
+async def push_node(
+    directory: Path,
+    env: Mapping[str, str] | None = None,
+    demo: bool = True,
+    failures: Mapping[str, BaseException] | None = None,
+) -> AsyncIterator[Node]:
+    """A started node; ``failures`` makes adapter methods raise (``{"directory.ping": exc}``)."""
     settings = Settings.from_env(
         "standalone",
         {"HERALD_DATA_DIR": str(directory), "HERALD_PORT": "0", "HERALD_ADMIN_TOKEN": ADMIN, **(env or {})},
     )
     adapters = make_adapters(settings, NEEDS["push"])
+    for where, failure in (failures or {}).items():
+        adapter, _, method = where.partition(".")
+        setattr(getattr(adapters, adapter), method, _raising(failure))
     extra: dict[str, Any] = {"demo_app": lambda: DEMO} if demo else {}
     parts = [*adapters.parts(), *build(settings, adapters, **extra)]
     [server] = [part.start.__self__ for part in parts if part.name == "push-server"]  # type: ignore[attr-defined]
