@@ -319,7 +319,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         response_model=Introspection,
         responses=ERROR_RESPONSES,
         dependencies=[Depends(service)],
-        tags=["tokens"],
+        tags=["internal"],  # for push nodes on the internal network; nginx does not route it
         summary="Is this connect token valid?",
     )
     async def introspect(body: Introspect) -> Introspection:
@@ -330,7 +330,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         response_model=Introspections,
         responses=ERROR_RESPONSES,
         dependencies=[Depends(service)],
-        tags=["tokens"],
+        tags=["internal"],  # for push nodes on the internal network; nginx does not route it
         summary="Are these connect tokens valid? One answer per token, in order, from one store query",
     )
     async def introspect_batch(body: IntrospectBatch) -> Introspections:
