@@ -4,7 +4,7 @@ import contextlib
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, FastAPI, Path, Query
 from fastapi.responses import Response
 from herald.services.collect.groupcommit import GroupCommit
 from herald.services.collect.online import OnlineLookups
@@ -63,13 +63,51 @@ class To(BaseModel):
     broadcast: bool | None = Field(default=None, description="true: every connected user of the app, on `broadcast`")
 
 
+# What `data` may hold, as collect's OpenAPI document says it: any JSON, but integers within
+# 64 bits (signed or unsigned), which is what the codec carries (a larger one is a 400
+# invalid_data). The model keeps `Any` (values are measured and encoded once, in
+# ``draft_for``); ``add_json_data_schema`` puts this recursive definition in the document.
+JSON_DATA_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "string"},
+        {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonData"}},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonData"}},
+    ]
+}
+
+
+def add_json_data_schema(api: FastAPI) -> None:
+    """Declare `data` of a message as ``JsonData`` in the app's OpenAPI document."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schemas = generate()["components"]["schemas"]
+            schemas["JsonData"] = JSON_DATA_SCHEMA
+            data = schemas["SendMessage"]["properties"]["data"]
+            schemas["SendMessage"]["properties"]["data"] = {
+                "allOf": [{"$ref": "#/components/schemas/JsonData"}],
+                "description": data.get("description", ""),
+            }
+        return api.openapi_schema or generate()
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 class SendMessage(BaseModel):
     model_config = STRICT_BODY
     to: To
     event: str = Field(
         min_length=1, max_length=64, json_schema_extra={"pattern": EVENT_RE.pattern}, examples=["order.shipped"]
     )
-    data: Any = Field(default=None, description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded")
+    data: Any = Field(
+        default=None,
+        description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded; integers within 64 bits",
+    )
     ttl_s: json_int(1, MAX_TTL_S) | None = Field(default=None, description="kept for replay this long")
     idempotency_key: str | None = Field(
         default=None,

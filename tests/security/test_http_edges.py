@@ -87,7 +87,8 @@ def _arrays(schema: Any, components: dict[str, Any], path: str, seen: set[str]) 
         ref = schema.get("$ref")
         if isinstance(ref, str):
             name = ref.rsplit("/", 1)[1]
-            if name not in seen:
+            # A message's `data` is any JSON: bounded in bytes (HERALD_MAX_PAYLOAD), not in count.
+            if name not in seen and name != "JsonData":
                 found += _arrays(components[name], components, name, seen | {name})
             return found
         if schema.get("type") == "array":
