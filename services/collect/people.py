@@ -86,7 +86,9 @@ class Kicked(BaseModel):
     nodes: int = Field(description="push nodes that held connections of the user and were told to close them")
 
 
-def people_routes(app_id_dependency: Any, store: Store, directory: Directory, bus: Bus, quotas: Quotas) -> APIRouter:
+def people_routes(
+    app_id_dependency: Any, store: Store, directory: Directory, bus: Bus, quotas: Quotas
+) -> APIRouter:
     api = APIRouter()
     AppId = app_id_dependency
 
