@@ -124,6 +124,18 @@ def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Setting
     return parts, per_role, demo
 
 
+def _demo_line(push: Settings) -> str:
+    if push.demo_public:
+        return (
+            "  WARNING: HERALD_DEMO_PUBLIC=1: /demo/* hands the demo app's API key and tokens for any\n"
+            "           user to every client that reaches this port, not only this machine.\n"
+        )
+    return (
+        "  demo      /demo/* (the demo app's key, tokens for any user) answers loopback clients only;\n"
+        "            HERALD_DEMO_PUBLIC=1 serves it to every client.\n"
+    )
+
+
 def banner(per_role: dict[str, Settings], demo: dict[str, str]) -> str:
     host = _client_host(per_role["auth"].host)
     url = {role: f"http://{host}:{s.port}" for role, s in per_role.items()}
@@ -142,6 +154,7 @@ Herald is running (standalone: one process, data in {data_dir}).
   chat      http://{host}:{per_role["push"].port}/chat   (open it in two windows)
   ops       http://{host}:{per_role["push"].port}/ops    (the operator's view; asks for the token below)
 
+{_demo_line(per_role["push"])}
   operator token (HERALD_ADMIN_TOKEN): {admin}
   demo app id:  {demo.get("app_id", "")}
   demo API key: {key}

@@ -67,13 +67,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HERALD_NODE_ID", "<host>:<port>", "push node id: its queue name and presence routes"),
     Variable("HERALD_AUTH_URL", "http://127.0.0.1:8001", "where push nodes reach auth"),
     Variable("HERALD_NAMESPACE", "herald", "prefix of every key, exchange, queue and database ([a-z0-9_])"),
-    Variable("HERALD_ADMIN_TOKEN", None, "operator credential (create apps, rotate keys)"),
-    Variable("HERALD_SERVICE_TOKEN", None, "credential services use among themselves (introspection)"),
+    Variable("HERALD_ADMIN_TOKEN", None, "operator credential (create apps, rotate keys); at least 32 characters"),
+    Variable(
+        "HERALD_SERVICE_TOKEN", None, "credential services use among themselves (introspection); at least 32 characters"
+    ),
     Variable("HERALD_CORS_ORIGINS", "", "browser origins allowed to call auth and collect (comma-separated, or *)"),
     Variable("HERALD_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Variable("HERALD_HEARTBEAT_S", "10", "node heartbeat and WebSocket ping interval; a node silent for 3x is dead"),
     Variable("HERALD_MAX_PAYLOAD", "65536", "largest message `data`, bytes of JSON"),
     Variable("HERALD_MAX_BATCH", "1000", "most messages in one batch request, and users in one `to`"),
+    Variable(
+        "HERALD_MAX_BODY",
+        "4 x HERALD_MAX_PAYLOAD, at least 1048576",
+        "largest request body collect reads, bytes; a larger one is answered 413 before it is parsed",
+    ),
     Variable("HERALD_MESSAGE_TTL_S", "604800", "message retention for replay when `ttl_s` is not given"),
     Variable("HERALD_TOKEN_TTL_S", "3600", "connect token lifetime when `ttl_s` is not given"),
     Variable("HERALD_PREFETCH", "64", "bus messages a consumer holds unacknowledged"),
@@ -89,9 +96,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "HERALD_WEBHOOK_BLOCK_PRIVATE",
         "0",
-        "1: refuse webhook URLs that resolve to private, loopback or link-local addresses",
+        "1: refuse webhook and publish hook URLs that resolve to private, loopback or link-local addresses",
+    ),
+    Variable(
+        "HERALD_DEMO_PUBLIC",
+        "0",
+        "herald dev only: 1 serves the demo's /demo/* (its API key, tokens for any user) to every client, "
+        "not only to loopback ones",
     ),
 )
+
+# The largest HERALD_MAX_BATCH (and app max_batch): request schemas bound their lists by it,
+# whatever the configured value, which the handlers then apply.
+MAX_BATCH_CEILING = 100_000
+
+# Operator and service tokens are bearer secrets compared on every call: long enough that
+# guessing is hopeless (32 characters of token_urlsafe are 192 bits).
+MIN_SECRET_LENGTH = 32
 
 REDIS_MODES = ("single", "cluster", "sentinel")
 
@@ -195,6 +216,15 @@ class Settings:
     reuse_port: bool = False
     cors_origins: tuple[str, ...] = ()
     webhook_block_private: bool = False
+    max_body: int = 0  # 0: derived from max_payload (``body_limit``)
+    demo_public: bool = False
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body collect reads: ``HERALD_MAX_BODY``, or room for a
+        message of ``max_payload`` bytes four times over (JSON escaping, the envelope), and
+        never under 1 MiB so a batch of small messages fits."""
+        return self.max_body or max(1024 * 1024, 4 * self.max_payload)
 
     @property
     def amqp_urls(self) -> tuple[str, ...]:
@@ -255,6 +285,7 @@ class Settings:
             raise ConfigError("HERALD_REDIS_MASTER: required when HERALD_REDIS_MODE=sentinel (the primary's name)")
         if redis_mode == "cluster" and not redis:
             raise ConfigError("HERALD_REDIS_URL: required when HERALD_REDIS_MODE=cluster (any node of the cluster)")
+        max_body = get("HERALD_MAX_BODY")
         settings = cls(
             role=role,
             namespace=namespace,
@@ -277,7 +308,7 @@ class Settings:
             log_level=log_level,
             heartbeat_s=parse("HERALD_HEARTBEAT_S", "10", lambda n, r: _float(n, r, 0.05, 3600)),
             max_payload=parse("HERALD_MAX_PAYLOAD", "65536", lambda n, r: _int(n, r, 16, 16 * 1024 * 1024)),
-            max_batch=parse("HERALD_MAX_BATCH", "1000", lambda n, r: _int(n, r, 1, 100_000)),
+            max_batch=parse("HERALD_MAX_BATCH", "1000", lambda n, r: _int(n, r, 1, MAX_BATCH_CEILING)),
             message_ttl_s=parse("HERALD_MESSAGE_TTL_S", "604800", lambda n, r: _int(n, r, 1, 3650 * 86400)),
             token_ttl_s=parse("HERALD_TOKEN_TTL_S", "3600", lambda n, r: _int(n, r, 1, 365 * 86400)),
             prefetch=parse("HERALD_PREFETCH", "64", lambda n, r: _int(n, r, 1, 65535)),
@@ -292,7 +323,11 @@ class Settings:
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             cors_origins=_origins(get("HERALD_CORS_ORIGINS", "") or ""),
             webhook_block_private=parse("HERALD_WEBHOOK_BLOCK_PRIVATE", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
+            max_body=_int("HERALD_MAX_BODY", max_body, 1024, 256 * 1024 * 1024) if max_body else 0,
+            demo_public=parse("HERALD_DEMO_PUBLIC", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
         )
+        _check_secret("HERALD_ADMIN_TOKEN", settings.admin_token)
+        _check_secret("HERALD_SERVICE_TOKEN", settings.service_token)
         settings.check_cluster_requirements()
         return settings
 
@@ -323,6 +358,15 @@ class Settings:
         missing = [name for name in needs[self.role] if not present[name]]
         if missing:
             raise ConfigError(f"{', '.join(missing)}: required by `herald {self.role}` (cluster mode)")
+
+
+def _check_secret(name: str, value: str) -> None:
+    """An operator or service token that is set must be long: a short one can be guessed."""
+    if value and len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{name}: {len(value)} characters; use at least {MIN_SECRET_LENGTH} "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
 
 
 def generate_secret() -> str:

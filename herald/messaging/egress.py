@@ -1,11 +1,12 @@
-"""Requests to URLs an app chose (webhooks), kept off the private network when asked.
+"""Requests to URLs an app chose (webhooks, publish hooks), kept off the private network when asked.
 
-An operator running Herald next to internal services may not want an app's
-``webhook_url`` to reach them (``http://10.0.0.5/admin``, the cloud metadata address
-``169.254.169.254``, ``localhost``). With ``HERALD_WEBHOOK_BLOCK_PRIVATE=1`` the webhook
-sender's transport (``PublicOnly``) resolves the URL's host itself, refuses it when any
-address it resolves to is not globally routable (private, loopback, link-local, shared,
-reserved, multicast, unspecified; IPv4-mapped IPv6 included), and then connects to the
+An operator running Herald next to internal services may not want an app's ``webhook_url``
+or ``publish_hook_url`` to reach them (``http://10.0.0.5/admin``, the cloud metadata address
+``169.254.169.254``, ``localhost``). With ``HERALD_WEBHOOK_BLOCK_PRIVATE=1`` the transport
+of dispatch's webhook sender and of push nodes' publish hook (``PublicOnly``) resolves the
+URL's host itself, refuses it when any address it resolves to is not globally routable
+(private, loopback, link-local, shared, reserved, multicast, unspecified; IPv4-mapped IPv6
+included), and then connects to the
 address it checked, not to whatever a second lookup would return: a DNS answer that
 changes between the check and the connection (DNS rebinding) gains nothing. The request
 keeps its ``Host`` header, and for https its TLS server name, so virtual hosts and

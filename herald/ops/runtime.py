@@ -64,6 +64,23 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+def served(app: ASGIApp, body_limit: int, cors_origins: Sequence[str] = ()) -> ASGIApp:
+    """What an HTTP service's port serves: the app behind its body limit, and CORS when
+    browsers of other origins may call it."""
+    stack: ASGIApp = BodyLimit(app, body_limit)
+    if cors_origins:
+        # Outermost, so refusals (401, 413, 429) carry the headers a browser needs to read them.
+        stack = CORSMiddleware(
+            stack,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    return stack
+
+
 class HttpServer:
     """One FastAPI app on one port, as a ``Part``."""
 
@@ -71,19 +88,8 @@ class HttpServer:
         self, name: str, app: FastAPI, host: str, port: int, body_limit: int, cors_origins: Sequence[str] = ()
     ) -> None:
         self.name = name
-        served: ASGIApp = BodyLimit(app, body_limit)
-        if cors_origins:
-            # Outermost, so refusals (401, 413, 429) carry the headers a browser needs to read them.
-            served = CORSMiddleware(
-                served,
-                allow_origins=list(cors_origins),
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=["Authorization", "Content-Type"],
-                expose_headers=["Retry-After"],
-                max_age=600,
-            )
         config = uvicorn.Config(
-            served,
+            served(app, body_limit, cors_origins),
             host=host,
             port=port,
             log_config=None,

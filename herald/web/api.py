@@ -23,8 +23,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.core import codec
 from herald.core.credentials import bearer, same_secret
-from herald.core.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized
+from herald.core.errors import Forbidden, HeraldError, PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable
 from herald.ops import metrics
+from herald.ops.readiness import NOT_READY, check_name, run_check
+from herald.web import csp
+from herald.web.throttle import FailureThrottle
 
 log = logging.getLogger("herald.http")
 
@@ -114,9 +117,18 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The route's template (/v1/tokens/{token}), never the path or its query string:
+        # those may carry a token, and logs travel further than the request did.
+        log.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
         count(service, "internal").inc()
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, safe to log; ``(no route)`` before routing."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "(no route)"
 
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
@@ -163,6 +175,7 @@ def create_api(
     service = title.removeprefix("Herald ").lower()
     install_error_handlers(app, service)
     app.add_middleware(CountResponses, service=service)
+    app.add_middleware(SecurityHeaders)
 
     @app.get(
         "/metrics",
@@ -188,16 +201,59 @@ def create_api(
     )
     async def readyz() -> Readiness:
         for check in checks:
-            await check()
-        degraded = []
-        for name, check in (soft_checks or {}).items():
-            try:
-                await check()
-            except HeraldError:
-                degraded.append(name)
+            if not await run_check(check, check_name(check)):
+                raise Unavailable(NOT_READY)
+        degraded = [name for name, check in (soft_checks or {}).items() if not await run_check(check, name)]
         return Readiness(status="degraded" if degraded else "ready", degraded=degraded)
 
     return app
+
+
+class SecurityHeaders:
+    """``nosniff`` and ``no-referrer`` on every answer; HTML (the API docs) also gets a
+    Content-Security-Policy with ``frame-ancestors 'none'`` (``herald.web.csp``), computed
+    from the page itself, which is therefore held until its last byte (a few KB)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        held: list[bytes] = []
+
+        async def secured(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *_encoded(csp.SECURITY_HEADERS)]
+                message = {**message, "headers": headers}
+                if not _is_html(headers):
+                    await send(message)
+                    return
+                start = message
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            held.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            page = b"".join(held)
+            extra = [("Content-Security-Policy", csp.for_api_docs(page)), *csp.FRAME_HEADERS]
+            await send({**start, "headers": [*start["headers"], *_encoded(extra)]})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, secured)
+
+
+def _encoded(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
+
+
+def _is_html(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"content-type" and value.startswith(b"text/html") for name, value in headers)
 
 
 class CountResponses:
@@ -225,29 +281,47 @@ class CountResponses:
         await self.app(scope, receive, counted)
 
 
-def require_secret(request: Request, expected: str, who: str) -> None:
-    """Check a fixed credential (operator or service token) from the Authorization header."""
+def require_secret(request: Request, expected: str, who: str, throttle: FailureThrottle | None = None) -> None:
+    """Check a fixed credential (operator or service token) from the Authorization header;
+    with ``throttle``, a source that keeps sending wrong ones is refused for a while (429)."""
     given = bearer(request.headers.get("authorization"))
     if given is None:
         raise Unauthorized(f"send the {who} token as `Authorization: Bearer <token>`", code="missing_credential")
+    source = request.client.host if request.client is not None else ""
+    if throttle is not None:
+        wait_s = throttle.blocked_for(source)
+        if wait_s > 0:
+            raise TooManyRequests(
+                f"too many wrong {who} tokens from this address; try again later",
+                retry_after_s=wait_s,
+                code="too_many_failures",
+            )
     if not same_secret(given, expected):
+        if throttle is not None:
+            throttle.failed(source)
         raise Forbidden(f"this is not the {who} token", code="bad_credential")
 
 
 def secret_dependency(expected: str, who: str, scheme_name: str) -> Callable[..., None]:
-    """A dependency that checks a fixed credential like ``require_secret`` and declares it in
-    the OpenAPI document as its own bearer scheme, so clients and fuzzers know which
-    token an operation takes."""
+    """A dependency that checks a fixed credential like ``require_secret`` (failures
+    throttled per source, ``herald.web.throttle``) and declares it in the OpenAPI document
+    as its own bearer scheme, so clients and fuzzers know which token an operation takes."""
     declared = Security(HTTPBearer(auto_error=False, scheme_name=scheme_name, description=f"the {who} token"))
+    throttle = FailureThrottle()
 
     def check(request: Request, _: HTTPAuthorizationCredentials | None = declared) -> None:
-        require_secret(request, expected, who)
+        require_secret(request, expected, who, throttle)
 
     return check
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes before they are buffered (413)."""
+    """Refuse request bodies over ``limit`` bytes before they are buffered (413).
+
+    A declared ``Content-Length`` over the limit is answered at once. A body that streams
+    (chunked) is read up to the limit; past it the app is told the client left, whatever it
+    answers to that is dropped, and the caller gets the same 413 (FastAPI would otherwise
+    answer a body it could not read with a 400)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -262,17 +336,34 @@ class BodyLimit:
                 await _send_too_large(send, self.limit)
                 return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise PayloadTooLarge(f"request body over {self.limit} bytes")
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # the app's answer to a body it never got whole; the 413 goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await _send_too_large(send, self.limit)
 
 
 async def _send_too_large(send: Send, limit: int) -> None:
@@ -281,7 +372,11 @@ async def _send_too_large(send: Send, limit: int) -> None:
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *_encoded(csp.SECURITY_HEADERS),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

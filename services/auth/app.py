@@ -14,7 +14,7 @@ from herald.core.credentials import new_app_id, new_connect_token, new_webhook_s
 from herald.core.errors import NotFound
 from herald.core.model import USER_ID_RE, App, AppConfig, AppLimits, TokenRecord, check_user_id
 from herald.core.permissions import MAX_PATTERNS, PATTERN_RE, check_patterns
-from herald.core.settings import Settings
+from herald.core.settings import MAX_BATCH_CEILING, Settings
 from herald.messaging.apikeys import AppKeys, issue_api_key
 from herald.messaging.to_nodes import send_to_all_nodes
 from herald.web.api import ERROR_RESPONSES, STRICT_BODY, create_api, json_int, secret_dependency
@@ -54,7 +54,7 @@ class LimitsBody(BaseModel):
     messages_per_s: float = Field(default=0, ge=0, le=1e9, description="token bucket rate; 0: the default")
     burst: json_int(0, 10**9) = Field(default=0, description="bucket size; 0: one second's worth")
     max_payload: json_int(16, 16 * 1024 * 1024) | None = None
-    max_batch: json_int(1, 100_000) | None = None
+    max_batch: json_int(1, MAX_BATCH_CEILING) | None = None
     connections_per_user: json_int(0, 1_000_000) = 0
     groups_per_user: json_int(0, 1_000_000) = 0
     frames_per_s: float = Field(default=0, ge=0, le=1e6)
@@ -107,6 +107,11 @@ class TokenIssued(BaseModel):
     expires_at: float
     device: str | None = None
     publish: list[str] = Field(default_factory=list)
+
+
+class Revocation(BaseModel):
+    model_config = STRICT_BODY
+    token: str = Field(min_length=1, max_length=MAX_TOKEN_LENGTH, description="the connect token to revoke")
 
 
 class Introspect(BaseModel):
@@ -262,15 +267,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
             token=token, user_id=body.user_id, expires_at=expires_at, device=body.device, publish=list(publish)
         )
 
-    @api.delete(
-        "/v1/tokens/{token}",
-        status_code=204,
-        response_class=Response,
-        responses=ERROR_RESPONSES,
-        tags=["tokens"],
-        summary="Revoke one token",
-    )
-    async def revoke_token(token: str, app_id: AppId) -> Response:
+    async def revoke(token: str, app_id: str) -> Response:
         token_hash = secret_hash(token)
         record = await store.get_token(token_hash, time.time())
         if record is None or record.app_id != app_id:
@@ -278,6 +275,30 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         await store.delete_token(token_hash)
         await send_to_all_nodes(directory, bus, [Kick(app_id, record.user_id, token_hash, "revoked")])
         return Response(status_code=204)
+
+    @api.post(
+        "/v1/revocations",
+        status_code=204,
+        response_class=Response,
+        responses=ERROR_RESPONSES,
+        tags=["tokens"],
+        summary="Revoke one token, given in the body (its connections close with 4003)",
+    )
+    async def revoke_token(body: Revocation, app_id: AppId) -> Response:
+        return await revoke(body.token, app_id)
+
+    @api.delete(
+        "/v1/tokens/{token}",
+        status_code=204,
+        response_class=Response,
+        responses=ERROR_RESPONSES,
+        tags=["tokens"],
+        deprecated=True,
+        summary="Revoke one token named in the path (kept for old clients: prefer POST /v1/revocations, "
+        "which keeps the token out of URLs and so out of proxy logs)",
+    )
+    async def revoke_token_in_path(token: str, app_id: AppId) -> Response:
+        return await revoke(token, app_id)
 
     @api.delete(
         "/v1/users/{user_id}/tokens",
@@ -298,7 +319,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         response_model=Introspection,
         responses=ERROR_RESPONSES,
         dependencies=[Depends(service)],
-        tags=["tokens"],
+        tags=["internal"],  # for push nodes on the internal network; nginx does not route it
         summary="Is this connect token valid?",
     )
     async def introspect(body: Introspect) -> Introspection:
@@ -309,7 +330,7 @@ def create_app(settings: Settings, store: Store, directory: Directory, bus: Bus)
         response_model=Introspections,
         responses=ERROR_RESPONSES,
         dependencies=[Depends(service)],
-        tags=["tokens"],
+        tags=["internal"],  # for push nodes on the internal network; nginx does not route it
         summary="Are these connect tokens valid? One answer per token, in order, from one store query",
     )
     async def introspect_batch(body: IntrospectBatch) -> Introspections:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI
 from herald.services.collect.groupcommit import GroupCommit
-from herald.services.collect.messages import message_routes
+from herald.services.collect.messages import add_json_data_schema, message_routes
 from herald.services.collect.people import people_routes
 from herald.services.collect.quotas import Quotas
 
@@ -32,4 +32,5 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
     quotas = Quotas(settings, AppConfigs(store), directory)
     api.include_router(message_routes(app_id, store, GroupCommit(acceptor), directory, quotas))
     api.include_router(people_routes(app_id, store, directory, bus, quotas))
+    add_json_data_schema(api)
     return api

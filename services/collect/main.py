@@ -12,17 +12,12 @@ from herald.messaging.published import PublishedMarks
 from herald.ops.runtime import HttpServer, Part
 
 
-def body_limit(settings: Settings) -> int:
-    """Room for a batch of typical messages; bounded so one request cannot exhaust memory."""
-    return min(32 * 1024 * 1024, max(1024 * 1024, settings.max_batch * (settings.max_payload + 512)))
-
-
 def build(settings: Settings, adapters: Adapters) -> list[Part]:
     assert adapters.store is not None and adapters.bus is not None and adapters.directory is not None
     # Parts stop in reverse: the HTTP server drains first, then the last marks are written.
     marks = PublishedMarks(adapters.store)
     acceptor = Acceptor(adapters.store, adapters.bus, marks)
     app = create_app(settings, adapters.store, acceptor, adapters.directory, adapters.bus)
-    server = HttpServer("collect", app, settings.host, settings.port, body_limit(settings), settings.cors_origins)
+    server = HttpServer("collect", app, settings.host, settings.port, settings.body_limit, settings.cors_origins)
     outbox = OutboxSweeper(adapters.store, acceptor)
     return [Part("published-marks", marks.start, marks.stop), Part("outbox", outbox.start, outbox.stop), server.part()]

@@ -4,7 +4,7 @@ import contextlib
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, FastAPI, Path, Query
 from fastapi.responses import Response
 from herald.services.collect.groupcommit import GroupCommit
 from herald.services.collect.online import OnlineLookups
@@ -16,6 +16,7 @@ from herald.adapters.store.base import Store
 from herald.core import codec
 from herald.core.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
 from herald.core.model import EVENT_RE, GROUP_RE, USER_ID_RE, Message, parse_channel
+from herald.core.settings import MAX_BATCH_CEILING
 from herald.messaging.accept import Draft, Limits, draft_for
 from herald.web.api import ERROR_RESPONSES, STRICT_BODY, json_int
 
@@ -28,7 +29,14 @@ MAX_HISTORY_PAGE = 1000
 _NULL: dict[str, Any] = {"type": "null"}
 _NO_BROADCAST: dict[str, Any] = {"enum": [None, False]}
 _EXACTLY_ONE = [
-    {"required": ["users"], "properties": {"users": {"type": "array"}, "group": _NULL, "broadcast": _NO_BROADCAST}},
+    {
+        "required": ["users"],
+        "properties": {
+            "users": {"type": "array", "maxItems": MAX_BATCH_CEILING},
+            "group": _NULL,
+            "broadcast": _NO_BROADCAST,
+        },
+    },
     {"required": ["group"], "properties": {"group": {"type": "string"}, "users": _NULL, "broadcast": _NO_BROADCAST}},
     {"required": ["broadcast"], "properties": {"broadcast": {"const": True}, "users": _NULL, "group": _NULL}},
 ]
@@ -40,7 +48,10 @@ class To(BaseModel):
 
     model_config = ConfigDict(**STRICT_BODY, json_schema_extra={"oneOf": _EXACTLY_ONE})
     users: list[Annotated[str, Field(json_schema_extra={"pattern": USER_ID_RE.pattern})]] | None = Field(
-        default=None, min_length=1, description="user ids; each gets the message on `user:<id>`"
+        default=None,
+        min_length=1,
+        max_length=MAX_BATCH_CEILING,
+        description="user ids; each gets the message on `user:<id>` (at most HERALD_MAX_BATCH)",
     )
     group: str | None = Field(
         default=None,
@@ -52,13 +63,51 @@ class To(BaseModel):
     broadcast: bool | None = Field(default=None, description="true: every connected user of the app, on `broadcast`")
 
 
+# What `data` may hold, as collect's OpenAPI document says it: any JSON, but integers within
+# 64 bits (signed or unsigned), which is what the codec carries (a larger one is a 400
+# invalid_data). The model keeps `Any` (values are measured and encoded once, in
+# ``draft_for``); ``add_json_data_schema`` puts this recursive definition in the document.
+JSON_DATA_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "string"},
+        {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonData"}},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonData"}},
+    ]
+}
+
+
+def add_json_data_schema(api: FastAPI) -> None:
+    """Declare `data` of a message as ``JsonData`` in the app's OpenAPI document."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schemas = generate()["components"]["schemas"]
+            schemas["JsonData"] = JSON_DATA_SCHEMA
+            data = schemas["SendMessage"]["properties"]["data"]
+            schemas["SendMessage"]["properties"]["data"] = {
+                "allOf": [{"$ref": "#/components/schemas/JsonData"}],
+                "description": data.get("description", ""),
+            }
+        return api.openapi_schema or generate()
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 class SendMessage(BaseModel):
     model_config = STRICT_BODY
     to: To
     event: str = Field(
         min_length=1, max_length=64, json_schema_extra={"pattern": EVENT_RE.pattern}, examples=["order.shipped"]
     )
-    data: Any = Field(default=None, description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded")
+    data: Any = Field(
+        default=None,
+        description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded; integers within 64 bits",
+    )
     ttl_s: json_int(1, MAX_TTL_S) | None = Field(default=None, description="kept for replay this long")
     idempotency_key: str | None = Field(
         default=None,
@@ -71,7 +120,9 @@ class SendMessage(BaseModel):
 class SendBatch(BaseModel):
     model_config = STRICT_BODY
     messages: list[dict[str, Any]] = Field(
-        min_length=1, description="items shaped like POST /v1/messages bodies, each validated on its own"
+        min_length=1,
+        max_length=MAX_BATCH_CEILING,
+        description="items shaped like POST /v1/messages bodies, each validated on its own (at most HERALD_MAX_BATCH)",
     )
 
 

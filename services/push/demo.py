@@ -6,10 +6,17 @@ app has no backend, so in standalone mode only the push node answers
 member), ``/demo/online?room=`` (who is in the room) and ``/demo/app`` (the demo app's id
 and key, for the console page: `herald dev` prints them anyway, and they open nothing but
 the demo app). Cluster push nodes never do.
+
+Those answers are keys: ``/demo/app`` is the demo app's API key, ``/demo/session`` a token
+for any user id. They are given to loopback clients only (``serves``), so a `herald dev`
+listening on ``0.0.0.0`` (as in a container) hands nothing to its network, unless the
+operator says otherwise with ``HERALD_DEMO_PUBLIC=1`` (``public``). Behind a proxy on the
+same machine every client looks local: `herald dev` is not meant to sit behind one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,12 +34,38 @@ SESSION_TTL_S = 3600
 HISTORY = 50  # messages of the room a chat page shows when it joins
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether a peer address is this machine's loopback (IPv4-mapped IPv6 included)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 class DemoBackend:
-    def __init__(self, store: Store, directory: Directory, bus: Bus, demo_app: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        bus: Bus,
+        demo_app: Callable[[], Mapping[str, str]],
+        *,
+        public: bool = False,
+    ) -> None:
         self._store = store
         self._directory = directory
         self._bus = bus
         self._demo_app = demo_app
+        self.public = public
+
+    def serves(self, peer_host: str | None) -> bool:
+        """Whether a client at ``peer_host`` may have the demo's keys and tokens."""
+        return self.public or is_loopback(peer_host)
 
     def _app(self) -> str:
         return self.app()["app_id"]

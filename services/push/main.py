@@ -17,6 +17,7 @@ from herald.core.errors import Unavailable
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor, Limits
 from herald.messaging.appconfig import AppConfigs
+from herald.messaging.egress import PublicOnly
 from herald.ops.runtime import Part
 
 # The cyclic collector's thresholds once the node is up (CPython's default: 700, 10, 10).
@@ -43,7 +44,9 @@ def build(
     node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
     checker = TokenChecker(settings.auth_url, settings.service_token)
     configs = AppConfigs(store)
-    hook = PublishHook()
+    # HERALD_WEBHOOK_BLOCK_PRIVATE keeps publish hooks off the private network as it does
+    # webhooks: the address is resolved and checked at each call (herald.messaging.egress).
+    hook = PublishHook(transport=PublicOnly() if settings.webhook_block_private else None)
     publishing = ClientPublishing(
         Acceptor(store, bus),
         configs,
@@ -67,7 +70,7 @@ def build(
         settings.drain_s,
         publishing,
         readiness=[directory.ping, bus.ping, consuming],
-        demo=DemoBackend(store, directory, bus, demo_app) if demo_app is not None else None,
+        demo=None if demo_app is None else DemoBackend(store, directory, bus, demo_app, public=settings.demo_public),
         reuse_port=settings.reuse_port,
         console=ConsoleConfig(**(console_urls or {})),
         ops=OpsSnapshots(settings.node_id, directory, bus, store, settings.admin_token),

@@ -14,6 +14,7 @@ gather gets the same answer.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.credentials import bearer, same_secret
 from herald.ops import cluster_status, metrics, snapshot
+from herald.web.throttle import FailureThrottle
 
 FRESH_S = 0.5
 SNAPSHOT_PATH = "/ops/snapshot"
@@ -55,9 +57,11 @@ class OpsSnapshots:
         self._history = snapshot.History()
         self._last: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
+        self._failures = FailureThrottle()
 
-    async def answer(self, path: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
-        """The status and JSON body for a request under ``/ops/``."""
+    async def answer(self, path: str, authorization: str | None, source: str = "") -> tuple[int, dict[str, Any]]:
+        """The status and JSON body for a request under ``/ops/``; wrong operator tokens are
+        throttled per ``source`` address like auth's (``herald.web.throttle``)."""
         if path != SNAPSHOT_PATH:
             return _error(404, "not_found", f"the operator's data is at {SNAPSHOT_PATH}")
         if not self._admin_token:
@@ -65,7 +69,12 @@ class OpsSnapshots:
         given = bearer(authorization)
         if given is None:
             return _error(401, "missing_credential", "send the operator token as `Authorization: Bearer <token>`")
+        wait_s = self._failures.blocked_for(source)
+        if wait_s > 0:
+            message = f"too many wrong operator tokens from this address; try again in {math.ceil(wait_s)} s"
+            return _error(429, "too_many_failures", message)
         if not same_secret(given, self._admin_token):
+            self._failures.failed(source)
             return _error(401, "invalid_credential", "that is not this cluster's operator token")
         return 200, await self.snapshot()
 

@@ -47,6 +47,8 @@ from herald.core.credentials import secret_hash
 from herald.core.errors import HeraldError, Unavailable
 from herald.messaging.appconfig import AppConfigs
 from herald.ops import metrics
+from herald.ops.readiness import NOT_READY, check_name, run_check
+from herald.web import csp
 
 log = logging.getLogger("herald.push")
 
@@ -64,6 +66,25 @@ STATIC_FILES: dict[str, tuple[Path, str]] = {
     "/ops": (_PAGES / "ops.html", "text/html; charset=utf-8"),
     "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
 }
+
+
+# Where each page may connect. The console calls auth and collect wherever its user points
+# it (other ports under `herald dev`, other hosts) and opens the WebSocket there; the chat
+# and ops pages only talk to the node that served them.
+PAGE_CONNECT_SRC = {
+    "/": "'self' http: https: ws: wss:",
+    "/chat": "'self' ws: wss:",
+    "/ops": "'self'",
+}
+
+
+def page_headers(path: str, body: bytes) -> list[tuple[str, str]]:
+    """A page's Content-Security-Policy (its own inline blocks by hash, no framing); none
+    for what is not a page (``herald.js``)."""
+    connect_src = PAGE_CONNECT_SRC.get(path)
+    if connect_src is None:
+        return []
+    return [("Content-Security-Policy", csp.for_page(body, connect_src)), *csp.FRAME_HEADERS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +115,18 @@ class Admitted:
     checked_at: float  # when its token check began (epoch seconds): later kicks apply to it
 
 
-def http_response(status: int, body: bytes, content_type: str) -> Response:
+def http_response(status: int, body: bytes, content_type: str, extra: Sequence[tuple[str, str]] = ()) -> Response:
     # The WebSocket server closes the connection after any answer but an upgrade: saying so
     # keeps HTTP clients from sending their next request on a socket about to close.
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")])
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *csp.SECURITY_HEADERS,
+            *extra,
+        ]
+    )
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
@@ -213,16 +242,14 @@ class PushServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process_request(self, request: Request) -> Response | Admitted:
+    async def _process_request(self, request: Request, peer_host: str | None = None) -> Response | Admitted:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
-            try:
-                for check in self._readiness:
-                    await check()
-            except HeraldError as exc:
-                return json_response(exc.status, exc.to_body())
+            for check in self._readiness:
+                if not await run_check(check, check_name(check)):
+                    return json_response(503, Unavailable(NOT_READY).to_body())
             return json_response(200, {"status": "ready"})
         if path == "/metrics":
             text, content_type = metrics.exposition()
@@ -235,12 +262,15 @@ class PushServer:
                 {
                     "auth_url": self._console.auth_url,
                     "collect_url": self._console.collect_url,
-                    "demo": self._demo is not None,
+                    "demo": self._demo is not None and self._demo.serves(peer_host),
                 },
             )
         if path.startswith("/ops/") and self._ops is not None:
-            return json_response(*await self._ops.answer(path, request.headers.get("Authorization")))
+            return json_response(*await self._ops.answer(path, request.headers.get("Authorization"), peer_host or ""))
         if path.startswith("/demo/") and self._demo is not None:
+            if not self._demo.serves(peer_host):
+                message = "the demo answers loopback clients only (HERALD_DEMO_PUBLIC=1 serves everyone)"
+                return _error(403, "demo_loopback_only", message)
             return await self._demo_answer(path, request.path)
         if path != "/ws":
             return _error(404, "not_found", "WebSocket endpoint is /ws")
@@ -285,7 +315,7 @@ class PushServer:
             body = file.read_bytes()
         except OSError:
             return _error(404, "not_found", f"{path} is not installed with this node")
-        return http_response(200, body, content_type)
+        return http_response(200, body, content_type, page_headers(path, body))
 
     async def _demo_answer(self, path: str, target: str) -> Response:
         assert self._demo is not None
@@ -307,7 +337,7 @@ class PushServer:
         """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
         start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
         try:
-            answer = await self._process_request(request)
+            answer = await self._process_request(request, _peer_host(sock))
         except Exception:
             log.exception("could not answer a request for %s", request.path)
             answer = _error(500, "internal", "the push node failed to answer this request")
@@ -333,6 +363,12 @@ class PushServer:
         )
         sock.respond(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
+
+
+def _peer_host(sock: Socket) -> str | None:
+    """The client's address as the kernel saw it (not a header a client could write)."""
+    peer = sock.transport.get_extra_info("peername") if sock.transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:

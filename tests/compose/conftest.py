@@ -14,7 +14,7 @@ import pytest
 from herald_client import Operator, Publisher
 
 from herald.core.settings import generate_secret
-from tests.compose.twin import Servers, Twin, load_compose, read_dockerfile, start_order
+from tests.compose.twin import SERVER_CREDENTIALS, Servers, Twin, load_compose, read_dockerfile, start_order
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import free_port_block
@@ -60,7 +60,12 @@ def deployment(
     nginx = find_nginx()
     if nginx is None:
         pytest.skip("nginx is not installed (scripts/test installs Debian's nginx); the compose twin runs it")
-    variables = {"HERALD_ADMIN_TOKEN": generate_secret(), "HERALD_SERVICE_TOKEN": generate_secret()}
+    variables = {
+        "HERALD_ADMIN_TOKEN": generate_secret(),
+        "HERALD_SERVICE_TOKEN": generate_secret(),
+        # The compose file's servers take these; the twin runs the test's servers instead.
+        **{name: generate_secret() for name in SERVER_CREDENTIALS},
+    }
     compose = load_compose(variables)
     names = [name for level in start_order(compose["services"]) for name in level]
     base = free_port_block(len(names))

@@ -28,6 +28,7 @@ from herald.ops import metrics
 from tests.compose.conftest import Deployment
 from tests.compose.twin import (
     ROOT,
+    SERVER_CREDENTIALS,
     ComposeError,
     container_ports,
     depends_on,
@@ -43,13 +44,15 @@ from tests.support.waiting import eventually
 
 WAIT_S = 10.0
 SECRETS = {"HERALD_ADMIN_TOKEN": "admin", "HERALD_SERVICE_TOKEN": "service"}
+CREDENTIALS = {name: f"{name.lower()}-value" for name in SERVER_CREDENTIALS}
+COMPOSE_VARIABLES = {**SECRETS, **CREDENTIALS}
 SERVERS = ("mongo", "redis", "rabbitmq")
 # The same everywhere: services meet only through these.
 SHARED = ("HERALD_AMQP_URL", "HERALD_REDIS_URL", "HERALD_MONGO_URL", "HERALD_NAMESPACE", "HERALD_AUTH_URL")
 
 
 def _services() -> dict[str, dict[str, Any]]:
-    return load_compose(SECRETS)["services"]
+    return load_compose(COMPOSE_VARIABLES)["services"]
 
 
 def _role(spec: dict[str, Any]) -> str:
@@ -114,8 +117,8 @@ def test_services_start_once_what_they_need_is_healthy() -> None:
 
 
 def test_secrets_come_from_the_environment_and_the_settings_are_shared() -> None:
-    for name in SECRETS:
-        given = {key: value for key, value in SECRETS.items() if key != name}
+    for name in COMPOSE_VARIABLES:
+        given = {key: value for key, value in COMPOSE_VARIABLES.items() if key != name}
         with pytest.raises(ComposeError, match=name):
             load_compose(given)
     herald = _herald(_services())
@@ -123,6 +126,39 @@ def test_secrets_come_from_the_environment_and_the_settings_are_shared() -> None
         values = {environment(spec).get(key) for spec in herald.values()}
         assert len(values) == 1 and None not in values, f"{key} differs between services: {values}"
     assert {environment(spec)["HERALD_ADMIN_TOKEN"] for spec in herald.values()} == {"admin"}
+
+
+def test_every_server_credential_comes_from_the_environment_and_none_is_a_default() -> None:
+    """RabbitMQ ran as guest/guest, Redis and MongoDB without any password."""
+    services = _services()
+    rabbit = environment(services["rabbitmq"])
+    assert (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"]) == (
+        CREDENTIALS["HERALD_RABBITMQ_USER"],
+        CREDENTIALS["HERALD_RABBITMQ_PASSWORD"],
+    )
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--requirepass") + 1] == CREDENTIALS["HERALD_REDIS_PASSWORD"]
+    assert environment(services["redis"])["REDISCLI_AUTH"] == CREDENTIALS["HERALD_REDIS_PASSWORD"]
+    mongo = environment(services["mongo"])
+    assert (mongo["MONGO_INITDB_ROOT_USERNAME"], mongo["MONGO_INITDB_ROOT_PASSWORD"]) == (
+        CREDENTIALS["HERALD_MONGO_USER"],
+        CREDENTIALS["HERALD_MONGO_PASSWORD"],
+    )
+    assert "--keyFile" in services["mongo"]["command"]
+    for name, spec in _herald(services).items():
+        env = environment(spec)
+        amqp, redis_url, mongo_url = (urlsplit(env[key]) for key in SHARED[:3])
+        assert (amqp.username, amqp.password) == (
+            CREDENTIALS["HERALD_RABBITMQ_USER"],
+            CREDENTIALS["HERALD_RABBITMQ_PASSWORD"],
+        ), name
+        assert redis_url.password == CREDENTIALS["HERALD_REDIS_PASSWORD"], name
+        assert (mongo_url.username, mongo_url.password) == (
+            CREDENTIALS["HERALD_MONGO_USER"],
+            CREDENTIALS["HERALD_MONGO_PASSWORD"],
+        ), name
+    for server in SERVERS:
+        assert not services[server].get("ports"), f"{server} publishes a port"
 
 
 def test_mongo_is_a_replica_set_of_one() -> None:
@@ -236,17 +272,24 @@ def test_every_route_reaches_its_service(deployment: Deployment) -> None:
             assert schema_role == role and answer.json()["info"]["title"] == f"Herald {role}"
             for path, methods in answer.json()["paths"].items():
                 # Health and metrics stay on the compose network, for the healthcheck and a scraper.
+                # Introspection is for push nodes, inside: from outside it is nginx's 404.
                 routes += [
-                    (role, method.upper(), _sample(path))
+                    ("nginx" if "internal" in operation.get("tags", ()) else role, method.upper(), _sample(path))
                     for method, operation in methods.items()
                     if "operations" not in operation.get("tags", ())
                 ]
         assert len(routes) >= 15, routes
         routes += [("push", "GET", path) for path in ("/", "/herald.js", "/chat", "/console/config", "/ws")]
         routes += [("collect", "GET", "/docs")]
+        assert sum(role == "nginx" for role, _, _ in routes) == 2, routes  # /v1/introspect and .../batch
         for role, method, path in routes:
             # No credentials: every service refuses before doing anything.
-            assert served_by(method, path)[0] == role, f"{method} {path} should reach {role}"
+            where, answer = served_by(method, path)
+            if role == "nginx":
+                assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", path
+                assert where in ("", "-"), f"{method} {path} reached {where}"
+            else:
+                assert where == role, f"{method} {path} should reach {role}"
 
         pages = (("/", "text/html"), ("/herald.js", "text/javascript"), ("/chat", "text/html"))
         for path, content_type in pages:

@@ -48,6 +48,14 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 # Run by the test's servers (fixtures), not by the twin.
 SERVERS = ("rabbitmq", "redis", "mongo")
+# The compose file's server credentials (${VAR:?}): required to read it, unused by the twin.
+SERVER_CREDENTIALS = (
+    "HERALD_RABBITMQ_USER",
+    "HERALD_RABBITMQ_PASSWORD",
+    "HERALD_REDIS_PASSWORD",
+    "HERALD_MONGO_USER",
+    "HERALD_MONGO_PASSWORD",
+)
 NGINX_CONFIG_TARGET = "/etc/nginx/nginx.conf"
 HEALTHY_WITHIN_S = 30.0
 POLL_S = 0.15
@@ -224,6 +232,7 @@ class Addresses:
 
     compose_services: set[str]
     endpoints: dict[str, str]  # "auth:8001" -> "127.0.0.1:43121"; "rabbitmq:5672" -> fixture netloc
+    engines: frozenset[str] = frozenset(SERVERS)  # run by the test's fixtures, with their credentials
 
     def netloc(self, host: str, port: int) -> str:
         key = f"{host}:{port}"
@@ -242,8 +251,9 @@ class Addresses:
         return _SERVICE_ADDRESS.sub(replace, text)
 
     def rewrite_url(self, value: str) -> str:
-        """A URL whose host is a compose service: its netloc (credentials included for the
-        servers, which the test's URLs carry) becomes the twin's."""
+        """A URL whose host is a compose service: its netloc becomes the twin's. For the
+        servers (RabbitMQ, Redis, MongoDB) the test's own credentials replace the compose
+        file's: the twin's servers are the test's, which know nothing of the file's users."""
         if "://" not in value:
             return value
         parts = urlsplit(value)
@@ -252,7 +262,7 @@ class Addresses:
                 raise ComposeError(f"{value}: {parts.hostname} is not a service of the compose file")
             return value
         netloc = self.netloc(parts.hostname, parts.port or _default_port(parts.scheme))
-        if "@" not in netloc and parts.username is not None:
+        if parts.hostname not in self.engines and "@" not in netloc and parts.username is not None:
             netloc = f"{parts.netloc.rsplit('@', 1)[0]}@{netloc}"
         return urlunsplit(parts._replace(netloc=netloc))
 

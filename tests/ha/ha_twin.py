@@ -77,7 +77,7 @@ class HaTwin(Twin):
                 endpoints[f"{name}:27017"] = server_netloc(self.servers.mongo_url)
         for name in self.ports:
             endpoints[f"{name}:{self._container_port(name)}"] = f"127.0.0.1:{self.ports[name]}"
-        return Addresses(set(self.services), endpoints)
+        return Addresses(set(self.services), endpoints, frozenset(engines(self.services)))
 
     def service_env(self, name: str) -> dict[str, str]:
         spec = self.services[name]
@@ -90,7 +90,7 @@ class HaTwin(Twin):
             elif key == "HERALD_NAMESPACE":
                 env[key] = self.namespace
             elif key == "HERALD_MONGO_URL":
-                hosts = urlsplit(value).netloc.split(",")
+                hosts = urlsplit(value).netloc.rpartition("@")[2].split(",")
                 unknown = [host for host in hosts if host.split(":")[0] not in self.services]
                 if unknown:
                     raise ComposeError(f"HERALD_MONGO_URL names {unknown}, not services of the file")

@@ -25,6 +25,7 @@ from herald_client import Operator, Publisher, Subscriber
 
 from herald.core.settings import Settings, generate_secret
 from tests.compose.twin import (
+    SERVER_CREDENTIALS,
     ComposeError,
     Servers,
     depends_on,
@@ -43,7 +44,13 @@ from tests.support.redis_ha import RedisCluster
 
 pytestmark = pytest.mark.ha
 
-VARIABLES = {"HERALD_ADMIN_TOKEN": "admin", "HERALD_SERVICE_TOKEN": "service", "HERALD_ERLANG_COOKIE": "cookie"}
+VARIABLES = {
+    "HERALD_ADMIN_TOKEN": "admin-" + "a" * 32,
+    "HERALD_SERVICE_TOKEN": "service-" + "s" * 32,
+    "HERALD_ERLANG_COOKIE": "cookie",
+    "HERALD_MONGO_KEY": "bW9uZ28ta2V5",
+    **{name: f"{name.lower()}-value" for name in SERVER_CREDENTIALS},
+}
 WAIT_S = 15.0
 
 
@@ -93,6 +100,32 @@ def test_a_missing_erlang_cookie_stops_compose_with_a_message() -> None:
         load_compose({k: v for k, v in VARIABLES.items() if k != "HERALD_ERLANG_COOKIE"}, HA_FILE)
 
 
+def test_every_engine_credential_comes_from_the_environment() -> None:
+    """RabbitMQ ran as guest/guest, Redis and MongoDB without any password."""
+    for name in ("HERALD_MONGO_KEY", *SERVER_CREDENTIALS):
+        with pytest.raises(ComposeError, match=name):
+            load_compose({k: v for k, v in VARIABLES.items() if k != name}, HA_FILE)
+    services = _services()
+    password = VARIABLES["HERALD_REDIS_PASSWORD"]
+    for name in _numbered(services, "redis"):
+        command = services[name]["command"]
+        assert command[command.index("--requirepass") + 1] == password, name
+        assert command[command.index("--masterauth") + 1] == password, name
+    assert environment(services["redis-cluster"])["REDISCLI_AUTH"] == password
+    for name in _numbered(services, "rabbitmq"):
+        env = environment(services[name])
+        assert env["RABBITMQ_DEFAULT_USER"] == VARIABLES["HERALD_RABBITMQ_USER"], name
+    for name in _numbered(services, "mongo"):
+        assert "--keyFile" in services[name]["command"], name
+        assert environment(services[name])["MONGO_INITDB_ROOT_USERNAME"] == VARIABLES["HERALD_MONGO_USER"], name
+    for name, spec in _herald(services).items():
+        env = environment(spec)
+        for url in env["HERALD_AMQP_URL"].split(","):
+            assert urlsplit(url).username == VARIABLES["HERALD_RABBITMQ_USER"], name
+        assert urlsplit(env["HERALD_REDIS_URL"]).password == password, name
+        assert urlsplit(env["HERALD_MONGO_URL"]).password == VARIABLES["HERALD_MONGO_PASSWORD"], name
+
+
 def test_six_redis_nodes_become_a_cluster_of_three_primaries_with_a_replica_each() -> None:
     services = _services()
     nodes = _numbered(services, "redis")
@@ -130,7 +163,7 @@ def test_every_herald_service_names_every_node_of_every_engine() -> None:
         assert amqp_hosts == rabbitmq, name
         assert env["HERALD_REDIS_MODE"] == "cluster" and urlsplit(env["HERALD_REDIS_URL"]).hostname in redis, name
         mongo_url = urlsplit(env["HERALD_MONGO_URL"])
-        assert {host.split(":")[0] for host in mongo_url.netloc.split(",")} == mongo, name
+        assert {host.split(":")[0] for host in mongo_url.netloc.rpartition("@")[2].split(",")} == mongo, name
         assert parse_qs(mongo_url.query)["replicaSet"] == ["rs0"], name
 
 

@@ -16,6 +16,7 @@ from herald.core.errors import BadRequest
 from herald.core.model import check_group, check_user_id, parse_channel
 from herald.core.permissions import check_patterns
 from herald.web.api import create_api
+from tests.support.http_apps import http_apps
 
 
 async def test_405_names_every_method_of_the_path() -> None:
@@ -106,3 +107,18 @@ def test_openapi_declares_the_checked_patterns() -> None:
     assert schema["properties"]["event"]["pattern"]
     assert to["properties"]["users"]["anyOf"][0]["items"]["pattern"]
     assert CHANNEL_PATTERN.startswith("^(broadcast|user:")
+
+
+async def test_the_schema_bounds_the_integers_of_data_to_what_the_codec_carries() -> None:
+    """The fuzzer sent -63389300056827216527360 in `data`, which the schema allowed and
+    collect refused (400 invalid_data): the document now says integers within 64 bits."""
+    async with http_apps() as apps, apps.client("collect") as collect:
+        document = (await collect.get("/openapi.json")).json()
+        inside = await collect.post("/v1/messages", json={"to": {"users": ["u"]}, "event": "e", "data": 2**64 - 1})
+        outside = await collect.post("/v1/messages", json={"to": {"users": ["u"]}, "event": "e", "data": [2**64]})
+    data = document["components"]["schemas"]["SendMessage"]["properties"]["data"]
+    assert data["allOf"] == [{"$ref": "#/components/schemas/JsonData"}]
+    [integer] = [kind for kind in document["components"]["schemas"]["JsonData"]["anyOf"] if kind["type"] == "integer"]
+    assert (integer["minimum"], integer["maximum"]) == (-(2**63), 2**64 - 1)
+    assert inside.status_code == 202
+    assert (outside.status_code, outside.json()["error"]["code"]) == (400, "invalid_data")

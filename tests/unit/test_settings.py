@@ -7,8 +7,8 @@ CLUSTER = {
     "HERALD_MONGO_URL": "mongodb://127.0.0.1:27017",
     "HERALD_REDIS_URL": "redis://127.0.0.1:6379/0",
     "HERALD_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
-    "HERALD_ADMIN_TOKEN": "admin",
-    "HERALD_SERVICE_TOKEN": "service",
+    "HERALD_ADMIN_TOKEN": "admin-" + "a" * 32,
+    "HERALD_SERVICE_TOKEN": "service-" + "s" * 32,
 }
 
 

@@ -129,8 +129,9 @@ class Publisher:
         return str(_object(await self._auth.post("/v1/tokens", json=body))["token"])
 
     async def revoke(self, token: str) -> None:
-        """Revoke one token; connections using it close with 4003."""
-        _check(await self._auth.delete(f"/v1/tokens/{token}"))
+        """Revoke one token; connections using it close with 4003. The token goes in the
+        body (``POST /v1/revocations``), never in a URL that proxies would log."""
+        _check(await self._auth.post("/v1/revocations", json={"token": token}))
 
     async def revoke_user(self, user_id: str) -> None:
         """Revoke every token of the user; all their connections close with 4003."""
