@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.adapters.store.base import Store
@@ -70,14 +70,19 @@ class AppKeys:
         """Drop this process's cached keys of an app (after rotating its key here)."""
         self._cache = {h: entry for h, entry in self._cache.items() if entry[0] != app_id}
 
-    def dependency(self) -> Callable[..., Awaitable[str]]:
-        """A FastAPI dependency yielding the calling app's id, or answering 401."""
 
-        async def current_app(
-            credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-        ) -> str:
-            if credentials is None or not credentials.credentials:
-                raise Unauthorized("send the app's API key as `Authorization: Bearer <key>`", code="missing_credential")
-            return await self.app_for_key(credentials.credentials)
+async def calling_app(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)
+) -> str:
+    """A FastAPI dependency yielding the calling app's id, or answering 401.
 
-        return current_app
+    It resolves the key with the ``AppKeys`` the app keeps in ``app.state.app_keys``, so
+    routes declared at module level share their app's cache.
+    """
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("send the app's API key as `Authorization: Bearer <key>`", code="missing_credential")
+    keys: AppKeys = request.app.state.app_keys
+    return await keys.app_for_key(credentials.credentials)
+
+
+AppId = Annotated[str, Depends(calling_app)]

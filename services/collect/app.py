@@ -1,9 +1,8 @@
 """collect's HTTP API: what business systems call to send messages, manage groups and see
 who is online."""
 
-from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from herald.services.collect.groupcommit import GroupCommit
 from herald.services.collect.messages import add_json_data_schema, message_routes
 from herald.services.collect.people import people_routes
@@ -14,7 +13,7 @@ from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
-from herald.messaging.apikeys import AppKeys
+from herald.messaging.apikeys import AppId, AppKeys
 from herald.messaging.appconfig import AppConfigs
 from herald.web.api import create_api
 
@@ -28,7 +27,8 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
         # limits fail open and presence answers 503 when Redis is.
         soft_checks={"directory": directory.ping, "bus": bus.ping},
     )
-    app_id = Annotated[str, Depends(AppKeys(store).dependency())]
+    api.state.app_keys = AppKeys(store)
+    app_id = AppId
     quotas = Quotas(settings, AppConfigs(store), directory)
     api.include_router(message_routes(app_id, store, GroupCommit(acceptor), directory, quotas))
     api.include_router(people_routes(app_id, store, directory, bus, quotas))

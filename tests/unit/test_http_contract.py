@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Response
-from herald.services.auth.app import ConfigPatch, NewToken
+from herald.services.auth.models import ConfigPatch, NewToken
 from herald.services.collect.messages import CHANNEL_PATTERN, SendMessage
 from pydantic import ValidationError
 
