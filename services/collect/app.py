@@ -1,11 +1,19 @@
 """collect's HTTP API: what business systems call to send messages, manage groups and see
-who is online."""
+who is online.
 
+The endpoints live in ``messages.py`` and ``people.py``, the operations in
+``message_service.py`` and ``people_service.py``; this module wires them to one
+process's adapters.
+"""
 
 from fastapi import FastAPI
 from herald.services.collect.groupcommit import GroupCommit
-from herald.services.collect.messages import add_json_data_schema, message_routes
+from herald.services.collect.message_models import add_json_data_schema
+from herald.services.collect.message_service import MessageService
+from herald.services.collect.messages import message_routes
+from herald.services.collect.online import OnlineLookups
 from herald.services.collect.people import people_routes
+from herald.services.collect.people_service import PeopleService
 from herald.services.collect.quotas import Quotas
 
 from herald.adapters.bus.base import Bus
@@ -13,7 +21,7 @@ from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
-from herald.messaging.apikeys import AppId, AppKeys
+from herald.messaging.apikeys import AppKeys
 from herald.messaging.appconfig import AppConfigs
 from herald.web.api import create_api
 
@@ -27,10 +35,11 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
         # limits fail open and presence answers 503 when Redis is.
         soft_checks={"directory": directory.ping, "bus": bus.ping},
     )
-    api.state.app_keys = AppKeys(store)
-    app_id = AppId
     quotas = Quotas(settings, AppConfigs(store), directory)
-    api.include_router(message_routes(app_id, store, GroupCommit(acceptor), directory, quotas))
-    api.include_router(people_routes(app_id, store, directory, bus, quotas))
+    api.state.app_keys = AppKeys(store)
+    api.state.messages = MessageService(store, GroupCommit(acceptor), OnlineLookups(directory), quotas)
+    api.state.people = PeopleService(store, directory, bus, quotas)
+    api.include_router(message_routes)
+    api.include_router(people_routes)
     add_json_data_schema(api)
     return api

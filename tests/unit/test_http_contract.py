@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import Response
 from herald.services.auth.models import ConfigPatch, NewToken
-from herald.services.collect.messages import CHANNEL_PATTERN, SendMessage
+from herald.services.collect.message_models import CHANNEL_PATTERN, SendMessage
 from pydantic import ValidationError
 
 from herald.core.errors import BadRequest
