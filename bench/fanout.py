@@ -22,6 +22,11 @@ issue asks Herald to beat by 1.5x. The ratio is what to read on a noisy machine.
 
     python bench/fanout.py                         # 10k members, 50 messages per variant
     python bench/fanout.py --members 2000 --messages 20
+    python bench/fanout.py --spaced --one-node     # one message at a time: nothing to coalesce
+
+With ``--spaced`` each message is sent once every member got the previous one, for Herald
+and for the bare server alike: every delivery is then one frame written on its own, and the
+figure is the per-socket cost of the delivery loop against ``websockets.broadcast``'s.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from websockets.sync.client import connect as sync_connect
 from wsload import Workers
 
 MAX_SECONDS = 1500
+# --spaced: how often the clients are asked whether a message's fan-out is complete.
+SPACED_POLL_S = 0.05
 GROUP = "bench"
 
 
@@ -66,7 +73,9 @@ async def post_group_messages(port: int, api_key: str, count: int, size: int, co
     return statuses
 
 
-def wait_frames(workers: Workers, expected: int, idle_s: float = 20.0, max_s: float = 300.0) -> dict[str, Any]:
+def wait_frames(
+    workers: Workers, expected: int, idle_s: float = 20.0, max_s: float = 300.0, poll_s: float = 0.2
+) -> dict[str, Any]:
     """Poll the clients until ``expected`` frames arrived or none came for ``idle_s``."""
     deadline = time.monotonic() + max_s
     seen, quiet_since = -1, time.monotonic()
@@ -84,7 +93,7 @@ def wait_frames(workers: Workers, expected: int, idle_s: float = 20.0, max_s: fl
                 "open": sum(s["open"] for s in stats),
                 "close_codes": {k: v for s in stats for k, v in s["close_codes"].items()},
             }
-        time.sleep(0.2)
+        time.sleep(poll_s)
 
 
 def connect_all(workers: Workers, ports: list[int], paths: list[str], sources: list[str], welcome: bool) -> int:
@@ -151,14 +160,23 @@ def herald_round(
         profiler.attach(f"fanout-herald-{variant.replace(' ', '-')}", pids[0], args.profile_seconds)
     meter = CpuMeter(watched).start()
     started = time.monotonic()
-    statuses = asyncio.run(
-        post_group_messages(cluster.ports["collect"], cluster.api_key, args.messages, args.size, args.post_concurrency)
-    )
+    if args.spaced:
+        statuses = []
+        for sent in range(1, args.messages + 1):
+            statuses += asyncio.run(post_group_messages(cluster.ports["collect"], cluster.api_key, 1, args.size, 1))
+            frames = wait_frames(workers, args.members * sent, poll_s=SPACED_POLL_S)
+    else:
+        statuses = asyncio.run(
+            post_group_messages(
+                cluster.ports["collect"], cluster.api_key, args.messages, args.size, args.post_concurrency
+            )
+        )
     if any(status != 202 for status in statuses):
         progress(f"collect refused some messages: {sorted(set(statuses))}")
     frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
     result = result_of("herald", variant, frames, started, used, args.members, args.messages)
+    result["spaced"] = args.spaced
     result["profiles"] = profiler.finish(now=True)
     return result
 
@@ -181,14 +199,19 @@ def bare_round(
         ]
         meter = CpuMeter({f"server{i}": proc.pid for i, proc in enumerate(procs)}).start()
         started = time.monotonic()
-        command = orjson.dumps({"type": "bench-broadcast", "count": args.messages, "size": args.size}).decode()
-        for control in controls:
-            control.send(command)
-        for control in controls:
-            control.recv(timeout=300)
+        rounds = [(args.messages, 1)] if not args.spaced else [(1, n) for n in range(1, args.messages + 1)]
+        for count, sent in rounds:
+            command = orjson.dumps({"type": "bench-broadcast", "count": count, "size": args.size}).decode()
+            for control in controls:
+                control.send(command)
+            for control in controls:
+                control.recv(timeout=300)
+            if args.spaced:
+                wait_frames(workers, args.members * sent, poll_s=SPACED_POLL_S)
     frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
     result = result_of("bare websockets", variant, frames, started, used, args.members, args.messages)
+    result["spaced"] = args.spaced
     result["profiles"] = profiler.finish(now=True)
     return result
 
@@ -223,6 +246,7 @@ def ratio(herald: dict[str, Any], bare: dict[str, Any], base: dict[str, Any]) ->
         **base,
         "metric": "group_fanout_ratio",
         "variant": herald["variant"],
+        "spaced": herald["spaced"],
         "deliveries_per_s_herald_over_bare": round(herald["deliveries_per_s"] / bare["deliveries_per_s"], 3),
         "cpu_per_delivery_herald_over_bare": round(
             herald["server_cpu_us_per_delivery"] / bare["server_cpu_us_per_delivery"], 2
@@ -335,6 +359,11 @@ def main() -> None:
         help="POSTs in flight; more than one lets offsets reach the node out of order (see BENCHMARKS.md)",
     )
     parser.add_argument("--one-node", action="store_true", help="skip the two-node variant")
+    parser.add_argument(
+        "--spaced",
+        action="store_true",
+        help="send each message only once the previous one reached every member (no queueing at the node)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy push node 1 and the bare server into DIR")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     args = parser.parse_args()

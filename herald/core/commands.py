@@ -57,14 +57,24 @@ def encode(commands: list[Command]) -> bytes:
 
 def _to_dict(command: Command) -> dict[str, Any]:
     if isinstance(command, Join):
-        return {"op": "join", "app": command.app_id, "user": command.user_id, "channel": command.channel,
-                "after": command.after}
+        return {
+            "op": "join",
+            "app": command.app_id,
+            "user": command.user_id,
+            "channel": command.channel,
+            "after": command.after,
+        }
     if isinstance(command, Leave):
         return {"op": "leave", "app": command.app_id, "user": command.user_id, "channel": command.channel}
     if isinstance(command, Barrier):
         return {"op": "barrier", "mark": command.mark}
-    return {"op": "kick", "app": command.app_id, "user": command.user_id, "token": command.token_hash,
-            "reason": command.reason}
+    return {
+        "op": "kick",
+        "app": command.app_id,
+        "user": command.user_id,
+        "token": command.token_hash,
+        "reason": command.reason,
+    }
 
 
 def decode(items: list[Any]) -> list[Command]:

@@ -96,7 +96,8 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        return self._server.servers[0].sockets[0].getsockname()[1]
+        port: int = self._server.servers[0].sockets[0].getsockname()[1]
+        return port
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(), name=f"http-{self.name}")

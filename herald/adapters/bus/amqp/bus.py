@@ -78,6 +78,9 @@ from herald.core.errors import Unavailable
 
 log = logging.getLogger("herald.adapters.bus.amqp")
 
+# A refused declare (a queue that exists with other arguments) closes the channel like an outage.
+DECLARE_FAULTS: tuple[type[BaseException], ...] = (*RETRYABLE, ChannelPreconditionFailed)
+
 CONNECT_TIMEOUT_S = 10.0
 # Events one group's queue keeps before the broker drops the oldest (``x-max-length``,
 # overflow ``drop-head``, RabbitMQ's default). The same bound as ``MemoryBus``.
@@ -174,7 +177,7 @@ class AmqpBus(AmqpDeadLetters, Bus):
                     # The retries queue first: a delay expiring into a missing queue is lost.
                     await self._declare_work_queue(publisher.channel, self._queues.retries)
                     await self._declare_queue(publisher.channel, queue, self._delay_arguments(step))
-            except (*RETRYABLE, ChannelPreconditionFailed) as exc:
+            except DECLARE_FAULTS as exc:
                 # A refused declare closed the channel; the next call declares afresh.
                 raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             publisher.delays.add(queue)

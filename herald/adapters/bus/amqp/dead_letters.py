@@ -118,7 +118,8 @@ class AmqpDeadLetters(AmqpTopology):
     def _letter(self, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
         deaths = headers.get("x-death")
-        death: dict[str, Any] = deaths[0] if isinstance(deaths, list) and deaths else {}
+        first = deaths[0] if isinstance(deaths, list) and deaths else None
+        death: dict[str, Any] = first if isinstance(first, dict) else {}
         reason = str(headers.get(PARKED_REASON) or headers.get("x-first-death-reason") or death.get("reason") or "?")
         deliveries = headers.get(PARKED_DELIVERIES)
         if not isinstance(deliveries, int):

@@ -33,6 +33,8 @@ log = logging.getLogger("herald.adapters.bus.amqp_link")
 
 # Faults of connecting that another node or a later attempt may not have.
 CONNECT_FAULTS: tuple[type[BaseException], ...] = (AMQPConnectionError, ConnectionError, OSError, TimeoutError)
+# Closing may also meet a connection aio-pika already tore down (RuntimeError).
+CLOSE_FAULTS: tuple[type[BaseException], ...] = (*CONNECT_FAULTS, RuntimeError)
 
 # One attempt at one node; a refused connection (a stopped node) fails at once anyway.
 ATTEMPT_TIMEOUT_S = 5.0
@@ -121,7 +123,7 @@ class AmqpLink:
         if connection is not None and not connection.is_closed:
             try:
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
-            except (*CONNECT_FAULTS, RuntimeError) as exc:
+            except CLOSE_FAULTS as exc:
                 log.info("RabbitMQ connection did not close cleanly (%r)", exc)
 
     async def _watch(self) -> None:

@@ -126,7 +126,7 @@ class RedisClient:
         if self._mode == "sentinel":
             # The URL, when given, brings credentials and the database; the sentinels the address.
             given = dict(parse_url(self._url)) if self._url else {}
-            auth = {key: given[key] for key in ("username", "password", "db") if key in given}
+            auth: dict[str, Any] = {key: given[key] for key in ("username", "password", "db") if key in given}
             sentinels = Sentinel(
                 self._sentinels,
                 sentinel_kwargs={"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S},
@@ -196,7 +196,8 @@ class RedisClient:
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        return await pipe.execute()
+        rows: list[dict[str, str]] = await pipe.execute()
+        return rows
 
     async def _execute(self, build: Callable[[AnyPipeline], object]) -> list[Any]:
         """One pipelined round trip. If the server forgot the scripts (restarted, SCRIPT
@@ -206,7 +207,8 @@ class RedisClient:
             pipe = self._redis.pipeline(transaction=False)
             build(pipe)
             try:
-                return await pipe.execute()
+                results: list[Any] = await pipe.execute()
+                return results
             except redis_errors.NoScriptError:
                 if attempt:
                     raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis.typing import EncodableT, FieldT
+
 from herald.adapters.directory.base import Presence
 from herald.core import codec
 
@@ -46,6 +48,6 @@ def unpair(value: str) -> tuple[str, str]:
     return app_id, name
 
 
-def node_conns(conns: Sequence[Presence]) -> dict[str, str]:
+def node_conns(conns: Sequence[Presence]) -> dict[FieldT, EncodableT]:
     """A node's own record of its connections: conn id -> app and user."""
     return {conn.conn_id: pair(conn.app_id, conn.user_id) for conn in conns}

@@ -18,6 +18,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from herald.adapters.store.base import OffsetStore
 from herald.adapters.store.mongo.connection import DUPLICATE_KEY, MongoConnection, translated
 from herald.adapters.store.mongo.retry import with_retries
+from herald.core.errors import Unavailable
 
 # Channels from which one allocation reads and raises counters in bulk rather than
 # with a find_one_and_update each: two round trips against one per channel.
@@ -103,6 +104,8 @@ class MongoOffsets(MongoConnection, OffsetStore):
             # Two first allocations of a channel raced to create its counter; servers
             # before 4.2 do not retry that upsert themselves. The counter exists now.
             doc = await self._counters.find_one_and_update(**args)
+        if doc is None:  # an upsert returning the new document always finds one
+            raise Unavailable(f"the offset counter of {channel} was not written")
         return int(doc["n"])
 
     async def _compare_and_add(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:

@@ -27,7 +27,8 @@ class SqliteApps(SqliteWorker, AppStore):
 
     async def get_app(self, app_id: str) -> App | None:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute("SELECT * FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+            row: sqlite3.Row | None = conn.execute("SELECT * FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+            return row
 
         row = await self._run(work)
         return None if row is None else App(app_id=row["app_id"], name=row["name"], created_at=row["created_at"])
@@ -46,14 +47,20 @@ class SqliteApps(SqliteWorker, AppStore):
 
     async def app_for_key(self, key_hash: str) -> str | None:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute("SELECT app_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT app_id FROM api_keys WHERE key_hash = ?", (key_hash,)
+            ).fetchone()
+            return row
 
         row = await self._run(work)
         return None if row is None else row["app_id"]
 
     async def get_app_config(self, app_id: str) -> AppConfig:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute("SELECT config FROM app_configs WHERE app_id = ?", (app_id,)).fetchone()
+            row: sqlite3.Row | None = conn.execute(
+                "SELECT config FROM app_configs WHERE app_id = ?", (app_id,)
+            ).fetchone()
+            return row
 
         row = await self._run(work)
         return AppConfig() if row is None else AppConfig.from_dict(codec.loads(row["config"]))
@@ -94,9 +101,10 @@ class SqliteApps(SqliteWorker, AppStore):
 
     async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute(
+            row: sqlite3.Row | None = conn.execute(
                 "SELECT * FROM tokens WHERE token_hash = ? AND expires_at > ?", (token_hash, now)
             ).fetchone()
+            return row
 
         row = await self._run(work)
         return None if row is None else _token_from(row)

@@ -65,10 +65,11 @@ class SqliteMessages(SqliteWorker, OffsetStore, MessageStore):
 
     async def get_message(self, app_id: str, message_id: str, now: float) -> Message | None:
         def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            return conn.execute(
+            row: sqlite3.Row | None = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND app_id = ? AND expires_at > ?",
                 (message_id, app_id, now),
             ).fetchone()
+            return row
 
         row = await self._run(work)
         return None if row is None else _message_from(row)
