@@ -31,7 +31,8 @@ DEMO_APP_NAME = "demo"
 
 def _load_json(path: Path) -> dict[str, str]:
     try:
-        return json.loads(path.read_text())
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
     except (OSError, ValueError):
         return {}
 

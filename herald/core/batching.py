@@ -71,7 +71,7 @@ class Batcher(Generic[T, R]):
         self._pending_size = 0
         self._gatherer: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()  # cuts the linger short: a full batch, or a flush
+        self._wake = asyncio.Event()  # set to cut a linger short: a batch filled up, or a flush came
         self._closed = False
         # Entries are numbered in arrival order; flush() waits for a number to be completed.
         self._taken = 0  # entries taken out of the pending list so far
@@ -156,8 +156,6 @@ class Batcher(Generic[T, R]):
             # Taken only now: while every slot is busy, the batch keeps growing.
             start = self._taken
             batch = self._take()
-            if self._max_batch is None or self._pending_size < self._max_batch:
-                self._wake.clear()
             if not any(entry.waiter is None or not entry.waiter.done() for entry in batch):
                 self._slots.release()  # every waiter gave up: nothing to write
                 self._finish(start, self._taken)
@@ -167,13 +165,18 @@ class Batcher(Generic[T, R]):
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
+    def _urgent(self) -> bool:
+        """A flush is waiting, or a full batch is: no lingering."""
+        return bool(self._flushes) or (self._max_batch is not None and self._pending_size >= self._max_batch)
+
     async def _linger(self) -> None:
-        if self._flushes or self._wake.is_set():
+        if self._urgent():
             return
         delay = self._busy_linger_s if self._writes else self._linger_s
         if delay <= 0:
             await asyncio.sleep(0)  # the rest of this event-loop turn's items
             return
+        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
         except TimeoutError:

@@ -7,7 +7,7 @@ on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -55,7 +55,7 @@ def decode_batch(body: bytes) -> list[dict[str, Any]]:
 MAX_BATCH_BYTES = 1024 * 1024
 
 
-def encode_batches(messages: Iterable[dict[str, Any]], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+def encode_batches(messages: Iterable[Mapping[str, Any]], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
     """Encode messages as few bus bodies as fit ``max_bytes`` each (one message may exceed it alone)."""
     bodies: list[bytes] = []
     chunk: list[bytes] = []

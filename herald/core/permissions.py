@@ -8,7 +8,7 @@ before clients could publish. A group needs membership as well (checked by the n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -36,7 +36,7 @@ def may_publish(patterns: Iterable[str], channel: str) -> bool:
     return any(fnmatchcase(channel, pattern) for pattern in patterns)
 
 
-def first_refusal(patterns: Sequence[str], channel: str, member_of: set[str]) -> tuple[str, str] | None:
+def first_refusal(patterns: Sequence[str], channel: str, member_of: Collection[str]) -> tuple[str, str] | None:
     """Why a client may not publish on ``channel`` (code, message), or None if it may."""
     if not may_publish(patterns, channel):
         return "forbidden_channel", f"your token does not allow publishing to {channel}"

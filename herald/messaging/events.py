@@ -54,8 +54,9 @@ async def publish(bus: Bus, value: dict[str, Any]) -> bool:
 
 
 def topic_matches(pattern: str, key: str) -> bool:
-    """AMQP topic matching: words split on dots, ``*`` is one word, ``#`` zero or more."""
-    return _match(pattern.split("."), key.split("."))
+    """AMQP topic matching: words split on dots, ``*`` is one word, ``#`` zero or more.
+    An empty key has no words, as RabbitMQ reads it (``*`` misses it, ``#`` matches it)."""
+    return _match(pattern.split("."), key.split(".") if key else [])
 
 
 def _match(pattern: list[str], words: list[str]) -> bool:

@@ -35,7 +35,7 @@ Times (``now``) are wall-clock epoch seconds, comparable with messages' ``ts`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from herald.services.push.decisions import Decisions, Read
 from herald.services.push.framing import text_frame
@@ -233,6 +233,7 @@ class DeliveryCore:
         for run in contiguous_runs(messages):
             first = run[0]
             channel = first["channel"]
+            readers: Collection[Reader]
             if channel.startswith("user:"):
                 readers = self.readers.of_user(first["app"], channel[5:])
             else:

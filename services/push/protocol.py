@@ -90,7 +90,8 @@ def _channel(value: Any) -> str:
         parse_channel(value)
     except BadRequest as exc:
         raise FrameError("invalid_channel", exc.message) from None
-    return value
+    channel: str = value  # parse_channel accepts only strings
+    return channel
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:

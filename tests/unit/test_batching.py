@@ -203,6 +203,22 @@ async def test_flush_with_nothing_queued_returns_at_once() -> None:
     assert batcher.pending == 0
 
 
+async def test_an_item_queued_after_a_flush_still_lingers() -> None:
+    writes = Writes()
+    writes.open.clear()
+    batcher: Batcher[int, int] = Batcher(writes, name="test", linger_s=3600)
+    batcher.add([1])
+    first = asyncio.ensure_future(batcher.flush())
+    await until_started(writes, 1)
+    second = asyncio.ensure_future(batcher.flush())  # nothing queued, one write in flight
+    await turns()
+    writes.open.set()
+    await asyncio.gather(first, second)
+    batcher.add([2])
+    await turns()
+    assert (writes.batches, batcher.pending) == ([[1]], 1)
+
+
 async def test_flush_waits_for_a_write_already_in_flight() -> None:
     writes = Writes()
     writes.open.clear()
