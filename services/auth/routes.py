@@ -31,7 +31,8 @@ from herald.web.api import ERROR_RESPONSES
 
 def auth_service(request: Request) -> AuthService:
     """The app's ``AuthService``, kept in ``app.state.auth`` by ``create_app``."""
-    return request.app.state.auth
+    service: AuthService = request.app.state.auth
+    return service
 
 
 Auth = Annotated[AuthService, Depends(auth_service)]

@@ -134,7 +134,8 @@ class MessageService:
         if earlier == "":
             raise Conflict("a request with this idempotency key is still in progress", code="in_progress")
         if earlier is not None:
-            return codec.loads(earlier)
+            recorded: list[dict[str, Any]] = codec.loads(earlier)
+            return recorded
         try:
             result = (await self._accept(app_id, [draft]))[0]
         except BaseException:

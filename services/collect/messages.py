@@ -24,7 +24,8 @@ from herald.web.api import ERROR_RESPONSES
 
 def message_service(request: Request) -> MessageService:
     """The app's ``MessageService``, kept in ``app.state.messages`` by ``create_app``."""
-    return request.app.state.messages
+    service: MessageService = request.app.state.messages
+    return service
 
 
 Messages = Annotated[MessageService, Depends(message_service)]

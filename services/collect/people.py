@@ -22,7 +22,8 @@ UserId = Annotated[
 
 def people_service(request: Request) -> PeopleService:
     """The app's ``PeopleService``, kept in ``app.state.people`` by ``create_app``."""
-    return request.app.state.people
+    service: PeopleService = request.app.state.people
+    return service
 
 
 People = Annotated[PeopleService, Depends(people_service)]
