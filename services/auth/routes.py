@@ -29,8 +29,9 @@ from herald.messaging.apikeys import AppId
 from herald.web.api import ERROR_RESPONSES
 
 
-def auth_service(request: Request) -> AuthService:
-    """The app's ``AuthService``, kept in ``app.state.auth`` by ``create_app``."""
+async def auth_service(request: Request) -> AuthService:
+    """The app's ``AuthService``, kept in ``app.state.auth`` by ``create_app``.
+    (async: FastAPI would run a plain function on a worker thread, per request)."""
     service: AuthService = request.app.state.auth
     return service
 

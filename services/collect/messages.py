@@ -22,8 +22,9 @@ from herald.messaging.apikeys import AppId
 from herald.web.api import ERROR_RESPONSES
 
 
-def message_service(request: Request) -> MessageService:
-    """The app's ``MessageService``, kept in ``app.state.messages`` by ``create_app``."""
+async def message_service(request: Request) -> MessageService:
+    """The app's ``MessageService``, kept in ``app.state.messages`` by ``create_app``.
+    (async: FastAPI would run a plain function on a worker thread, per request)."""
     service: MessageService = request.app.state.messages
     return service
 

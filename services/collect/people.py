@@ -20,8 +20,9 @@ UserId = Annotated[
 ]
 
 
-def people_service(request: Request) -> PeopleService:
-    """The app's ``PeopleService``, kept in ``app.state.people`` by ``create_app``."""
+async def people_service(request: Request) -> PeopleService:
+    """The app's ``PeopleService``, kept in ``app.state.people`` by ``create_app``.
+    (async: FastAPI would run a plain function on a worker thread, per request)."""
     service: PeopleService = request.app.state.people
     return service
 

@@ -55,9 +55,7 @@ async def connect(directory: MemoryDirectory, user_id: str, node: str = "node-a"
     await directory.add_connections(node, [Presence(APP, user_id, f"{node}-{conn}", "phone", 1.0)], 30)
 
 
-async def test_a_join_adds_the_member_after_the_groups_last_offset(
-    people: PeopleService, store: SqliteStore
-) -> None:
+async def test_a_join_adds_the_member_after_the_groups_last_offset(people: PeopleService, store: SqliteStore) -> None:
     await store.allocate_offsets(APP, {"group:ops": 4})
     membership = await people.join(APP, "ops", "7")
     assert (membership.joined, membership.joined_after) == (True, 4)
