@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,10 +67,10 @@ def _integral(value: Any) -> Any:
 STRICT_BODY = ConfigDict(extra="forbid", strict=True)
 
 
-def json_int(ge: int, le: int) -> Any:
-    """The type of an integer body field from ``ge`` to ``le`` that also takes 5.0 for 5.
-    (The bounds go here, not on the field: there pydantic would drop them from the schema.)"""
-    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+# What makes an integer body field also take 5.0 for 5. It goes after the bounds, in the
+# same Annotated: ``Annotated[int, Field(ge=0, le=9), INTEGRAL]``. (Bounds on the field
+# itself, or after this validator, would be dropped from the schema by pydantic.)
+INTEGRAL = BeforeValidator(_integral)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from herald.core.model import USER_ID_RE
 from herald.core.permissions import MAX_PATTERNS, PATTERN_RE
 from herald.core.settings import MAX_BATCH_CEILING
-from herald.web.api import STRICT_BODY, json_int
+from herald.web.api import INTEGRAL, STRICT_BODY
 
 MAX_TOKEN_TTL_S = 30 * 86400
 # Tokens per batch introspection: a push node sends the tokens of the handshakes in flight
@@ -43,11 +43,13 @@ class KeyRotated(BaseModel):
 class LimitsBody(BaseModel):
     model_config = STRICT_BODY
     messages_per_s: float = Field(default=0, ge=0, le=1e9, description="token bucket rate; 0: the default")
-    burst: json_int(0, 10**9) = Field(default=0, description="bucket size; 0: one second's worth")
-    max_payload: json_int(16, 16 * 1024 * 1024) | None = None
-    max_batch: json_int(1, MAX_BATCH_CEILING) | None = None
-    connections_per_user: json_int(0, 1_000_000) = 0
-    groups_per_user: json_int(0, 1_000_000) = 0
+    burst: Annotated[int, Field(ge=0, le=10**9), INTEGRAL] = Field(
+        default=0, description="bucket size; 0: one second's worth"
+    )
+    max_payload: Annotated[int, Field(ge=16, le=16 * 1024 * 1024), INTEGRAL] | None = None
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH_CEILING), INTEGRAL] | None = None
+    connections_per_user: Annotated[int, Field(ge=0, le=1_000_000), INTEGRAL] = 0
+    groups_per_user: Annotated[int, Field(ge=0, le=1_000_000), INTEGRAL] = 0
     frames_per_s: float = Field(default=0, ge=0, le=1e6)
 
 
@@ -81,7 +83,7 @@ class AppSettings(BaseModel):
 class NewToken(BaseModel):
     model_config = STRICT_BODY
     user_id: str = Field(pattern=USER_ID_RE.pattern, min_length=1, max_length=128)
-    ttl_s: json_int(1, MAX_TOKEN_TTL_S) | None = None
+    ttl_s: Annotated[int, Field(ge=1, le=MAX_TOKEN_TTL_S), INTEGRAL] | None = None
     device: str | None = Field(default=None, min_length=1, max_length=64, description="label shown in presence")
     publish: list[Annotated[str, Field(json_schema_extra={"pattern": PATTERN_RE.pattern})]] | None = Field(
         default=None,

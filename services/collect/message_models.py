@@ -4,10 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 
 from herald.core.model import EVENT_RE, GROUP_RE, USER_ID_RE
 from herald.core.settings import MAX_BATCH_CEILING
-from herald.web.api import STRICT_BODY, json_int
+from herald.web.api import INTEGRAL, STRICT_BODY
 
 MAX_TTL_S = 365 * 86400
 MAX_HISTORY_PAGE = 1000
@@ -15,9 +16,9 @@ MAX_HISTORY_PAGE = 1000
 
 # Declared in the schema and checked by the handlers, which answer 400 with a precise code
 # (invalid_user_id, invalid_group, invalid_event, invalid_recipients, invalid_channel).
-_NULL: dict[str, Any] = {"type": "null"}
-_NO_BROADCAST: dict[str, Any] = {"enum": [None, False]}
-_EXACTLY_ONE = [
+_NULL: JsonDict = {"type": "null"}
+_NO_BROADCAST: JsonDict = {"enum": [None, False]}
+_EXACTLY_ONE: list[JsonValue] = [
     {
         "required": ["users"],
         "properties": {
@@ -97,7 +98,9 @@ class SendMessage(BaseModel):
         default=None,
         description="any JSON value, up to HERALD_MAX_PAYLOAD bytes encoded; integers within 64 bits",
     )
-    ttl_s: json_int(1, MAX_TTL_S) | None = Field(default=None, description="kept for replay this long")
+    ttl_s: Annotated[int, Field(ge=1, le=MAX_TTL_S), INTEGRAL] | None = Field(
+        default=None, description="kept for replay this long"
+    )
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,

@@ -8,11 +8,13 @@ started without one refuses every call.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, Field
 
 from herald.adapters.bus.base import Bus, DeadLetter
-from herald.web.api import ERROR_RESPONSES, STRICT_BODY, json_int, secret_dependency
+from herald.web.api import ERROR_RESPONSES, INTEGRAL, STRICT_BODY, secret_dependency
 
 MOST = 10_000
 
@@ -46,7 +48,7 @@ class DeadLetters(BaseModel):
 class Selection(BaseModel):
     model_config = STRICT_BODY
     ids: list[str] | None = Field(None, max_length=MOST, description="the dead letters to act on; none: all")
-    limit: json_int(1, MOST) = 1000  # type: ignore[valid-type]
+    limit: Annotated[int, Field(ge=1, le=MOST), INTEGRAL] = 1000
 
 
 class Done(BaseModel):

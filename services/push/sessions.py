@@ -84,9 +84,7 @@ def _count_error(code: str) -> None:
 
 
 class Sessions:
-    def __init__(
-        self, node: PushNode, checker: TokenChecker, publishing: ClientPublishing, heartbeat_s: float
-    ) -> None:
+    def __init__(self, node: PushNode, checker: TokenChecker, publishing: ClientPublishing, heartbeat_s: float) -> None:
         self._node = node
         self._checker = checker
         self._publishing = publishing

@@ -235,10 +235,10 @@ class Socket(asyncio.Protocol):
         elif opcode is Opcode.CONT and self._fragments is not None:
             self._fragments.append(bytes(frame.data))
             if frame.fin:
-                opcode, data = self._opcode, b"".join(self._fragments)
+                first, data = self._opcode, b"".join(self._fragments)
                 self._opcode = self._fragments = None
-                assert opcode is not None
-                self._deliver(opcode, data)
+                assert first is not None  # set with the first fragment
+                self._deliver(first, data)
         # Pings are answered and closes handled by the protocol; pongs only prove liveness.
 
     def _deliver(self, opcode: Opcode, data: bytes) -> None:
