@@ -23,6 +23,8 @@ apt_install() {
 
 ensure_redis() {
   port_open 6379 && return 0
+  # A redis-server that is already running (busy, or loading) is not ours to start or stop.
+  if pgrep -f 'redis-server [^ ]*:6379$' >/dev/null 2>&1 && wait_port 6379 30 redis 2>/dev/null; then return 0; fi
   command -v redis-server >/dev/null || apt_install redis-server
   echo "starting redis-server on 127.0.0.1:6379" >&2
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -34,6 +36,13 @@ ensure_redis() {
 ensure_rabbitmq() {
   port_open 5672 && return 0
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  # A node that runs with its port closed is restarting its application (as a fault test
+  # does to the machine's broker): it is not ours to start, nor to stop at exit.
+  if timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+    echo "rabbitmq is running but not listening yet; waiting for it" >&2
+    wait_port 5672 120 rabbitmq
+    return
+  fi
   echo "starting rabbitmq-server on 127.0.0.1:5672" >&2
   rabbitmq-server -detached
   STARTED_SERVERS+=(rabbitmq)
