@@ -5,6 +5,11 @@ a bad or expired token gets HTTP 401 and no WebSocket exists. ``/healthz``, ``/r
 ``/metrics`` and the console are answered on the same port. Sockets are
 ``services.push.socket.Socket``s: frames are answered from the event loop's callbacks, and
 a task exists only while a connection starts or awaits a publish.
+
+Every socket passes the admission gate at accept (``services.push.gate``: a handshake
+deadline from accept, caps per node and per source address, a connection cap), and every
+token the token screen (``services.push.screen``) before auth is asked. Request targets
+are never logged whole: a query string may carry ``?token=``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from herald.services.push.demo import DemoBackend, query_value
+from herald.services.push.gate import GateLimits, HandshakeGate
 from herald.services.push.handshake import (
     Identity,
     choose_subprotocol,
@@ -34,6 +40,7 @@ from herald.services.push.ops_page import OpsSnapshots
 from herald.services.push.protocol import CLOSE_DRAINING
 from herald.services.push.publish import ClientPublishing
 from herald.services.push.readers import Reader
+from herald.services.push.screen import TokenScreen
 from herald.services.push.sessions import Sessions
 from herald.services.push.socket import Keepalive, Socket
 from websockets.datastructures import Headers
@@ -105,6 +112,12 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
     return http_response(status, codec.dumps(body), "application/json")
 
 
+def path_only(target: str) -> str:
+    """A request target without its query string, the only form of it that is logged: the
+    query may carry a connect token (``?token=``), and logs travel further than secrets may."""
+    return urlsplit(target).path
+
+
 def _count_error(code: str) -> None:
     metrics.errors.labels("push", code).inc()
 
@@ -131,9 +144,11 @@ class PushServer:
         reuse_port: bool = False,
         console: ConsoleConfig | None = None,
         ops: OpsSnapshots | None = None,
+        gate: GateLimits | None = None,
     ) -> None:
         self.node = node
-        self._checker = checker
+        self._screen = TokenScreen(checker)
+        self._gate: HandshakeGate[Socket] = HandshakeGate(gate or GateLimits())
         self._directory = directory
         self._configs = configs
         self._limits = limits
@@ -142,7 +157,7 @@ class PushServer:
         self._heartbeat_s = heartbeat_s
         self._drain_s = drain_s
         self._readiness = readiness
-        self._sessions = Sessions(node, checker, publishing, heartbeat_s)
+        self._sessions = Sessions(node, self._screen, publishing, heartbeat_s)
         self._demo = demo
         self._reuse_port = reuse_port
         self._console = console or ConsoleConfig()
@@ -151,6 +166,7 @@ class PushServer:
         self._sockets: set[Socket] = set()
         self._keepalive = Keepalive(heartbeat_s, heartbeat_s * 2)
         self._sweeper: asyncio.Task[None] | None = None
+        self._deadlines: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -164,6 +180,7 @@ class PushServer:
             self._new_socket, self._host, self._port, reuse_port=self._reuse_port or None, backlog=BACKLOG
         )
         self._sweeper = loop.create_task(self._keepalive.run(lambda: self._sockets), name="push-keepalive")
+        self._deadlines = loop.create_task(self._enforce_deadlines(), name="push-handshake-deadlines")
 
     async def stop(self) -> None:
         """Drain: stop accepting, leave routing, ask every client to reconnect elsewhere (1012),
@@ -182,8 +199,9 @@ class PushServer:
                 task.cancel()
         for sock in list(self._sockets):
             sock.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for sweeper in (self._sweeper, self._deadlines):
+            if sweeper is not None:
+                sweeper.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         await self._sessions.stop()
@@ -194,6 +212,36 @@ class PushServer:
         sock = Socket(self, MAX_FRAME_BYTES, _select_subprotocol)
         self._sockets.add(sock)
         return sock
+
+    def accepted(self, sock: Socket) -> None:
+        admission = self._gate.admit(sock, sock.address, len(self._sockets) - 1, time.monotonic())
+        if admission.refused is not None:
+            metrics.push_sockets_dropped.labels(admission.refused).inc()
+            sock.respond(_error(503, admission.refused, "this node holds all the connections it may; try another"))
+            return
+        for old in admission.evicted:
+            metrics.push_sockets_dropped.labels("evicted").inc()
+            old.abort()
+        for turn in admission.resumed:
+            _resume(turn)
+        if admission.wait and sock.transport is not None:
+            sock.transport.pause_reading()
+
+    def _handshake_over(self, sock: Socket) -> None:
+        """``sock`` is answered or gone: its place in the gate goes to the next of its address."""
+        turn = self._gate.done(sock)
+        if turn is not None:
+            _resume(turn)
+
+    async def _enforce_deadlines(self) -> None:
+        """Drop the sockets whose handshake outlived the deadline, counted from accept."""
+        period = min(0.5, self._gate.limits.handshake_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            for sock in self._gate.expired(time.monotonic()):
+                metrics.push_sockets_dropped.labels("deadline").inc()
+                self._handshake_over(sock)
+                sock.abort()
 
     def request(self, sock: Socket, request: Request) -> None:
         self._spawn(self._open(sock, request))
@@ -206,6 +254,7 @@ class PushServer:
 
     def lost(self, sock: Socket) -> None:
         self._sockets.discard(sock)
+        self._handshake_over(sock)
         self._sessions.lost(sock)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -251,7 +300,7 @@ class PushServer:
             return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
         checked_at = time.time()
         try:
-            identity = await self._checker.identity(token)
+            identity = await self._screen.identity(token)
         except Unavailable as exc:
             metrics.push_handshakes_rejected.labels("auth_unavailable").inc()
             return _error(503, exc.code, exc.message)
@@ -309,8 +358,9 @@ class PushServer:
         try:
             answer = await self._process_request(request)
         except Exception:
-            log.exception("could not answer a request for %s", request.path)
+            log.exception("could not answer a request for %s", path_only(request.path))
             answer = _error(500, "internal", "the push node failed to answer this request")
+        self._handshake_over(sock)
         if sock.gone:
             return
         if isinstance(answer, Response):
@@ -333,6 +383,13 @@ class PushServer:
         )
         sock.respond(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
+
+
+def _resume(sock: Socket) -> None:
+    """A socket's turn to be read came (it waited behind others of its address)."""
+    transport = sock.transport
+    if transport is not None and not transport.is_closing():
+        transport.resume_reading()
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:

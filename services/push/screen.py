@@ -1,0 +1,80 @@
+"""Screen connect tokens before asking auth: refuse what auth never issued, and remember
+recent refusals.
+
+A made-up token used to cost a request to auth and a store read there, each. A token of
+the wrong shape (``herald.core.credentials.is_connect_token``) is refused on the node
+with no request at all; a well-shaped one auth refused is remembered for
+``REFUSALS_KEPT_S``, so the same token sent again costs a dictionary lookup. Nothing auth
+refuses becomes valid later (unknown, revoked and expired tokens stay so), so the memory
+is never wrong, only bounded. Answers auth could not give (``Unavailable``) are not
+remembered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from herald.services.push.handshake import Identity
+from herald.services.push.introspect import TokenChecker
+
+from herald.core.credentials import is_connect_token
+from herald.ops import metrics
+
+# Refusals remembered at most: 10,000 entries of a 46-character token and a float, about
+# 2 MB. Past it the least recently seen is forgotten (and would be asked again).
+MAX_REFUSALS = 10_000
+# How long a refusal is remembered: long enough to absorb a client retrying the same bad
+# token in a loop, short enough that the memory stays small.
+REFUSALS_KEPT_S = 60.0
+
+
+class RefusalMemory:
+    """A bounded, least-recently-used set of refused tokens, each kept ``kept_s`` seconds."""
+
+    def __init__(self, most: int = MAX_REFUSALS, kept_s: float = REFUSALS_KEPT_S) -> None:
+        self._most = most
+        self._kept_s = kept_s
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def remember(self, token: str, now: float) -> None:
+        self._until[token] = now + self._kept_s
+        self._until.move_to_end(token)
+        while len(self._until) > self._most:
+            self._until.popitem(last=False)
+
+    def refused(self, token: str, now: float) -> bool:
+        until = self._until.get(token)
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[token]
+            return False
+        self._until.move_to_end(token)
+        return True
+
+
+class TokenScreen:
+    """``TokenChecker.identity`` behind the shape check and the refusal memory."""
+
+    def __init__(self, checker: TokenChecker, clock: Callable[[], float] = time.monotonic) -> None:
+        self._checker = checker
+        self._clock = clock
+        self.refusals = RefusalMemory()
+
+    async def identity(self, token: str) -> Identity | None:
+        """The token's identity, None if it is not one; Unavailable if auth is down."""
+        if not is_connect_token(token):
+            metrics.push_tokens_screened.labels("malformed").inc()
+            return None
+        if self.refusals.refused(token, self._clock()):
+            metrics.push_tokens_screened.labels("refused_before").inc()
+            return None
+        identity = await self._checker.identity(token)
+        if identity is None:
+            self.refusals.remember(token, self._clock())
+        return identity
