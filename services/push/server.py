@@ -223,15 +223,15 @@ class PushServer:
             metrics.push_sockets_dropped.labels("evicted").inc()
             old.abort()
         for turn in admission.resumed:
-            _resume(turn)
-        if admission.wait and sock.transport is not None:
-            sock.transport.pause_reading()
+            turn.resume()
+        if admission.wait:
+            sock.hold()
 
     def _handshake_over(self, sock: Socket) -> None:
         """``sock`` is answered or gone: its place in the gate goes to the next of its address."""
         turn = self._gate.done(sock)
         if turn is not None:
-            _resume(turn)
+            turn.resume()
 
     async def _enforce_deadlines(self) -> None:
         """Drop the sockets whose handshake outlived the deadline, counted from accept."""
@@ -383,13 +383,6 @@ class PushServer:
         )
         sock.respond(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
-
-
-def _resume(sock: Socket) -> None:
-    """A socket's turn to be read came (it waited behind others of its address)."""
-    transport = sock.transport
-    if transport is not None and not transport.is_closing():
-        transport.resume_reading()
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:

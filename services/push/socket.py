@@ -33,6 +33,9 @@ from websockets.typing import Subprotocol
 log = logging.getLogger("herald.push")
 
 CLOSE_TIMEOUT_S = 2.0
+# Bytes a socket waiting for its handshake turn (``hold``) may send before it is dropped:
+# a request's head fits many times over; the event loop may read once before the pause.
+MAX_HELD_BYTES = 64 * 1024
 CLOSE_KEEPALIVE_TIMEOUT = 1011
 CLOSE_INVALID_TEXT = 1007
 PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, no payload
@@ -64,6 +67,7 @@ class Socket(asyncio.Protocol):
     __slots__ = (
         "_fragments",
         "_held",
+        "_holding",
         "_lost",
         "_opcode",
         "address",
@@ -105,6 +109,8 @@ class Socket(asyncio.Protocol):
         self.gone = False  # the TCP connection is closed
         self._held = False  # the answer to the client's close waits for release()
         self._lost: asyncio.Future[None] | None = None
+        # Bytes read while the socket waits its turn (``hold``); None when it does not wait.
+        self._holding: list[bytes] | None = None
         # A fragmented message being received: its opcode and the parts so far.
         self._opcode: Opcode | None = None
         self._fragments: list[bytes] | None = None
@@ -118,6 +124,9 @@ class Socket(asyncio.Protocol):
         self.events.accepted(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._holding is not None:
+            self._keep(data)
+            return
         self.last_seen = time.monotonic()
         protocol = self.protocol
         protocol.receive_data(data)
@@ -139,6 +148,30 @@ class Socket(asyncio.Protocol):
         self.flush()
         if protocol.close_expected():
             self._close_later()
+
+    def hold(self) -> None:
+        """Read nothing until ``resume``: the socket waits its turn for a handshake. Bytes
+        the event loop reads anyway (it may read once before a pause takes) are kept."""
+        self._holding = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        held, self._holding = self._holding, None
+        transport = self.transport
+        if held is None or transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        for data in held:
+            self.data_received(data)
+
+    def _keep(self, data: bytes) -> None:
+        assert self._holding is not None
+        self._holding.append(data)
+        if sum(len(part) for part in self._holding) > MAX_HELD_BYTES:
+            self.abort()
+        elif self.transport is not None:
+            self.transport.pause_reading()
 
     def release(self) -> None:
         """Send the answer to the client's close, held by ``SocketEvents.closing``."""
