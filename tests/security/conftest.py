@@ -25,3 +25,11 @@ async def publisher(standalone: Standalone) -> AsyncIterator[Publisher]:
     """The demo app's publisher (each module's ``standalone`` fixture is its own process)."""
     async with Publisher(standalone.auth_url, standalone.collect_url, standalone.demo["api_key"]) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzzer's counts, in every run's output."""
+    from tests.security.test_ws_fuzz import REPORT
+
+    for line in REPORT:
+        terminalreporter.write_line(line)

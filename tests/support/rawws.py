@@ -89,7 +89,8 @@ class ServerFrame:
 
 
 async def read_frame(reader: asyncio.StreamReader, timeout_s: float) -> ServerFrame | None:
-    """The next server frame (unmasked, unfragmented as the node sends them); None at EOF."""
+    """The next server frame (unmasked, unfragmented as the node sends them); None at EOF.
+    A reset connection raises ConnectionResetError."""
     try:
         head = await asyncio.wait_for(reader.readexactly(2), timeout_s)
     except asyncio.IncompleteReadError:
