@@ -272,6 +272,8 @@ async def _run(port: int, token: str, before_welcome: bool, sent: list[Sent]) ->
         welcomed = False
         if not before_welcome:
             first = await read_frame(reader, READ_S)
+            while first is not None and first.opcode == Opcode.PING:  # the keepalive may come first
+                first = await read_frame(reader, READ_S)
             assert first is not None and codec.loads(first.payload)["type"] == "welcome"
             welcomed = True
         for item in sent:
