@@ -63,7 +63,8 @@ push_handshakes_rejected = Counter(
 )
 push_tokens_screened = Counter(
     "herald_push_tokens_screened",
-    "Connect tokens refused on the node without asking auth: malformed, or refused before",
+    "Connect tokens screened on the node: refused without asking auth (malformed, refused_before), "
+    "or asked in the low-priority lane (suspect_source)",
     ["reason"],
     registry=REGISTRY,
 )

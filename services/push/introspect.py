@@ -7,6 +7,11 @@ lone handshake is sent on the next turn of the event loop, so batching adds no w
 the node is quiet; under a connect storm the batches grow on their own, which is what
 makes the HTTP client's and the store's cost per request, not per handshake.
 
+Tokens from suspect sources (``low_priority``: an address that sent many refused tokens
+lately, ``services.push.screen``) wait in a lane of their own, which has at most
+``MAX_LOW_REQUESTS`` of the requests: a flood of made-up tokens queues behind itself, and
+the other handshakes keep the rest of the requests to auth.
+
 An auth that does not know the batch path yet (404, an older version during a rolling
 upgrade) is asked one token at a time, and the batch path is tried again a minute later.
 """
@@ -26,6 +31,8 @@ TIMEOUT_S = 3.0
 MAX_BATCH = 256
 # Requests out at once; further tokens wait and go together in the next one.
 MAX_REQUESTS = 4
+# Of those, requests carrying tokens of suspect sources at most.
+MAX_LOW_REQUESTS = 1
 MAX_TOKEN_LENGTH = 512
 # After auth answered 404 to the batch path, ask one token at a time for this long.
 SINGLE_RETRY_S = 60.0
@@ -62,18 +69,20 @@ class TokenChecker:
             transport=transport,
         )
         self._waiting: dict[str, list[asyncio.Future[Identity | None]]] = {}
+        self._waiting_low: dict[str, list[asyncio.Future[Identity | None]]] = {}
         self._in_flight = 0
+        self._low_in_flight = 0
         self._scheduled = False
         self._single_until = 0.0
         self._requests: set[asyncio.Task[None]] = set()
 
-    async def identity(self, token: str) -> Identity | None:
+    async def identity(self, token: str, low_priority: bool = False) -> Identity | None:
         """The token's identity, None if auth says it is not active; Unavailable if auth is down."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Identity | None] = loop.create_future()
-        self._waiting.setdefault(token, []).append(future)
+        (self._waiting_low if low_priority else self._waiting).setdefault(token, []).append(future)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
@@ -85,17 +94,23 @@ class TokenChecker:
             raise Unavailable("auth did not answer introspection in time") from None
 
     def _pump(self) -> None:
-        """Send what waits, in as few requests as the bounds allow."""
+        """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
         self._scheduled = False
-        while self._waiting and self._in_flight < MAX_REQUESTS:
-            tokens = list(self._waiting)[:MAX_BATCH]
-            batch = {token: self._waiting.pop(token) for token in tokens}
+        while self._in_flight < MAX_REQUESTS:
+            if self._waiting:
+                waiting, low = self._waiting, False
+            elif self._waiting_low and self._low_in_flight < MAX_LOW_REQUESTS:
+                waiting, low = self._waiting_low, True
+            else:
+                break
+            batch = {token: waiting.pop(token) for token in list(waiting)[:MAX_BATCH]}
             self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._ask(batch), name="introspect")
+            self._low_in_flight += low
+            task = asyncio.get_running_loop().create_task(self._ask(batch, low), name="introspect")
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
 
-    async def _ask(self, batch: dict[str, list[asyncio.Future[Identity | None]]]) -> None:
+    async def _ask(self, batch: dict[str, list[asyncio.Future[Identity | None]]], low: bool = False) -> None:
         try:
             try:
                 answers = await self._introspect(list(batch))
@@ -111,7 +126,8 @@ class TokenChecker:
                         future.set_result(answer)
         finally:
             self._in_flight -= 1
-            if self._waiting and not self._scheduled:
+            self._low_in_flight -= low
+            if (self._waiting or self._waiting_low) and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._pump)
 

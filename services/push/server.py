@@ -262,7 +262,7 @@ class PushServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process_request(self, request: Request) -> Response | Admitted:
+    async def _process_request(self, request: Request, address: str = "") -> Response | Admitted:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
@@ -300,7 +300,7 @@ class PushServer:
             return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
         checked_at = time.time()
         try:
-            identity = await self._screen.identity(token)
+            identity = await self._screen.identity(token, address)
         except Unavailable as exc:
             metrics.push_handshakes_rejected.labels("auth_unavailable").inc()
             return _error(503, exc.code, exc.message)
@@ -356,7 +356,7 @@ class PushServer:
         """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
         start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
         try:
-            answer = await self._process_request(request)
+            answer = await self._process_request(request, sock.address)
         except Exception:
             log.exception("could not answer a request for %s", path_only(request.path))
             answer = _error(500, "internal", "the push node failed to answer this request")

@@ -56,7 +56,7 @@ async def test_malformed_tokens_are_refused_401_without_asking_auth(standalone: 
     before = await _auth_requests(standalone)
     for _ in range(20):
         for token in MALFORMED:
-            assert await _handshake_status(standalone, token) == 401
+            assert await _handshake_status(standalone, token, "127.0.0.50") == 401
     assert await _auth_requests(standalone) == before
     assert await metric(standalone, "herald_push_tokens_screened_total", reason="malformed") >= 20 * len(MALFORMED)
 
@@ -65,7 +65,7 @@ async def test_a_refused_token_sent_again_is_refused_from_memory(standalone: Sta
     made_up = new_connect_token()  # the right shape, but auth never issued it
     before = await _auth_requests(standalone)
     for _ in range(30):
-        assert await _handshake_status(standalone, made_up) == 401
+        assert await _handshake_status(standalone, made_up, "127.0.0.51") == 401
     assert await _auth_requests(standalone) - before == 1
 
 
@@ -97,4 +97,5 @@ async def test_real_users_connect_at_once_during_a_flood_of_made_up_tokens(
         stop.set()
         await asyncio.gather(*flooders, return_exceptions=True)
     assert refused >= 200, f"the flood sent only {refused} made-up tokens"
+    assert await metric(standalone, "herald_push_tokens_screened_total", reason="suspect_source") > 0
     assert max(took) < 1.0, f"real users' handshakes took up to {max(took):.3f} s during the flood"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from herald.services.push.introspect import MAX_BATCH, MAX_REQUESTS, Identity, TokenChecker
+from herald.services.push.introspect import MAX_BATCH, MAX_LOW_REQUESTS, MAX_REQUESTS, Identity, TokenChecker
 
 from herald.core.errors import Unavailable
 
@@ -163,4 +163,32 @@ async def test_an_auth_without_the_batch_path_is_asked_one_token_at_a_time() -> 
 
     assert [identity.user_id if identity else None for identity in found] == ["a", None]
     assert sorted(auth.requests) == [("/v1/introspect", ["bad"]), ("/v1/introspect", ["good-a"])]
+    await checker.close()
+
+
+async def test_suspect_tokens_take_at_most_their_lane_and_others_pass_them() -> None:
+    auth = FakeAuth()
+    release = asyncio.Event()
+    low_in_flight: list[int] = []
+    holding = 0
+
+    async def hanging_for_made_up(request: httpx.Request) -> httpx.Response:
+        nonlocal holding
+        if any(not token.startswith("good-") for token in json.loads(request.content)["tokens"]):
+            holding += 1
+            low_in_flight.append(holding)
+            await release.wait()
+            holding -= 1
+        return auth(request)
+
+    checker = TokenChecker("http://auth", "s", transport=httpx.MockTransport(hanging_for_made_up))
+    flood = [asyncio.ensure_future(checker.identity(f"made-up-{i}", low_priority=True)) for i in range(MAX_BATCH * 3)]
+    await asyncio.sleep(0.05)
+    real = await asyncio.wait_for(checker.identity("good-ann"), 1.0)
+
+    assert real is not None and real.user_id == "ann"
+    assert not any(future.done() for future in flood)
+    release.set()
+    assert not any(await asyncio.gather(*flood))
+    assert max(low_in_flight) == MAX_LOW_REQUESTS
     await checker.close()

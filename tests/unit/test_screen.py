@@ -7,7 +7,7 @@ import json
 
 import httpx
 from herald.services.push.introspect import TokenChecker
-from herald.services.push.screen import RefusalMemory, TokenScreen
+from herald.services.push.screen import SUSPECT_AFTER, RefusalMemory, SuspectAddresses, TokenScreen
 
 from herald.core.credentials import is_connect_token, new_connect_token
 
@@ -75,3 +75,39 @@ def test_the_refusal_memory_forgets_the_least_recently_seen_past_its_bound() -> 
     assert len(memory) == 2
     assert memory.refused("a", 2.0) and memory.refused("c", 2.0)
     assert not memory.refused("b", 2.0)
+
+
+def test_an_address_sending_mostly_refused_tokens_becomes_suspect_for_a_window() -> None:
+    addresses = SuspectAddresses(window_s=30)
+    for _ in range(SUSPECT_AFTER):
+        addresses.note("198.51.100.7", admitted=False, now=0.0)
+    assert not addresses.suspect("198.51.100.7", 1.0)
+    addresses.note("198.51.100.7", admitted=False, now=1.0)
+    assert addresses.suspect("198.51.100.7", 1.0)
+    assert not addresses.suspect("198.51.100.7", 31.0)  # a new window
+    assert not addresses.suspect("192.0.2.1", 1.0)
+
+
+def test_an_address_admitting_more_than_it_refuses_is_not_suspect() -> None:
+    """Many users behind one NAT, one of them mistyping: the address stays in the fast lane."""
+    addresses = SuspectAddresses(window_s=30)
+    for _ in range(SUSPECT_AFTER + 5):
+        addresses.note("203.0.113.9", admitted=False, now=0.0)
+    for _ in range(SUSPECT_AFTER + 10):
+        addresses.note("203.0.113.9", admitted=True, now=0.0)
+    assert not addresses.suspect("203.0.113.9", 1.0)
+
+
+async def test_tokens_from_a_suspect_address_are_asked_in_the_low_priority_lane() -> None:
+    asked: list[bool] = []
+
+    class Recording(TokenChecker):
+        async def identity(self, token: str, low_priority: bool = False) -> None:
+            asked.append(low_priority)
+            return None
+
+    screen = TokenScreen(Recording("http://auth", "s"), clock=lambda: 0.0)
+    for _ in range(SUSPECT_AFTER + 2):
+        await screen.identity(new_connect_token(), "198.51.100.7")
+    await screen.identity(new_connect_token(), "192.0.2.1")
+    assert asked[0] is False and asked[-2] is True and asked[-1] is False

@@ -17,11 +17,11 @@ def test_a_logged_target_keeps_its_path_and_drops_its_query() -> None:
 
 
 async def test_an_unexpected_failure_is_logged_without_the_query_string(caplog: pytest.LogCaptureFixture) -> None:
-    async def failing(_request: Request) -> None:
+    async def failing(_request: Request, _address: str) -> None:
         raise RuntimeError("surprise")
 
     server = SimpleNamespace(_process_request=failing, _handshake_over=lambda _sock: None)
-    sock = SimpleNamespace(gone=True)
+    sock = SimpleNamespace(gone=True, address="127.0.0.1")
     with caplog.at_level(logging.ERROR, logger="herald.push"):
         await PushServer._open(server, sock, Request("/ws?token=ht_secret", Headers()))  # type: ignore[arg-type]
     assert "could not answer a request for /ws" in caplog.text
