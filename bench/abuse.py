@@ -52,6 +52,7 @@ PROBE_EVERY_S = 0.1
 SEND_EVERY_S = 0.05
 RAMP_S = 2.0
 TARGET_RATIO = 2.0
+PHASES = ("baseline", "bad_tokens", "slow_handshakes", "publish_flood", "baseline_after")
 
 
 def raise_file_limit() -> int:
@@ -253,7 +254,7 @@ async def setup(cluster: Cluster) -> tuple[list[str], str, str]:
 def run(args: argparse.Namespace) -> None:
     raise_file_limit()
     started = time.monotonic()
-    with Cluster("abuse", push=1) as cluster:
+    with Cluster("abuse", push=1, env_extra=dict(args.setting)) as cluster:
         port = cluster.push_ports[0]
         tokens, receiver, flood_token = asyncio.run(setup(cluster))
         asyncio.run(probe(cluster, tokens, receiver, 2.0))  # warm-up: pools, caches
@@ -266,6 +267,8 @@ def run(args: argparse.Namespace) -> None:
         }
         results: dict[str, dict[str, Any]] = {}
         for phase, attack in attacks.items():
+            if phase not in args.phases:
+                continue
             attacker = None
             if attack:
                 window = str(RAMP_S + args.seconds + 1)
@@ -301,6 +304,7 @@ def run(args: argparse.Namespace) -> None:
             "target": f"<= {TARGET_RATIO:g}x",
             "met": all(value <= TARGET_RATIO for phase in ratios.values() for value in phase.values()),
             "wall_s": round(time.monotonic() - started, 1),
+            "settings": dict(args.setting),
             "machine": common.machine(),
             "versions": common.versions(),
         }
@@ -312,6 +316,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per phase (at most 120)")
     parser.add_argument("--bad-tokens", type=int, default=2000, help="concurrent made-up-token handshake loops")
     parser.add_argument("--slow", type=int, default=1000, help="slow-handshake sockets kept open")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        type=lambda raw: tuple(raw.split("=", 1)),
+        help="HERALD_NAME=value for the services (repeatable), e.g. HERALD_MAX_HANDSHAKES=4000",
+    )
+    parser.add_argument(
+        "--phases",
+        type=lambda raw: raw.split(","),
+        default=list(PHASES),
+        help=f"some of {','.join(PHASES)} (comma-separated; baseline is always run)",
+    )
     parser.add_argument("--attack", choices=("bad_tokens", "slow_handshakes", "publish_flood"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -322,6 +339,10 @@ def main() -> None:
         attack_main(args)
         return
     args.seconds = min(max(args.seconds, 1.0), 120.0)
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases {', '.join(sorted(unknown))}")
+    args.phases = ["baseline", *args.phases]
     if args.bad_tokens + args.slow > common.SOCKETS_PER_PROCESS:
         parser.error(f"at most {common.SOCKETS_PER_PROCESS} attacking sockets (the open-file limit)")
     with common.deadline(8 * args.seconds + 240, "the abuse benchmark"):

@@ -31,8 +31,17 @@ TIMEOUT_S = 3.0
 MAX_BATCH = 256
 # Requests out at once; further tokens wait and go together in the next one.
 MAX_REQUESTS = 4
-# Of those, requests carrying tokens of suspect sources at most.
+# Of those, requests carrying tokens of suspect sources at most, and their tokens at most:
+# auth answers a request at a time per connection, so a big batch of made-up tokens would
+# hold the ordinary requests queued behind it at auth.
 MAX_LOW_REQUESTS = 1
+MAX_LOW_BATCH = 32
+# A low-priority request starts at most this often: suspect tokens cost auth and its
+# store at most MAX_LOW_BATCH / LOW_INTERVAL_S (320) lookups a second per node.
+LOW_INTERVAL_S = 0.1
+# Suspect tokens waiting at most; past it one more is answered Unavailable (503
+# ``try_later``) at once rather than held: the lane drains 320 a second.
+MAX_LOW_WAITING = 1024
 MAX_TOKEN_LENGTH = 512
 # After auth answered 404 to the batch path, ask one token at a time for this long.
 SINGLE_RETRY_S = 60.0
@@ -72,6 +81,9 @@ class TokenChecker:
         self._waiting_low: dict[str, list[asyncio.Future[Identity | None]]] = {}
         self._in_flight = 0
         self._low_in_flight = 0
+        self._low_next = 0.0  # when the next low-priority request may start (monotonic)
+        self._low_timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self._scheduled = False
         self._single_until = 0.0
         self._requests: set[asyncio.Task[None]] = set()
@@ -80,6 +92,8 @@ class TokenChecker:
         """The token's identity, None if auth says it is not active; Unavailable if auth is down."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
+        if low_priority and len(self._waiting_low) >= MAX_LOW_WAITING and token not in self._waiting_low:
+            raise Unavailable("too many unverified tokens from suspect sources; retry later", code="try_later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Identity | None] = loop.create_future()
         (self._waiting_low if low_priority else self._waiting).setdefault(token, []).append(future)
@@ -96,19 +110,31 @@ class TokenChecker:
     def _pump(self) -> None:
         """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
         self._scheduled = False
-        while self._in_flight < MAX_REQUESTS:
+        loop = asyncio.get_running_loop()
+        while self._in_flight < MAX_REQUESTS and not self._closed:
             if self._waiting:
                 waiting, low = self._waiting, False
             elif self._waiting_low and self._low_in_flight < MAX_LOW_REQUESTS:
+                wait_s = self._low_next - time.monotonic()
+                if wait_s > 0:
+                    if self._low_timer is None:
+                        self._low_timer = loop.call_later(wait_s, self._low_turn)
+                    break
+                self._low_next = time.monotonic() + LOW_INTERVAL_S
                 waiting, low = self._waiting_low, True
             else:
                 break
-            batch = {token: waiting.pop(token) for token in list(waiting)[:MAX_BATCH]}
+            most = MAX_LOW_BATCH if low else MAX_BATCH
+            batch = {token: waiting.pop(token) for token in list(waiting)[:most]}
             self._in_flight += 1
             self._low_in_flight += low
-            task = asyncio.get_running_loop().create_task(self._ask(batch, low), name="introspect")
+            task = loop.create_task(self._ask(batch, low), name="introspect")
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
+
+    def _low_turn(self) -> None:
+        self._low_timer = None
+        self._pump()
 
     async def _ask(self, batch: dict[str, list[asyncio.Future[Identity | None]]], low: bool = False) -> None:
         try:
@@ -161,6 +187,11 @@ class TokenChecker:
             raise Unavailable("auth answered introspection with something that is not JSON") from None
 
     async def close(self) -> None:
-        for task in list(self._requests):
+        self._closed = True
+        if self._low_timer is not None:
+            self._low_timer.cancel()
+        requests = list(self._requests)
+        for task in requests:
             task.cancel()
+        await asyncio.gather(*requests, return_exceptions=True)
         await self._client.aclose()

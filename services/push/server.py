@@ -302,7 +302,8 @@ class PushServer:
         try:
             identity = await self._screen.identity(token, address)
         except Unavailable as exc:
-            metrics.push_handshakes_rejected.labels("auth_unavailable").inc()
+            reason = "try_later" if exc.code == "try_later" else "auth_unavailable"
+            metrics.push_handshakes_rejected.labels(reason).inc()
             return _error(503, exc.code, exc.message)
         if identity is None:
             metrics.push_handshakes_rejected.labels("invalid_token").inc()
