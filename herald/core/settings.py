@@ -92,12 +92,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "HERALD_MAX_HANDSHAKES",
-        "1000",
+        "4000",
         "push: sockets in their handshake per node; past it the oldest of them is dropped for the newcomer",
     ),
     Variable(
         "HERALD_MAX_HANDSHAKES_PER_ADDRESS",
-        "64",
+        "16",
         "push: handshakes read at once from one source address; more wait their turn (the deadline runs)",
     ),
     Variable("HERALD_MAX_CONNECTIONS", "50000", "push: sockets per node; past it a newcomer gets 503 node_full"),
@@ -218,8 +218,8 @@ class Settings:
     client_frames_per_s: float = 50.0
     reuse_port: bool = False
     handshake_timeout_s: float = 10.0
-    max_handshakes: int = 1000
-    max_handshakes_per_address: int = 64
+    max_handshakes: int = 4000
+    max_handshakes_per_address: int = 16
     max_connections: int = 50_000
     publish_hook_timeout_s: float = 2.0
     publish_hook_concurrency: int = 16
@@ -321,9 +321,9 @@ class Settings:
             client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             handshake_timeout_s=parse("HERALD_HANDSHAKE_TIMEOUT_S", "10", lambda n, r: _float(n, r, 0.2, 600)),
-            max_handshakes=parse("HERALD_MAX_HANDSHAKES", "1000", lambda n, r: _int(n, r, 1, 1_000_000)),
+            max_handshakes=parse("HERALD_MAX_HANDSHAKES", "4000", lambda n, r: _int(n, r, 1, 1_000_000)),
             max_handshakes_per_address=parse(
-                "HERALD_MAX_HANDSHAKES_PER_ADDRESS", "64", lambda n, r: _int(n, r, 1, 1_000_000)
+                "HERALD_MAX_HANDSHAKES_PER_ADDRESS", "16", lambda n, r: _int(n, r, 1, 1_000_000)
             ),
             max_connections=parse("HERALD_MAX_CONNECTIONS", "50000", lambda n, r: _int(n, r, 1, 10_000_000)),
             publish_hook_timeout_s=parse("HERALD_PUBLISH_HOOK_TIMEOUT_S", "2", lambda n, r: _float(n, r, 0.1, 60)),
