@@ -16,8 +16,9 @@ seconds hold a node's resources for as long as they like. So, counted from accep
   handshake capacity, and a reconnect storm from behind one NAT is slowed, not refused.
   Waiting costs the node a few KB and no CPU, and it holds the attacker's socket too: a
   flood of made-up tokens from a few addresses slows to the pace the node sets
-  (bench/abuse.py: 16 at a time per address kept real users' p99 within 1.3x under
-  2,000 concurrent bad-token loops, where 64 with evictions let it reach 3x);
+  (bench/abuse.py, 2,000 concurrent bad-token loops: real users' handshake p99 at
+  1.3-2.0x the baseline with 16 at a time per address, 2.1-2.4x with 64 and evictions,
+  docs/BENCHMARKS.md);
 - a **connection cap** (``max_connections``) on every socket the node holds: past it a
   newcomer is answered 503 at once and closed.
 
