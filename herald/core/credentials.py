@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+
+# What ``new_connect_token`` makes: ``ht_`` and the URL-safe base64 of 32 random bytes
+# (43 characters, no padding). Anything else was not issued by auth.
+CONNECT_TOKEN_RE = re.compile(r"ht_[A-Za-z0-9_-]{43}")
 
 
 def new_app_id() -> str:
@@ -23,6 +28,11 @@ def new_api_key() -> str:
 def new_connect_token() -> str:
     """URL-safe and made of RFC 7230 token characters, so it fits ``Sec-WebSocket-Protocol``."""
     return f"ht_{secrets.token_urlsafe(32)}"
+
+
+def is_connect_token(candidate: str) -> bool:
+    """Shaped like a token auth issues: a push node refuses anything else without asking auth."""
+    return CONNECT_TOKEN_RE.fullmatch(candidate) is not None
 
 
 def secret_hash(secret: str) -> str:

@@ -77,7 +77,8 @@ def parse_channel(channel: Any) -> tuple[str, str]:
     raise BadRequest(
         "channels are user:<user_id>, group:<name> or broadcast",
         code="invalid_channel",
-        details={"channel": channel if isinstance(channel, str) else repr(channel)},
+        # Not repr(): a client's channel may be a list nested a thousand deep (RecursionError).
+        details={"channel": channel if isinstance(channel, str) else f"<{type(channel).__name__}>"},
     )
 
 

@@ -92,6 +92,30 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "HERALD_REUSE_PORT", "0", "1: push processes share HERALD_PORT (SO_REUSEPORT); give each its own HERALD_NODE_ID"
     ),
+    Variable(
+        "HERALD_HANDSHAKE_TIMEOUT_S",
+        "10",
+        "push: a socket not upgraded or answered this long after accept is dropped, whatever it trickled",
+    ),
+    Variable(
+        "HERALD_MAX_HANDSHAKES",
+        "4000",
+        "push: sockets in their handshake per node; past it the oldest of them is dropped for the newcomer",
+    ),
+    Variable(
+        "HERALD_MAX_HANDSHAKES_PER_ADDRESS",
+        "16",
+        "push: handshakes read at once from one source address; more wait their turn (the deadline runs)",
+    ),
+    Variable("HERALD_MAX_CONNECTIONS", "50000", "push: sockets per node; past it a newcomer gets 503 node_full"),
+    Variable(
+        "HERALD_PUBLISH_HOOK_TIMEOUT_S",
+        "2",
+        "push: overall deadline of one publish hook call (a free slot, the request, the whole answer)",
+    ),
+    Variable(
+        "HERALD_PUBLISH_HOOK_CONCURRENCY", "16", "push: publish hook calls in flight per app; more wait for a slot"
+    ),
     Variable("HERALD_DRAIN_S", "10", "on SIGTERM, how long a push node waits for its clients to go (close 1012)"),
     Variable(
         "HERALD_WEBHOOK_BLOCK_PRIVATE",
@@ -214,6 +238,12 @@ class Settings:
     max_groups_per_user: int = 1000
     client_frames_per_s: float = 50.0
     reuse_port: bool = False
+    handshake_timeout_s: float = 10.0
+    max_handshakes: int = 4000
+    max_handshakes_per_address: int = 16
+    max_connections: int = 50_000
+    publish_hook_timeout_s: float = 2.0
+    publish_hook_concurrency: int = 16
     cors_origins: tuple[str, ...] = ()
     webhook_block_private: bool = False
     max_body: int = 0  # 0: derived from max_payload (``body_limit``)
@@ -321,6 +351,14 @@ class Settings:
             max_groups_per_user=parse("HERALD_MAX_GROUPS_PER_USER", "1000", lambda n, r: _int(n, r, 1, 1_000_000)),
             client_frames_per_s=parse("HERALD_CLIENT_FRAMES_PER_S", "50", lambda n, r: _float(n, r, 0.1, 1e6)),
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
+            handshake_timeout_s=parse("HERALD_HANDSHAKE_TIMEOUT_S", "10", lambda n, r: _float(n, r, 0.2, 600)),
+            max_handshakes=parse("HERALD_MAX_HANDSHAKES", "4000", lambda n, r: _int(n, r, 1, 1_000_000)),
+            max_handshakes_per_address=parse(
+                "HERALD_MAX_HANDSHAKES_PER_ADDRESS", "16", lambda n, r: _int(n, r, 1, 1_000_000)
+            ),
+            max_connections=parse("HERALD_MAX_CONNECTIONS", "50000", lambda n, r: _int(n, r, 1, 10_000_000)),
+            publish_hook_timeout_s=parse("HERALD_PUBLISH_HOOK_TIMEOUT_S", "2", lambda n, r: _float(n, r, 0.1, 60)),
+            publish_hook_concurrency=parse("HERALD_PUBLISH_HOOK_CONCURRENCY", "16", lambda n, r: _int(n, r, 1, 10_000)),
             cors_origins=_origins(get("HERALD_CORS_ORIGINS", "") or ""),
             webhook_block_private=parse("HERALD_WEBHOOK_BLOCK_PRIVATE", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             max_body=_int("HERALD_MAX_BODY", max_body, 1024, 256 * 1024 * 1024) if max_body else 0,

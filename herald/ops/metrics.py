@@ -61,6 +61,20 @@ push_closes = Counter("herald_push_closes", "Connections the node closed, by clo
 push_handshakes_rejected = Counter(
     "herald_push_handshakes_rejected", "Handshakes refused before the upgrade", ["reason"], registry=REGISTRY
 )
+push_tokens_screened = Counter(
+    "herald_push_tokens_screened",
+    "Connect tokens screened on the node: refused without asking auth (malformed, refused_before), "
+    "or asked in the low-priority lane (suspect_source)",
+    ["reason"],
+    registry=REGISTRY,
+)
+push_sockets_dropped = Counter(
+    "herald_push_sockets_dropped",
+    "Sockets dropped or refused before their handshake ended: deadline, evicted (node full of "
+    "handshakes), node_full (connection cap)",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 # Each event ends as exactly one of delivered, failed (refused or out of attempts) or dropped
 # (no room to retry, malformed, or abandoned at shutdown); ``retried`` counts failed attempts

@@ -63,9 +63,9 @@ class DemoBackend:
         self._demo_app = demo_app
         self.public = public
 
-    def serves(self, peer_host: str | None) -> bool:
-        """Whether a client at ``peer_host`` may have the demo's keys and tokens."""
-        return self.public or is_loopback(peer_host)
+    def serves(self, address: str) -> bool:
+        """Whether a client at ``address`` (its IP, "" if unknown) may have the demo's keys and tokens."""
+        return self.public or is_loopback(address or None)
 
     def _app(self) -> str:
         return self.app()["app_id"]

@@ -7,6 +7,11 @@ lone handshake is sent on the next turn of the event loop, so batching adds no w
 the node is quiet; under a connect storm the batches grow on their own, which is what
 makes the HTTP client's and the store's cost per request, not per handshake.
 
+Tokens from suspect sources (``low_priority``: an address that sent many refused tokens
+lately, ``services.push.screen``) wait in a lane of their own, which has at most
+``MAX_LOW_REQUESTS`` of the requests: a flood of made-up tokens queues behind itself, and
+the other handshakes keep the rest of the requests to auth.
+
 An auth that does not know the batch path yet (404, an older version during a rolling
 upgrade) is asked one token at a time, and the batch path is tried again a minute later.
 """
@@ -26,6 +31,17 @@ TIMEOUT_S = 3.0
 MAX_BATCH = 256
 # Requests out at once; further tokens wait and go together in the next one.
 MAX_REQUESTS = 4
+# Of those, requests carrying tokens of suspect sources at most, and their tokens at most:
+# auth answers a request at a time per connection, so a big batch of made-up tokens would
+# hold the ordinary requests queued behind it at auth.
+MAX_LOW_REQUESTS = 1
+MAX_LOW_BATCH = 32
+# A low-priority request starts at most this often: suspect tokens cost auth and its
+# store at most MAX_LOW_BATCH / LOW_INTERVAL_S (320) lookups a second per node.
+LOW_INTERVAL_S = 0.1
+# Suspect tokens waiting at most; past it one more is answered Unavailable (503
+# ``try_later``) at once rather than held: the lane drains 320 a second.
+MAX_LOW_WAITING = 1024
 MAX_TOKEN_LENGTH = 512
 # After auth answered 404 to the batch path, ask one token at a time for this long.
 SINGLE_RETRY_S = 60.0
@@ -62,18 +78,25 @@ class TokenChecker:
             transport=transport,
         )
         self._waiting: dict[str, list[asyncio.Future[Identity | None]]] = {}
+        self._waiting_low: dict[str, list[asyncio.Future[Identity | None]]] = {}
         self._in_flight = 0
+        self._low_in_flight = 0
+        self._low_next = 0.0  # when the next low-priority request may start (monotonic)
+        self._low_timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self._scheduled = False
         self._single_until = 0.0
         self._requests: set[asyncio.Task[None]] = set()
 
-    async def identity(self, token: str) -> Identity | None:
+    async def identity(self, token: str, low_priority: bool = False) -> Identity | None:
         """The token's identity, None if auth says it is not active; Unavailable if auth is down."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
+        if low_priority and len(self._waiting_low) >= MAX_LOW_WAITING and token not in self._waiting_low:
+            raise Unavailable("too many unverified tokens from suspect sources; retry later", code="try_later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Identity | None] = loop.create_future()
-        self._waiting.setdefault(token, []).append(future)
+        (self._waiting_low if low_priority else self._waiting).setdefault(token, []).append(future)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
@@ -85,17 +108,35 @@ class TokenChecker:
             raise Unavailable("auth did not answer introspection in time") from None
 
     def _pump(self) -> None:
-        """Send what waits, in as few requests as the bounds allow."""
+        """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
         self._scheduled = False
-        while self._waiting and self._in_flight < MAX_REQUESTS:
-            tokens = list(self._waiting)[:MAX_BATCH]
-            batch = {token: self._waiting.pop(token) for token in tokens}
+        loop = asyncio.get_running_loop()
+        while self._in_flight < MAX_REQUESTS and not self._closed:
+            if self._waiting:
+                waiting, low = self._waiting, False
+            elif self._waiting_low and self._low_in_flight < MAX_LOW_REQUESTS:
+                wait_s = self._low_next - time.monotonic()
+                if wait_s > 0:
+                    if self._low_timer is None:
+                        self._low_timer = loop.call_later(wait_s, self._low_turn)
+                    break
+                self._low_next = time.monotonic() + LOW_INTERVAL_S
+                waiting, low = self._waiting_low, True
+            else:
+                break
+            most = MAX_LOW_BATCH if low else MAX_BATCH
+            batch = {token: waiting.pop(token) for token in list(waiting)[:most]}
             self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._ask(batch), name="introspect")
+            self._low_in_flight += low
+            task = loop.create_task(self._ask(batch, low), name="introspect")
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
 
-    async def _ask(self, batch: dict[str, list[asyncio.Future[Identity | None]]]) -> None:
+    def _low_turn(self) -> None:
+        self._low_timer = None
+        self._pump()
+
+    async def _ask(self, batch: dict[str, list[asyncio.Future[Identity | None]]], low: bool = False) -> None:
         try:
             try:
                 answers = await self._introspect(list(batch))
@@ -111,7 +152,8 @@ class TokenChecker:
                         future.set_result(answer)
         finally:
             self._in_flight -= 1
-            if self._waiting and not self._scheduled:
+            self._low_in_flight -= low
+            if (self._waiting or self._waiting_low) and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._pump)
 
@@ -145,6 +187,11 @@ class TokenChecker:
             raise Unavailable("auth answered introspection with something that is not JSON") from None
 
     async def close(self) -> None:
-        for task in list(self._requests):
+        self._closed = True
+        if self._low_timer is not None:
+            self._low_timer.cancel()
+        requests = list(self._requests)
+        for task in requests:
             task.cancel()
+        await asyncio.gather(*requests, return_exceptions=True)
         await self._client.aclose()

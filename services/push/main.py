@@ -6,6 +6,7 @@ import gc
 from collections.abc import Callable, Mapping
 
 from herald.services.push.demo import DemoBackend
+from herald.services.push.gate import GateLimits
 from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
 from herald.services.push.ops_page import OpsSnapshots
@@ -18,6 +19,7 @@ from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor, Limits
 from herald.messaging.appconfig import AppConfigs
 from herald.messaging.egress import PublicOnly
+from herald.messaging.ratelimit import MessageRate
 from herald.ops.runtime import Part
 
 # The cyclic collector's thresholds once the node is up (CPython's default: 700, 10, 10).
@@ -46,12 +48,17 @@ def build(
     configs = AppConfigs(store)
     # HERALD_WEBHOOK_BLOCK_PRIVATE keeps publish hooks off the private network as it does
     # webhooks: the address is resolved and checked at each call (herald.messaging.egress).
-    hook = PublishHook(transport=PublicOnly() if settings.webhook_block_private else None)
+    hook = PublishHook(
+        settings.publish_hook_timeout_s,
+        settings.publish_hook_concurrency,
+        transport=PublicOnly() if settings.webhook_block_private else None,
+    )
     publishing = ClientPublishing(
         Acceptor(store, bus),
         configs,
         hook,
         Limits(settings.max_payload, settings.max_batch, settings.message_ttl_s),
+        MessageRate(configs, directory, settings.rate_per_s),
     )
 
     async def consuming() -> None:
@@ -74,6 +81,12 @@ def build(
         reuse_port=settings.reuse_port,
         console=ConsoleConfig(**(console_urls or {})),
         ops=OpsSnapshots(settings.node_id, directory, bus, store, settings.admin_token),
+        gate=GateLimits(
+            settings.handshake_timeout_s,
+            settings.max_handshakes,
+            settings.max_handshakes_per_address,
+            settings.max_connections,
+        ),
     )
     return [
         Part("token-checker", _nothing, checker.close),

@@ -5,6 +5,11 @@ a bad or expired token gets HTTP 401 and no WebSocket exists. ``/healthz``, ``/r
 ``/metrics`` and the console are answered on the same port. Sockets are
 ``services.push.socket.Socket``s: frames are answered from the event loop's callbacks, and
 a task exists only while a connection starts or awaits a publish.
+
+Every socket passes the admission gate at accept (``services.push.gate``: a handshake
+deadline from accept, caps per node and per source address, a connection cap), and every
+token the token screen (``services.push.screen``) before auth is asked. Request targets
+are never logged whole: a query string may carry ``?token=``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from herald.services.push.demo import DemoBackend, query_value
+from herald.services.push.gate import GateLimits, HandshakeGate
 from herald.services.push.handshake import (
     Identity,
     choose_subprotocol,
@@ -34,6 +40,7 @@ from herald.services.push.ops_page import OpsSnapshots
 from herald.services.push.protocol import CLOSE_DRAINING
 from herald.services.push.publish import ClientPublishing
 from herald.services.push.readers import Reader
+from herald.services.push.screen import TokenScreen
 from herald.services.push.sessions import Sessions
 from herald.services.push.socket import Keepalive, Socket
 from websockets.datastructures import Headers
@@ -134,6 +141,12 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
     return http_response(status, codec.dumps(body), "application/json")
 
 
+def path_only(target: str) -> str:
+    """A request target without its query string, the only form of it that is logged: the
+    query may carry a connect token (``?token=``), and logs travel further than secrets may."""
+    return urlsplit(target).path
+
+
 def _count_error(code: str) -> None:
     metrics.errors.labels("push", code).inc()
 
@@ -160,9 +173,11 @@ class PushServer:
         reuse_port: bool = False,
         console: ConsoleConfig | None = None,
         ops: OpsSnapshots | None = None,
+        gate: GateLimits | None = None,
     ) -> None:
         self.node = node
-        self._checker = checker
+        self._screen = TokenScreen(checker)
+        self._gate: HandshakeGate[Socket] = HandshakeGate(gate or GateLimits())
         self._directory = directory
         self._configs = configs
         self._limits = limits
@@ -171,7 +186,7 @@ class PushServer:
         self._heartbeat_s = heartbeat_s
         self._drain_s = drain_s
         self._readiness = readiness
-        self._sessions = Sessions(node, checker, publishing, heartbeat_s)
+        self._sessions = Sessions(node, self._screen, publishing, heartbeat_s)
         self._demo = demo
         self._reuse_port = reuse_port
         self._console = console or ConsoleConfig()
@@ -180,6 +195,7 @@ class PushServer:
         self._sockets: set[Socket] = set()
         self._keepalive = Keepalive(heartbeat_s, heartbeat_s * 2)
         self._sweeper: asyncio.Task[None] | None = None
+        self._deadlines: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -194,6 +210,7 @@ class PushServer:
             self._new_socket, self._host, self._port, reuse_port=self._reuse_port or None, backlog=BACKLOG
         )
         self._sweeper = loop.create_task(self._keepalive.run(lambda: self._sockets), name="push-keepalive")
+        self._deadlines = loop.create_task(self._enforce_deadlines(), name="push-handshake-deadlines")
 
     async def stop(self) -> None:
         """Drain: stop accepting, leave routing, ask every client to reconnect elsewhere (1012),
@@ -212,8 +229,9 @@ class PushServer:
                 task.cancel()
         for sock in list(self._sockets):
             sock.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for sweeper in (self._sweeper, self._deadlines):
+            if sweeper is not None:
+                sweeper.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         await self._sessions.stop()
@@ -224,6 +242,36 @@ class PushServer:
         sock = Socket(self, MAX_FRAME_BYTES, _select_subprotocol)
         self._sockets.add(sock)
         return sock
+
+    def accepted(self, sock: Socket) -> None:
+        admission = self._gate.admit(sock, sock.address, len(self._sockets) - 1, time.monotonic())
+        if admission.refused is not None:
+            metrics.push_sockets_dropped.labels(admission.refused).inc()
+            sock.respond(_error(503, admission.refused, "this node holds all the connections it may; try another"))
+            return
+        for old in admission.evicted:
+            metrics.push_sockets_dropped.labels("evicted").inc()
+            old.abort()
+        for turn in admission.resumed:
+            turn.resume()
+        if admission.wait:
+            sock.hold()
+
+    def _handshake_over(self, sock: Socket) -> None:
+        """``sock`` is answered or gone: its place in the gate goes to the next of its address."""
+        turn = self._gate.done(sock)
+        if turn is not None:
+            turn.resume()
+
+    async def _enforce_deadlines(self) -> None:
+        """Drop the sockets whose handshake outlived the deadline, counted from accept."""
+        period = min(0.5, self._gate.limits.handshake_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            for sock in self._gate.expired(time.monotonic()):
+                metrics.push_sockets_dropped.labels("deadline").inc()
+                self._handshake_over(sock)
+                sock.abort()
 
     def request(self, sock: Socket, request: Request) -> None:
         self._spawn(self._open(sock, request))
@@ -236,6 +284,7 @@ class PushServer:
 
     def lost(self, sock: Socket) -> None:
         self._sockets.discard(sock)
+        self._handshake_over(sock)
         self._sessions.lost(sock)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -243,7 +292,7 @@ class PushServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _process_request(self, request: Request, peer_host: str | None = None) -> Response | Admitted:
+    async def _process_request(self, request: Request, address: str = "") -> Response | Admitted:
         path = urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
@@ -263,13 +312,13 @@ class PushServer:
                 {
                     "auth_url": self._console.auth_url,
                     "collect_url": self._console.collect_url,
-                    "demo": self._demo is not None and self._demo.serves(peer_host),
+                    "demo": self._demo is not None and self._demo.serves(address),
                 },
             )
         if path.startswith("/ops/") and self._ops is not None:
-            return json_response(*await self._ops.answer(path, request.headers.get("Authorization"), peer_host or ""))
+            return json_response(*await self._ops.answer(path, request.headers.get("Authorization"), address))
         if path.startswith("/demo/") and self._demo is not None:
-            if not self._demo.serves(peer_host):
+            if not self._demo.serves(address):
                 message = "the demo answers loopback clients only (HERALD_DEMO_PUBLIC=1 serves everyone)"
                 return _error(403, "demo_loopback_only", message)
             return await self._demo_answer(path, request.path)
@@ -282,9 +331,10 @@ class PushServer:
             return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
         checked_at = time.time()
         try:
-            identity = await self._checker.identity(token)
+            identity = await self._screen.identity(token, address)
         except Unavailable as exc:
-            metrics.push_handshakes_rejected.labels("auth_unavailable").inc()
+            reason = "try_later" if exc.code == "try_later" else "auth_unavailable"
+            metrics.push_handshakes_rejected.labels(reason).inc()
             return _error(503, exc.code, exc.message)
         if identity is None:
             metrics.push_handshakes_rejected.labels("invalid_token").inc()
@@ -338,10 +388,11 @@ class PushServer:
         """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
         start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
         try:
-            answer = await self._process_request(request, _peer_host(sock))
+            answer = await self._process_request(request, sock.address)
         except Exception:
-            log.exception("could not answer a request for %s", request.path)
+            log.exception("could not answer a request for %s", path_only(request.path))
             answer = _error(500, "internal", "the push node failed to answer this request")
+        self._handshake_over(sock)
         if sock.gone:
             return
         if isinstance(answer, Response):
@@ -364,12 +415,6 @@ class PushServer:
         )
         sock.respond(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
-
-
-def _peer_host(sock: Socket) -> str | None:
-    """The client's address as the kernel saw it (not a header a client could write)."""
-    peer = sock.transport.get_extra_info("peername") if sock.transport is not None else None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def _select_subprotocol(_protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:

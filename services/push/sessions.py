@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from herald.services.push.handshake import Identity
-from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
 from herald.services.push.protocol import (
     CLOSE_TRY_LATER,
@@ -39,6 +38,7 @@ from herald.services.push.protocol import (
 )
 from herald.services.push.publish import ClientPublishing
 from herald.services.push.readers import Reader
+from herald.services.push.screen import TokenScreen
 from herald.services.push.socket import Socket
 
 from herald.core.credentials import secret_hash
@@ -84,7 +84,7 @@ def _count_error(code: str) -> None:
 
 
 class Sessions:
-    def __init__(self, node: PushNode, checker: TokenChecker, publishing: ClientPublishing, heartbeat_s: float) -> None:
+    def __init__(self, node: PushNode, checker: TokenScreen, publishing: ClientPublishing, heartbeat_s: float) -> None:
         self._node = node
         self._checker = checker
         self._publishing = publishing

@@ -7,6 +7,8 @@ connection without keepalive, 14.9 KB with it (docs/BENCHMARKS.md). A push node 
 tens of thousands of idle sockets; here an idle socket is this object, the protocol and
 the transport (about 5 KB measured), frames are handled in ``data_received`` without a
 task, and one node-wide sweep (``Keepalive``) pings every socket and closes the silent.
+Sockets still in their handshake are the server's admission gate's
+(``services.push.gate``): a deadline counted from accept, not from the last byte.
 
 The library still does everything that is easy to get wrong: parsing the request,
 validating the upgrade, parsing and limiting frames, answering pings, and the closing
@@ -31,8 +33,9 @@ from websockets.typing import Subprotocol
 log = logging.getLogger("herald.push")
 
 CLOSE_TIMEOUT_S = 2.0
-# A socket that has not finished its HTTP request by then is dropped (websockets' open_timeout).
-OPEN_TIMEOUT_S = 10.0
+# Bytes a socket waiting for its handshake turn (``hold``) may send before it is dropped:
+# a request's head fits many times over; the event loop may read once before the pause.
+MAX_HELD_BYTES = 64 * 1024
 CLOSE_KEEPALIVE_TIMEOUT = 1011
 CLOSE_INVALID_TEXT = 1007
 PING_FRAME = b"\x89\x00"  # FIN + ping, unmasked, no payload
@@ -42,6 +45,11 @@ _websockets_log = logging.getLogger("websockets.server")
 
 class SocketEvents(Protocol):
     """What the push server does with a socket's events (``services.push.server``)."""
+
+    def accepted(self, sock: Socket) -> None:
+        """A TCP connection was just accepted (``sock.address`` is its source): admit it,
+        make it wait, or refuse it."""
+        ...
 
     def request(self, sock: Socket, request: Request) -> None: ...
 
@@ -59,8 +67,10 @@ class Socket(asyncio.Protocol):
     __slots__ = (
         "_fragments",
         "_held",
+        "_holding",
         "_lost",
         "_opcode",
+        "address",
         "budget",
         "close_timeout",
         "conn",
@@ -86,6 +96,7 @@ class Socket(asyncio.Protocol):
             logger=_websockets_log,
         )
         self.transport: asyncio.Transport | None = None
+        self.address = ""  # the peer's IP address
         self.close_timeout = CLOSE_TIMEOUT_S
         self.last_seen = time.monotonic()
         # The session once upgraded (services.push.sessions): the connection's Reader, the
@@ -98,6 +109,8 @@ class Socket(asyncio.Protocol):
         self.gone = False  # the TCP connection is closed
         self._held = False  # the answer to the client's close waits for release()
         self._lost: asyncio.Future[None] | None = None
+        # Bytes read while the socket waits its turn (``hold``); None when it does not wait.
+        self._holding: list[bytes] | None = None
         # A fragmented message being received: its opcode and the parts so far.
         self._opcode: Opcode | None = None
         self._fragments: list[bytes] | None = None
@@ -106,8 +119,13 @@ class Socket(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.address = peer_address(transport)
+        self.events.accepted(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._holding is not None:
+            self._keep(data)
+            return
         self.last_seen = time.monotonic()
         protocol = self.protocol
         protocol.receive_data(data)
@@ -129,6 +147,30 @@ class Socket(asyncio.Protocol):
         self.flush()
         if protocol.close_expected():
             self._close_later()
+
+    def hold(self) -> None:
+        """Read nothing until ``resume``: the socket waits its turn for a handshake. Bytes
+        the event loop reads anyway (it may read once before a pause takes) are kept."""
+        self._holding = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        held, self._holding = self._holding, None
+        transport = self.transport
+        if held is None or transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        for data in held:
+            self.data_received(data)
+
+    def _keep(self, data: bytes) -> None:
+        assert self._holding is not None
+        self._holding.append(data)
+        if sum(len(part) for part in self._holding) > MAX_HELD_BYTES:
+            self.abort()
+        elif self.transport is not None:
+            self.transport.pause_reading()
 
     def release(self) -> None:
         """Send the answer to the client's close, held by ``SocketEvents.closing``."""
@@ -264,8 +306,9 @@ class Socket(asyncio.Protocol):
 
 class Keepalive:
     """Node-wide keepalive: one pass every ``interval_s`` pings each open socket and closes
-    those that sent nothing (no pong, no frame) for ``timeout_s``; sockets still in their
-    HTTP request after ``OPEN_TIMEOUT_S`` are dropped. Replaces one task per connection."""
+    those that sent nothing (no pong, no frame) for ``timeout_s``. Replaces one task per
+    connection. Sockets still in their handshake are left to the admission gate, whose
+    deadline counts from accept: a byte trickled now and then must not keep one alive."""
 
     def __init__(self, interval_s: float, timeout_s: float) -> None:
         self.interval_s = interval_s
@@ -275,15 +318,12 @@ class Keepalive:
         """Ping or close every socket; returns how many were closed for silence."""
         closed = 0
         for sock in list(sockets):
-            state = sock.protocol.state
-            if state is State.OPEN:
+            if sock.protocol.state is State.OPEN:
                 if now - sock.last_seen > self.timeout_s:
                     closed += 1
                     sock.fail(CLOSE_KEEPALIVE_TIMEOUT, "keepalive ping timeout")
                 else:
                     sock.ping()
-            elif state is State.CONNECTING and now - sock.last_seen > OPEN_TIMEOUT_S:
-                sock.abort()
         return closed
 
     async def run(self, sockets: Callable[[], Iterable[Socket]]) -> None:
@@ -296,3 +336,9 @@ class Keepalive:
                 continue
             if closed:
                 log.info("closed %d connections that missed their heartbeats", closed)
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's IP as the kernel saw it (not a header a client could write); "" if none."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

@@ -35,8 +35,17 @@ class Peer:
         await self.ws.send(json.dumps(frame))
 
     async def message(self, channel: str, offset: int, event: str = "e") -> None:
-        await self.send({"type": "message", "channel": channel, "offset": offset, "id": f"m{offset}", "event": event,
-                         "data": None, "ts": 0})
+        await self.send(
+            {
+                "type": "message",
+                "channel": channel,
+                "offset": offset,
+                "id": f"m{offset}",
+                "event": event,
+                "data": None,
+                "ts": 0,
+            }
+        )
 
     async def close(self, code: int, reason: str = "") -> None:
         await self.ws.close(code, reason)

@@ -56,10 +56,7 @@ def test_the_wheel_is_typed_and_holds_the_client_package_only(wheel: zipfile.Zip
 
 def test_importing_the_client_loads_nothing_of_the_server() -> None:
     server_side = ["herald", "fastapi", "orjson", "pymongo", "aio_pika", "redis", "uvicorn", "prometheus_client"]
-    probe = (
-        "import sys, herald_client; "
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {server_side!r}))"
-    )
+    probe = f"import sys, herald_client; print(sorted(m for m in sys.modules if m.split('.')[0] in {server_side!r}))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
 
     assert loaded.stdout.strip() == "[]"

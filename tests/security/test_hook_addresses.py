@@ -42,7 +42,7 @@ async def test_a_publish_hook_resolving_to_a_private_address_is_never_called(add
     inner = httpx.MockTransport(lambda request: called.append(request) or httpx.Response(200, json={"allow": True}))
     hook = PublishHook(transport=PublicOnly(inner, resolver=_resolving_to("93.184.216.34", address)))
     try:
-        verdict = await hook.ask("http://hooks.example.com/check", "secret", CANDIDATE)
+        verdict = await hook.ask("app_1", "http://hooks.example.com/check", "secret", CANDIDATE, 64 * 1024)
     finally:
         await hook.close()
     assert verdict.allow is False and called == []
@@ -53,7 +53,7 @@ async def test_a_publish_hook_on_a_public_address_is_called_with_its_name() -> N
     inner = httpx.MockTransport(lambda request: called.append(request) or httpx.Response(200, json={"allow": True}))
     hook = PublishHook(transport=PublicOnly(inner, resolver=_resolving_to("93.184.216.34")))
     try:
-        verdict = await hook.ask("http://hooks.example.com/check", "secret", CANDIDATE)
+        verdict = await hook.ask("app_1", "http://hooks.example.com/check", "secret", CANDIDATE, 64 * 1024)
     finally:
         await hook.close()
     assert verdict.allow is True

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from herald.services.push import server as push_server
+from herald.services.push import socket as push_socket
 from herald.services.push.main import build
 from herald.services.push.server import PushServer
 
@@ -35,7 +35,7 @@ class Node:
 def seen_from(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     """Every client of in-process nodes appears to come from ``address`` (the kernel's peer
     address, which the node reads, is replaced)."""
-    monkeypatch.setattr(push_server, "_peer_host", lambda _sock: address)
+    monkeypatch.setattr(push_socket, "peer_address", lambda _transport: address)
 
 
 def _raising(failure: BaseException) -> Callable[..., Awaitable[None]]:

@@ -23,8 +23,15 @@ def reader(user: str = "ann", *, conn: str = "c1", token: str = "t1", exp: float
 
 
 def message(channel: str, offset: int, ts: float = NOW) -> dict[str, Any]:
-    return {"id": f"{channel}#{offset}", "app": APP, "channel": channel, "offset": offset, "event": "e",
-            "data": {}, "ts": int(ts * 1000)}
+    return {
+        "id": f"{channel}#{offset}",
+        "app": APP,
+        "channel": channel,
+        "offset": offset,
+        "event": "e",
+        "data": {},
+        "ts": int(ts * 1000),
+    }
 
 
 def joined(core: DeliveryCore, who: Reader, groups: dict[str, int] | None = None, now: float = NOW) -> Reader:

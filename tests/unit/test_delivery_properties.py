@@ -56,8 +56,15 @@ class Stored:
     members: frozenset[str]  # the group's members when it was allocated (group messages)
 
     def wire(self, channel: str) -> dict[str, Any]:
-        return {"id": f"{channel}#{self.offset}", "app": APP, "channel": channel, "offset": self.offset,
-                "event": "e", "data": None, "ts": 0}
+        return {
+            "id": f"{channel}#{self.offset}",
+            "app": APP,
+            "channel": channel,
+            "offset": self.offset,
+            "event": "e",
+            "data": None,
+            "ts": 0,
+        }
 
 
 @dataclass(eq=False)
@@ -381,8 +388,7 @@ class DeliveryWorld(RuleBasedStateMachine):
                 wanted = [
                     s.offset
                     for s in self.log[channel]
-                    if s.offset > low and s.expires_at > self.now
-                    and (channel != GROUP or reader.user_id in s.members)
+                    if s.offset > low and s.expires_at > self.now and (channel != GROUP or reader.user_id in s.members)
                 ]
                 got = set(conn.received.get(channel, []))
                 missing = [offset for offset in wanted if offset not in got]

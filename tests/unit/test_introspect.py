@@ -12,7 +12,15 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from herald.services.push.introspect import MAX_BATCH, MAX_REQUESTS, Identity, TokenChecker
+from herald.services.push.introspect import (
+    MAX_BATCH,
+    MAX_LOW_BATCH,
+    MAX_LOW_REQUESTS,
+    MAX_LOW_WAITING,
+    MAX_REQUESTS,
+    Identity,
+    TokenChecker,
+)
 
 from herald.core.errors import Unavailable
 
@@ -163,4 +171,58 @@ async def test_an_auth_without_the_batch_path_is_asked_one_token_at_a_time() -> 
 
     assert [identity.user_id if identity else None for identity in found] == ["a", None]
     assert sorted(auth.requests) == [("/v1/introspect", ["bad"]), ("/v1/introspect", ["good-a"])]
+    await checker.close()
+
+
+async def test_suspect_tokens_take_at_most_their_lane_and_others_pass_them() -> None:
+    auth = FakeAuth()
+    release = asyncio.Event()
+    low_in_flight: list[int] = []
+    holding = 0
+
+    async def hanging_for_made_up(request: httpx.Request) -> httpx.Response:
+        nonlocal holding
+        if any(not token.startswith("good-") for token in json.loads(request.content)["tokens"]):
+            holding += 1
+            low_in_flight.append(holding)
+            await release.wait()
+            holding -= 1
+        return auth(request)
+
+    checker = TokenChecker("http://auth", "s", transport=httpx.MockTransport(hanging_for_made_up))
+    flood = [asyncio.ensure_future(checker.identity(f"made-up-{i}", low_priority=True)) for i in range(100)]
+    await asyncio.sleep(0.05)
+    real = await asyncio.wait_for(checker.identity("good-ann"), 1.0)
+
+    assert real is not None and real.user_id == "ann"
+    assert not any(future.done() for future in flood)
+    release.set()
+    assert not any(await asyncio.gather(*flood))
+    assert max(low_in_flight) == MAX_LOW_REQUESTS
+    await checker.close()
+
+
+async def test_past_the_low_lanes_bound_a_suspect_token_is_answered_try_later_at_once() -> None:
+    release = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return FakeAuth()(request)
+
+    checker = TokenChecker("http://auth", "s", transport=httpx.MockTransport(hanging))
+    # The lane to its bound, one request's worth out (hanging), then as many again.
+    waiting = []
+    for start, count in ((0, MAX_LOW_WAITING), (MAX_LOW_WAITING, MAX_LOW_BATCH)):
+        waiting += [
+            asyncio.ensure_future(checker.identity(f"made-up-{i}", low_priority=True))
+            for i in range(start, start + count)
+        ]
+        await asyncio.sleep(0.05)
+    with pytest.raises(Unavailable) as refused:
+        await asyncio.wait_for(checker.identity("made-up-one-more", low_priority=True), 0.5)
+    assert refused.value.code == "try_later"
+    for future in waiting:
+        future.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    release.set()
     await checker.close()

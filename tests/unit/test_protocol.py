@@ -108,3 +108,13 @@ def test_a_message_frame_carries_its_sender_when_a_client_published_it() -> None
     assert "from" not in codec.loads(message_frame(wire))
     sender = {"user_id": "ann", "conn_id": "c1"}
     assert codec.loads(message_frame({**wire, "from": sender}))["from"] == sender
+
+
+def test_a_channel_nested_a_thousand_deep_is_an_invalid_channel_not_a_crash() -> None:
+    """Found by the WebSocket fuzzer (tests/security): the refusal's details once held
+    repr(channel), and repr of a list nested 1,000 deep raised RecursionError in the
+    socket's callback, cutting the connection without a close."""
+    raw = '{"type":"ack","offset":1,"channel":' + "[" * 1000 + "]" * 1000 + "}"
+    with pytest.raises(FrameError) as refused:
+        parse_client_frame(raw)
+    assert refused.value.code == "invalid_channel"
