@@ -131,7 +131,7 @@ def own_cluster(tmp_path: Path, amqp_url: str, redis_url: str) -> Iterator[Clust
         mongo.stop()
 
 
-def _create_app(cluster: Cluster) -> dict[str, str]:
+def create_app(cluster: Cluster) -> dict[str, str]:
     async def create() -> dict[str, str]:
         async with Operator(cluster.url("auth"), cluster.env["HERALD_ADMIN_TOKEN"]) as operator:
             return await operator.create_app("cluster-test")
@@ -141,7 +141,7 @@ def _create_app(cluster: Cluster) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster_app(cluster: Cluster) -> dict[str, str]:
-    return _create_app(cluster)
+    return create_app(cluster)
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ async def publisher(cluster: Cluster, cluster_app: dict[str, str]) -> AsyncItera
 
 @pytest.fixture
 def own_app(own_cluster: Cluster) -> dict[str, str]:
-    return _create_app(own_cluster)
+    return create_app(own_cluster)
 
 
 @pytest.fixture

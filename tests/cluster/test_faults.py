@@ -4,9 +4,9 @@ cluster on purpose and reports sent/accepted/received/duplicates in its assertio
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aio_pika
 import httpx
@@ -16,7 +16,9 @@ from herald_client import HeraldAPIError, Publisher
 
 from herald.core.names import Names
 from herald.ops.metrics import sample
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, create_app, finish_cluster, start_cluster
+from tests.support import rabbit_cluster
+from tests.support.rabbit_cluster import RabbitCluster, RabbitNode
 from tests.support.traffic import produce, subscribe, users
 from tests.support.ws import collect_messages, next_frame, open_ws
 
@@ -107,33 +109,48 @@ async def test_a_node_whose_consumer_was_cancelled_recovers_and_loses_nothing(
 
 
 @pytest.fixture
-def rabbitmq_restored() -> Iterator[None]:
-    """Whatever happens in the test, the machine's RabbitMQ is running afterwards."""
+def own_broker() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of this test's own (the Debian package, other ports): the test
+    restarts it, and the machine's broker, which other runs may be using, is never touched."""
+    missing = rabbit_cluster.available()
+    if missing:
+        pytest.skip(missing)
+    broker = RabbitCluster(size=1)
     try:
-        yield
+        broker.start()
+        yield broker.nodes[0]
     finally:
-        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+        broker.stop()
 
 
-async def test_a_rabbitmq_restart_mid_stream_loses_nothing(
-    own_cluster: Cluster, own_publisher: Publisher, rabbitmq_restored: None
-) -> None:
-    people = users(40)
-    audience = await subscribe(own_publisher, _spread(own_cluster, people))
-
-    async def restart() -> None:
-        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], capture_output=True, timeout=120)
-        await asyncio.sleep(1)
-        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
-
+@pytest.fixture
+def broker_cluster(tmp_path: Path, own_broker: RabbitNode, redis_url: str, mongo_url: str) -> Iterator[Cluster]:
+    herald = start_cluster(tmp_path, own_broker.url, redis_url, mongo_url)
     try:
-        tally = await produce(own_publisher, people, rate=100, seconds=8, at={1.0: restart})
-        await audience.wait_for(tally, 60)
-        report = audience.report(tally)
-        assert not audience.missing(tally), f"{report}\n{own_cluster.logs()}"
-        assert tally.refused == 0, f"collect must accept while the broker is down: {report}"
+        yield herald
     finally:
-        await audience.close()
+        finish_cluster(herald, own_broker.url, redis_url, mongo_url)
+
+
+async def test_a_rabbitmq_restart_mid_stream_loses_nothing(broker_cluster: Cluster, own_broker: RabbitNode) -> None:
+    app = await asyncio.to_thread(create_app, broker_cluster)
+    async with Publisher(broker_cluster.url("auth"), broker_cluster.url("collect"), app["api_key"]) as own_publisher:
+        people = users(40)
+        audience = await subscribe(own_publisher, _spread(broker_cluster, people))
+
+        async def restart() -> None:
+            await asyncio.to_thread(own_broker.ctl, "stop_app")
+            await asyncio.sleep(1)
+            await asyncio.to_thread(own_broker.ctl, "start_app")
+
+        try:
+            tally = await produce(own_publisher, people, rate=100, seconds=8, at={1.0: restart})
+            await audience.wait_for(tally, 60)
+            report = audience.report(tally)
+            assert not audience.missing(tally), f"{report}\n{broker_cluster.logs()}"
+            assert tally.refused == 0, f"collect must accept while the broker is down: {report}"
+        finally:
+            await audience.close()
 
 
 async def test_losing_every_redis_key_mid_stream_heals_within_a_heartbeat(
