@@ -154,7 +154,12 @@ class ChannelSequence:
             self.sent = min(self._held) - 1
             self.hole_since = None
             step.write.extend(self._release())
-            return self._advance(now) if self._held else step
+            if not self._held:
+                return step
+            # Another gap behind the skipped one: what was released so far goes first.
+            rest = self._advance(now)
+            rest.write[:0] = step.write
+            return rest
         if self.hole_since is None:
             # A new hole: the store is read for it at the first tick after HOLE_GRACE_S,
             # unless its message arrives live before (it usually does).

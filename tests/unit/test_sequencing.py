@@ -214,3 +214,16 @@ def test_runs_split_where_the_channel_app_or_offset_sequence_changes() -> None:
     runs = contiguous_runs(batch)
 
     assert [[message["offset"] for message in run] for run in runs] == [[1, 2], [3], [4], [6]]
+
+
+def test_skipping_an_expired_offset_keeps_what_it_released_when_another_gap_follows() -> None:
+    """Offsets 1 and 3 expired, 2 is old, 4 live: the read skips 1 and writes 2, then waits
+    at 3 (found by tests/unit/test_delivery_properties.py: 2 was counted as sent, never written)."""
+    now = 100.0
+    old = {**m(2), "ts": (now - HOLE_WAIT_S - 1) * 1000}
+    sequence = ChannelSequence()
+    sequence.start(0, now)
+    sequence.live({**m(4), "ts": now * 1000}, now)
+    step = sequence.fetched([old, {**m(4), "ts": now * 1000}], now)
+    assert offsets(step) == [2]
+    assert sequence.sent == 2 and sequence.hole_since == now
