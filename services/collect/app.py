@@ -15,6 +15,7 @@ from herald.services.collect.online import OnlineLookups
 from herald.services.collect.people import people_routes
 from herald.services.collect.people_service import PeopleService
 from herald.services.collect.quotas import Quotas
+from herald.services.collect.send_route import add_send_route
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
@@ -41,5 +42,6 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
     api.state.people = PeopleService(store, directory, bus, quotas)
     api.include_router(message_routes)
     api.include_router(people_routes)
+    add_send_route(api, message_routes)
     add_json_data_schema(api)
     return api
