@@ -1,8 +1,9 @@
-"""``POST /v1/messages`` without FastAPI and pydantic on the way: the hot endpoint as a
-plain ASGI route, decoded by msgspec straight into the command ``MessageService.send`` takes.
+"""``POST /v1/messages`` without FastAPI and pydantic on the way: the hot endpoint served
+ahead of FastAPI (``herald.web.hot``), its body decoded by msgspec straight into the
+command ``MessageService.send`` takes.
 
-FastAPI's dependency solving, pydantic's validation and its ``Request`` plumbing were
-about half of collect's CPU per single-message request. This route answers what is
+FastAPI's middleware, dependency solving, pydantic's validation and its ``Request``
+plumbing were more than half of collect's CPU per single-message request. This route answers what is
 plainly valid (JSON content, a bearer key, a body that msgspec decodes into the shape
 below and that keeps the schema's bounds) by itself. Everything else, every input that
 may fail, goes to the FastAPI route declared for the same path, with the body it already
@@ -13,8 +14,8 @@ What this route accepts is a subset of what the FastAPI route accepts, decoded t
 values (msgspec, like ``json.loads``, keeps the last of duplicate keys and reads big
 integers exactly; it refuses what ``json.loads`` is lenient with, NaN, lone surrogates,
 other encodings, and those take the FastAPI route). Errors raised after decoding (an
-unknown key, a bad user id, a rate limit) are ``HeraldError``s, raised here as in the
-FastAPI route and answered by the same exception handlers.
+unknown API key, a bad user id, a rate limit) are ``HeraldError``s, raised here as in the
+FastAPI route and answered as its exception handlers answer them.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
 from herald.services.collect.message_models import MAX_TTL_S
 from herald.services.collect.message_service import MessageService
-from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from herald.core import codec
 from herald.core.settings import MAX_BATCH_CEILING
 from herald.messaging.apikeys import AppKeys
+from herald.web.api import HeraldApi
+from herald.web.hot import HotRoute, add_hot_route
 
 PATH = "/v1/messages"
 
@@ -95,79 +95,22 @@ def bearer_key(scope: Scope) -> str | None:
     return None
 
 
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None when the client left (or ``BodyLimit`` cut it off and
-    answers the 413 itself)."""
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+class SendHandler:
+    """Answers a plainly valid send (the 202's body); hands anything else on (None)."""
 
-
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """``receive`` with the body it already gave handed out once more, for the FastAPI route."""
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-class SendEndpoint:
-    """The ASGI app behind the fast ``POST /v1/messages`` route."""
-
-    def __init__(self, documented: APIRoute, keys: AppKeys, messages: MessageService) -> None:
-        self._documented = documented
+    def __init__(self, keys: AppKeys, messages: MessageService) -> None:
         self._keys = keys
         self._messages = messages
-        # Requests handed on to the documented route: the invalid ones, and valid ones
-        # this route does not read (another Content-Type, an escaped lone surrogate...).
-        self.handed_on = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_body(receive)
-        if body is None:
-            return
+    async def __call__(self, scope: Scope, body: bytes) -> bytes | None:
         item = decoded(body) if is_json(scope) else None
         key = bearer_key(scope)
         if item is None or key is None:
-            self.handed_on += 1
-            await self._documented.handle({**scope, "route": self._documented}, replaying(body, receive), send)
-            return
+            return None
         app_id = await self._keys.app_for_key(key)
-        answer = codec.dumps({"messages": await self._messages.send(app_id, item)})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 202,
-                "headers": [(b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        return codec.dumps({"messages": await self._messages.send(app_id, item)})
 
 
-def add_send_route(api: FastAPI, routes: APIRouter) -> None:
-    """Serve ``POST /v1/messages`` by ``SendEndpoint``, ahead of the FastAPI route of
-    ``routes`` that documents it (and answers what the fast one leaves to it)."""
-    [documented] = [
-        route
-        for route in routes.routes
-        if isinstance(route, APIRoute) and route.path == PATH and "POST" in (route.methods or ())
-    ]
-    endpoint = SendEndpoint(documented, api.state.app_keys, api.state.messages)
-    api.router.routes.insert(0, Route(PATH, endpoint, methods=["POST"], include_in_schema=False))
+def add_send_route(api: HeraldApi) -> HotRoute:
+    """Serve ``POST /v1/messages`` by ``SendHandler`` ahead of FastAPI (``herald.web.hot``)."""
+    return add_hot_route(api, "POST", PATH, 202, SendHandler(api.state.app_keys, api.state.messages))

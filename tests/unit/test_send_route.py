@@ -12,10 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from herald.services.collect.app import create_app
-from herald.services.collect.send_route import SendEndpoint, decoded
-from starlette.routing import Route
+from herald.services.collect.send_route import PATH, decoded
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
@@ -25,6 +23,7 @@ from herald.core.model import App
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.ops.runtime import served
+from herald.web.hot import HotRoute
 
 KEY = "hk_send-route-test-key"
 APP_ID = "app_00000000000000f1"
@@ -36,18 +35,12 @@ GOOD = b'{"to":{"users":["7"]},"event":"order.shipped","data":{"n":1}}'
 class Pair:
     fast: httpx.AsyncClient  # collect as served
     documented: httpx.AsyncClient  # the same collect without the fast route
-    endpoint: SendEndpoint
+    endpoint: HotRoute
 
 
 def _client(app: Any) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://collect")
-
-
-def _fast_route(api: FastAPI) -> Route:
-    route = api.router.routes[0]
-    assert isinstance(route, Route) and isinstance(route.endpoint, SendEndpoint)
-    return route
 
 
 @contextlib.asynccontextmanager
@@ -62,9 +55,9 @@ async def apps(env: Mapping[str, str] | None = None) -> AsyncIterator[Pair]:
     directory, bus = MemoryDirectory(), MemoryBus()
     fast = create_app(settings, store, Acceptor(store, bus), directory, bus)
     documented = create_app(settings, store, Acceptor(store, bus), directory, bus)
-    documented.router.routes.remove(_fast_route(documented))
-    endpoint = _fast_route(fast).endpoint
-    assert isinstance(endpoint, SendEndpoint)
+    del documented.hot_routes[("POST", PATH)]
+    endpoint = fast.hot_routes[("POST", PATH)]
+    assert isinstance(endpoint, HotRoute)
     try:
         async with (
             _client(served(fast, settings.body_limit)) as a,
