@@ -5,6 +5,7 @@ FastAPI route gives (status, error code, details, Retry-After). In process, no s
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -193,3 +194,20 @@ def test_the_decoder_keeps_the_last_of_duplicate_keys_and_big_integers_as_json_l
     item = decoded(b'{"to":{"users":["7"]},"event":"a","event":"b","data":{"n":1,"n":18446744073709551616}}')
     assert item is not None
     assert (item.event, item.data) == ("b", {"n": 2**64})
+
+
+async def test_a_crash_on_the_fast_route_is_a_logged_500_naming_the_route(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.ERROR, logger="herald.http")
+
+    async def crash(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    async with apps() as pair:
+        monkeypatch.setattr(SqliteStore, "insert_messages", crash)
+        fast, documented = await _both(pair, GOOD, AUTH)
+    assert (fast.status_code, fast.json()["error"]["code"]) == (500, "internal")
+    assert fast.json() == documented.json()
+    assert fast.headers["x-content-type-options"] == "nosniff"
+    assert "unhandled error on POST /v1/messages" in caplog.text
