@@ -91,6 +91,7 @@ def bearer_key(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, key = value.decode("latin-1").partition(" ")
+            key = key.strip()
             return key if scheme.lower() == "bearer" and key else None
     return None
 

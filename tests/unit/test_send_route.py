@@ -88,6 +88,13 @@ async def test_a_plainly_valid_send_is_answered_by_the_fast_route() -> None:
     assert pair.endpoint.handed_on == 0
 
 
+async def test_a_key_with_spaces_around_it_is_read_as_fastapis_bearer_scheme_reads_it() -> None:
+    async with apps() as pair:
+        fast, documented = await _both(pair, GOOD, {"authorization": f"bearer   {KEY} ", **JSON})
+    assert fast.status_code == documented.status_code == 202
+    assert pair.endpoint.handed_on == 0
+
+
 async def test_the_fast_route_answers_as_the_documented_one_with_the_same_headers() -> None:
     async with apps() as pair:
         fast, documented = await _both(pair, GOOD, AUTH)
