@@ -92,6 +92,8 @@ class HttpServer:
             served(app, body_limit, cors_origins),
             host=host,
             port=port,
+            # httptools, not h11: a C parser, a seventh of a small request's CPU less.
+            http="httptools",
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -93,11 +93,7 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
 
     @app.exception_handler(HeraldError)
     async def herald_error(_: Request, exc: HeraldError) -> JSONResponse:
-        count(service, exc.code).inc()
-        headers = None
-        if isinstance(exc, TooManyRequests):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-        return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+        return herald_error_response(service, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,11 +113,25 @@ def install_error_handlers(app: FastAPI, service: str = "api") -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        # The route's template (/v1/tokens/{token}), never the path or its query string:
-        # those may carry a token, and logs travel further than the request did.
-        log.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
-        count(service, "internal").inc()
-        return error_response(500, "internal", "internal error; it has been logged")
+        return crash_response(service, request.scope, exc)
+
+
+def herald_error_response(service: str, exc: HeraldError) -> JSONResponse:
+    """A ``HeraldError`` as its answer (a 429 says when to retry), counted by its code."""
+    metrics.errors.labels(service, exc.code).inc()
+    headers = None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+def crash_response(service: str, scope: Scope, exc: Exception) -> JSONResponse:
+    """A bug's 500: logged with its traceback, answered without it."""
+    # The route's template (/v1/tokens/{token}), never the path or its query string:
+    # those may carry a token, and logs travel further than the request did.
+    log.error("unhandled error on %s %s", scope.get("method", ""), route_template(scope), exc_info=exc)
+    metrics.errors.labels(service, "internal").inc()
+    return error_response(500, "internal", "internal error; it has been logged")
 
 
 def route_template(scope: Scope) -> str:
@@ -146,6 +156,32 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+class HeraldApi(FastAPI):
+    """A FastAPI app that may serve a few hot endpoints ahead of its own middleware and
+    routing (``herald.web.hot``): an ASGI app per ``(method, path)`` in ``hot_routes``.
+
+    Everything else, and whatever a hot endpoint hands on (``routed``), takes FastAPI's
+    way, where its documented route answers.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.service = str(options.get("title", "")).removeprefix("Herald ").lower()
+        self.hot_routes: dict[tuple[str, str], ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.hot_routes:
+            hot = self.hot_routes.get((scope["method"], scope["path"]))
+            if hot is not None:
+                await hot(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request as FastAPI serves it, hot routes aside."""
+        await super().__call__(scope, receive, send)
+
+
 class Readiness(BaseModel):
     status: str
     degraded: list[str] = []
@@ -156,7 +192,7 @@ def create_api(
     description: str,
     checks: Sequence[ReadinessCheck] = (),
     soft_checks: Mapping[str, ReadinessCheck] | None = None,
-) -> FastAPI:
+) -> HeraldApi:
     """A FastAPI app with Herald's error shape, ``/healthz``, ``/readyz`` and ``/metrics``.
 
     ``checks`` are what the service cannot work without: one failing makes ``/readyz`` 503,
@@ -166,13 +202,13 @@ def create_api(
     # FastAPI's own OpenTelemetry hooks off: Herald exports Prometheus metrics, and with
     # them on every request looked up the global tracer provider in os.environ (about 3%
     # of collect's time per single-message request).
-    app = FastAPI(
+    app = HeraldApi(
         title=title,
         description=description,
         version="1",
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    service = title.removeprefix("Herald ").lower()
+    service = app.service
     install_error_handlers(app, service)
     app.add_middleware(CountResponses, service=service)
     app.add_middleware(SecurityHeaders)

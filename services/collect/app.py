@@ -6,7 +6,6 @@ The endpoints live in ``messages.py`` and ``people.py``, the operations in
 process's adapters.
 """
 
-from fastapi import FastAPI
 from herald.services.collect.groupcommit import GroupCommit
 from herald.services.collect.message_models import add_json_data_schema
 from herald.services.collect.message_service import MessageService
@@ -15,6 +14,7 @@ from herald.services.collect.online import OnlineLookups
 from herald.services.collect.people import people_routes
 from herald.services.collect.people_service import PeopleService
 from herald.services.collect.quotas import Quotas
+from herald.services.collect.send_route import add_send_route
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
@@ -23,10 +23,10 @@ from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.messaging.apikeys import AppKeys
 from herald.messaging.appconfig import AppConfigs
-from herald.web.api import create_api
+from herald.web.api import HeraldApi, create_api
 
 
-def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: Directory, bus: Bus) -> FastAPI:
+def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: Directory, bus: Bus) -> HeraldApi:
     api = create_api(
         "Herald collect",
         "Send messages to users, groups or everyone; manage groups; see who is online.",
@@ -41,5 +41,6 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
     api.state.people = PeopleService(store, directory, bus, quotas)
     api.include_router(message_routes)
     api.include_router(people_routes)
+    add_send_route(api)
     add_json_data_schema(api)
     return api

@@ -41,10 +41,7 @@ MAX_IN_FLIGHT = 2
 class _Request:
     app_id: str
     drafts: Sequence[Draft]
-
-    @property
-    def messages(self) -> int:
-        return sum(len(draft.channels) for draft in self.drafts)
+    messages: int  # how many it stores: the group's size is counted in these
 
 
 class GroupCommit:
@@ -72,7 +69,8 @@ class GroupCommit:
 
     async def accept(self, app_id: str, drafts: Sequence[Draft]) -> list[list[Message]]:
         """What ``Acceptor.accept`` returns, written together with concurrent requests."""
-        return await self._batcher.submit(_Request(app_id, drafts))
+        messages = len(drafts[0].channels) if len(drafts) == 1 else sum(len(d.channels) for d in drafts)
+        return await self._batcher.submit(_Request(app_id, drafts, messages))
 
     async def _write(self, requests: list[_Request]) -> list[list[list[Message]]]:
         return await self._acceptor.accept_together([(r.app_id, r.drafts) for r in requests])

@@ -54,6 +54,8 @@ def _without_none(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
+# Plainly valid sends are answered ahead of FastAPI by send_route.py (herald.web.hot); this
+# route documents the endpoint and answers everything that route hands on, every error included.
 @message_routes.post(
     "/v1/messages",
     status_code=202,
