@@ -91,6 +91,12 @@ VARIABLES: tuple[Variable, ...] = (
         "0",
         "1: refuse webhook URLs that resolve to private, loopback or link-local addresses",
     ),
+    Variable(
+        "HERALD_TRACEMALLOC",
+        "",
+        "diagnostics: a directory; the process traces its allocations and writes tracemalloc snapshots there",
+    ),
+    Variable("HERALD_TRACEMALLOC_S", "60", "diagnostics: seconds between those snapshots"),
 )
 
 REDIS_MODES = ("single", "cluster", "sentinel")
@@ -195,6 +201,8 @@ class Settings:
     reuse_port: bool = False
     cors_origins: tuple[str, ...] = ()
     webhook_block_private: bool = False
+    tracemalloc_dir: str = ""
+    tracemalloc_s: float = 60.0
 
     @property
     def amqp_urls(self) -> tuple[str, ...]:
@@ -292,6 +300,8 @@ class Settings:
             reuse_port=parse("HERALD_REUSE_PORT", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             cors_origins=_origins(get("HERALD_CORS_ORIGINS", "") or ""),
             webhook_block_private=parse("HERALD_WEBHOOK_BLOCK_PRIVATE", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
+            tracemalloc_dir=get("HERALD_TRACEMALLOC", "") or "",
+            tracemalloc_s=parse("HERALD_TRACEMALLOC_S", "60", lambda n, r: _float(n, r, 1, 86400)),
         )
         settings.check_cluster_requirements()
         return settings
