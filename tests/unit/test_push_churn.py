@@ -38,7 +38,7 @@ async def node() -> AsyncIterator[PushNode]:
 
 
 def sizes(node: PushNode) -> dict[str, int]:
-    return {**node.core.sizes(), **node._reads.sizes(), "tasks": len(node._tasks)}
+    return {**node.core.sizes(), **node._reads.sizes(), **node._receipts.sizes(), "tasks": len(node._tasks)}
 
 
 async def send(node: PushNode, channel: str, offset: int) -> None:
