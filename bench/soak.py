@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import orjson
 from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 GROUP = "soak"
 ACK_EVERY_S = 1.0
@@ -94,6 +94,8 @@ class Churn:
             except (TimeoutError, OSError, WebSocketException) as exc:
                 user.failed_connects += 1
                 name = type(exc).__name__
+                if isinstance(exc, ConnectionClosed):
+                    name += f" {exc.rcvd.code if exc.rcvd else 'without a close frame'}"
                 self.errors[name] = self.errors.get(name, 0) + 1
                 await asyncio.sleep(0.5 + random.random())
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 from herald.ops.runtime import Part
@@ -43,7 +45,31 @@ class MemTrace:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.snapshot()
+        self.garbage()
         tracemalloc.stop()
+
+    def garbage(self) -> Path:
+        """What a full collection finds unreachable now, by type and by the line that
+        allocated it, into ``<role>-<pid>-garbage.json``: cyclic garbage is what reference
+        counting could not free, and what a node with rare full collections accumulates."""
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            found = gc.collect()
+            garbage, gc.garbage[:] = list(gc.garbage), []
+        finally:
+            gc.set_debug(0)
+        by_type = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in garbage)
+        by_site: Counter[str] = Counter()
+        for obj in garbage:
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is not None:
+                by_site[" <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(traceback[-3:]))] += 1
+        path = Path(f"{self._prefix}-garbage.json")
+        report = {"unreachable": found, "by_type": by_type.most_common(30), "by_site": by_site.most_common(30)}
+        path.write_text(json.dumps(report, indent=1))
+        del garbage
+        return path
 
     def snapshot(self) -> Path:
         """One snapshot now; the collector's view (uncollected cycles) goes to the log beside it."""
