@@ -93,7 +93,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "HERALD_TRACEMALLOC",
-        "",
+        None,
         "diagnostics: a directory; the process traces its allocations and writes tracemalloc snapshots there",
     ),
     Variable("HERALD_TRACEMALLOC_S", "60", "diagnostics: seconds between those snapshots"),

@@ -51,8 +51,9 @@ class StatusRecorder:
         self._status = status
         self._linger_s = linger_s
         self._pending_max = pending_max
+        # Emptied by each write; ``record`` waits while it holds PENDING_MAX ids.
         self._pending: list[str] = []
-        self._written: list[asyncio.Future[None]] = []  # woken after each write
+        self._written: list[asyncio.Future[None]] = []  # woken (and emptied) after each write
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, message_ids: Sequence[str]) -> None:
@@ -65,6 +66,10 @@ class StatusRecorder:
         self._pending.extend(message_ids)
         if self._pending:
             self._start_writer()
+
+    def sizes(self) -> dict[str, int]:
+        """Entries held: what the churn tests compare with a fresh worker."""
+        return {"pending_statuses": len(self._pending), "status_waiters": len(self._written)}
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written (or failed)."""
