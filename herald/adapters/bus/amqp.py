@@ -71,6 +71,7 @@ import aio_pika
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -116,6 +117,10 @@ PARKED_AT = "x-herald-parked-at"
 DEAD_DELIVERY_LIMIT = 1_000_000
 # How long a legacy queue found missing is left out of queue depths before it is asked again.
 LEGACY_ABSENT_S = 60.0
+# How long another queue found missing is left out of ``queue_depths`` before it is asked again.
+MISSING_RECHECK_S = 10.0
+# Missing queues remembered at most (past it the expired are forgotten): node ids come and go.
+MAX_ABSENT = 1024
 
 
 @dataclass(slots=True)
@@ -155,7 +160,17 @@ class AmqpBus(Bus):
         self._context = ConsumeContext(self._link, prefetch, delivery_limit, self._park, FailureCounts())
         self._keep_as_is: set[str] = set()  # queues that exist with other arguments: used as they are
         self._closing: set[asyncio.Future[None]] = set()  # publishing channels given up, closing
-        self._absent_until: dict[str, float] = {}  # legacy queues found missing, not asked again until
+        # Queues found missing, not asked again until; expired entries pruned past MAX_ABSENT.
+        self._absent_until: dict[str, float] = {}
+        # ``queue_depths`` keeps its channel open between calls (on the connection it was
+        # opened on): with aio-pika 10.2 / aiormq 7.2 every channel opened and closed leaves
+        # about 4.4 KB behind (``UnderlayChannel.create`` adds a callback to an observer of
+        # ``connection.closing`` that its close never removes, holding the channel), and a
+        # channel per call made dispatch (every 5 s) and each push node (every heartbeat)
+        # grow for as long as they ran (issue 18). One channel, reopened only after a miss
+        # or a lost connection: the leak is bounded by those.
+        self._depths: tuple[AbstractChannel, AbstractConnection] | None = None
+        self._depths_lock = asyncio.Lock()
         self._started = False
         self._closed = False
 
@@ -190,6 +205,9 @@ class AmqpBus(Bus):
                 except RETRYABLE as exc:
                     log.info("could not delete node queue %s (%r); x-expires will", queue, exc)
         self._node_queues.clear()
+        if self._depths is not None:
+            await _close_channel_quietly(self._depths[0])
+            self._depths = None
         self._closed = True
         self._started = False
         self._publisher = None
@@ -576,33 +594,50 @@ class AmqpBus(Bus):
             **{f"events:{group}": self._names.events_queue(group) for group in event_groups},
         }
         depths: dict[str, int] = {}
-        channel = None
-        now = time.monotonic()
-        try:
-            connection = self._link.current()
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                for label, name in names.items():
-                    if self._absent_until.get(name, 0.0) > now:
-                        continue
-                    # A passive declare of a missing queue closes its channel, so these run on
-                    # a channel of their own, reopened after each miss.
-                    if channel is None or channel.is_closed:
-                        channel = await open_channel(connection)
-                    try:
-                        queue = await channel.declare_queue(name, passive=True)
-                    except ChannelNotFoundEntity:
-                        if label.startswith("legacy:"):
-                            # Gone for good once deleted: no channel reopened per heartbeat for it.
-                            self._absent_until[name] = now + LEGACY_ABSENT_S
-                        continue
-                    depths[label] = queue.declaration_result.message_count or 0
-        except RETRYABLE as exc:
-            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-        finally:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*RETRYABLE, RuntimeError):
-                    await channel.close()
+        async with self._depths_lock:
+            now = time.monotonic()
+            connection = None
+            channel = None
+            try:
+                connection = self._link.current()
+                channel = self._depths_channel(connection)
+                async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                    for label, name in names.items():
+                        if self._absent_until.get(name, 0.0) > now:
+                            continue
+                        # A passive declare of a missing queue closes its channel: it is
+                        # reopened after each miss.
+                        if channel is None or channel.is_closed:
+                            channel = await open_channel(connection)
+                        try:
+                            queue = await channel.declare_queue(name, passive=True)
+                        except ChannelNotFoundEntity:
+                            # Not asked again for a while: each miss costs a channel. A legacy
+                            # queue is gone for good once deleted; another may be declared soon
+                            # (the retries queue by its first consumer).
+                            legacy = label.startswith("legacy:")
+                            self._absent_until[name] = now + (LEGACY_ABSENT_S if legacy else MISSING_RECHECK_S)
+                            continue
+                        depths[label] = queue.declaration_result.message_count or 0
+            except RETRYABLE as exc:
+                await _close_channel_quietly(channel)
+                channel = None
+                raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
+            finally:
+                self._depths = (channel, connection) if channel is not None and not channel.is_closed else None
+                if len(self._absent_until) > MAX_ABSENT:
+                    self._absent_until = {q: until for q, until in self._absent_until.items() if until > now}
         return depths
+
+    def _depths_channel(self, connection: AbstractConnection) -> AbstractChannel | None:
+        """The channel the last ``queue_depths`` left open, if it is still usable."""
+        if self._depths is None:
+            return None
+        channel, on = self._depths
+        if on is connection and not channel.is_closed:
+            return channel
+        self._depths = None
+        return None
 
     async def _confirmed(self, publishes: list[Awaitable[object]]) -> None:
         """Await every publish's confirm together, within one bound."""
@@ -645,3 +680,9 @@ def _work_message(body: bytes, *, message_id: str | None = None, expiration_s: f
         message_id=message_id or uuid.uuid4().hex,
         expiration=expiration_s,
     )
+
+
+async def _close_channel_quietly(channel: AbstractChannel | None) -> None:
+    if channel is not None and not channel.is_closed:
+        with contextlib.suppress(*RETRYABLE, RuntimeError):
+            await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
