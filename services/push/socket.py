@@ -281,7 +281,7 @@ def unlink_protocol(protocol: ServerProtocol) -> None:
     never steps its parser again.
     """
     protocol.parser.close()
-    vars(protocol).pop("select_subprotocol", None)
+    getattr(protocol, "__dict__", {}).pop("select_subprotocol", None)
     for error in (protocol.parser_exc, protocol.handshake_exc):
         while error is not None:
             error.__traceback__ = None
