@@ -13,9 +13,10 @@ apart). The first snapshot is skipped by default: it still holds the warm-up.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tracemalloc
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 NOISE = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"))
@@ -66,6 +67,21 @@ def main() -> None:
             print(f"== {name}: fewer than two snapshots")
             continue
         compare(files[0], files[-1], args.by, args.top, (len(files) - 1) * args.every_s / 60)
+        census(files[0], files[-1], args.top)
+
+
+def census(old: Path, new: Path, top: int) -> None:
+    """Live objects by type after a full collection (``<snapshot>.types.json``), the growth."""
+    before_path, after_path = (Path(str(p).removesuffix(".tracemalloc") + ".types.json") for p in (old, new))
+    if not (before_path.exists() and after_path.exists()):
+        return
+    before, after = json.loads(before_path.read_text()), json.loads(after_path.read_text())
+    print(f"   live after a full collection: allocated blocks {before['blocks']} -> {after['blocks']}")
+    grown = Counter(after["types"])
+    grown.subtract(before["types"])
+    for name, count in sorted(grown.items(), key=lambda kv: -abs(kv[1]))[:top]:
+        if count:
+            print(f"   {count:+8d} {name} (now {after['types'].get(name, 0)})")
 
 
 if __name__ == "__main__":
