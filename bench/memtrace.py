@@ -67,16 +67,21 @@ def main() -> None:
             print(f"== {name}: fewer than two snapshots")
             continue
         compare(files[0], files[-1], args.by, args.top, (len(files) - 1) * args.every_s / 60)
-        census(files[0], files[-1], args.top)
+        typed = [f for f in files if _types_of(f).exists()]
+        if len(typed) >= 2:
+            census(typed[0], typed[-1], args.top)
+
+
+def _types_of(snapshot: Path) -> Path:
+    return Path(str(snapshot).removesuffix(".tracemalloc") + ".types.json")
 
 
 def census(old: Path, new: Path, top: int) -> None:
     """Live objects by type after a full collection (``<snapshot>.types.json``), the growth."""
-    before_path, after_path = (Path(str(p).removesuffix(".tracemalloc") + ".types.json") for p in (old, new))
-    if not (before_path.exists() and after_path.exists()):
-        return
+    before_path, after_path = _types_of(old), _types_of(new)
     before, after = json.loads(before_path.read_text()), json.loads(after_path.read_text())
-    print(f"   live after a full collection: allocated blocks {before['blocks']} -> {after['blocks']}")
+    blocks = f"{before['blocks']} -> {after['blocks']}"
+    print(f"   {old.name} -> {new.name}, live after a full collection: allocated blocks {blocks}")
     grown = Counter(after["types"])
     grown.subtract(before["types"])
     for name, count in sorted(grown.items(), key=lambda kv: -abs(kv[1]))[:top]:
