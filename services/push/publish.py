@@ -23,6 +23,7 @@ from herald.messaging.accept import Acceptor, Limits, draft_for_channel
 from herald.messaging.appconfig import AppConfigs
 from herald.messaging.webhooks import signature_headers
 from herald.ops import metrics
+from herald.web.responses import unlink
 
 log = logging.getLogger("herald.push")
 
@@ -61,6 +62,8 @@ class PublishHook:
             answer = response.json() if response.status_code == 200 else None
         except ValueError:
             answer = None
+        finally:
+            unlink(response)  # one per client publish: no cyclic garbage left behind
         if not isinstance(answer, dict) or not isinstance(answer.get("allow"), bool):
             return Verdict(False, reason=f"the app's publish hook answered {response.status_code} without a verdict")
         if not answer["allow"]:
