@@ -14,6 +14,7 @@ from herald.core.errors import ConfigError
 from herald.core.settings import ROLES, Settings
 from herald.ops import admin, logs
 from herald.ops import dlq as dlq_module
+from herald.ops.memtrace import memtrace_parts
 from herald.ops.runtime import run, run_parts
 
 
@@ -79,6 +80,7 @@ def _run_service(role: str) -> int:
     logs.configure(settings.log_level)
     adapters = make_adapters(settings, NEEDS[role])
     parts = [*adapters.parts(), *BUILDERS[role](settings, adapters)]
+    parts += memtrace_parts(role, settings.tracemalloc_dir, settings.tracemalloc_s)
 
     def started() -> None:
         print(f"herald {role} listening on {settings.host}:{settings.port}", file=sys.stderr, flush=True)

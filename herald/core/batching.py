@@ -85,6 +85,15 @@ class Batcher(Generic[T, R]):
         """Items queued and not yet taken into a batch."""
         return len(self._entries)
 
+    def sizes(self) -> dict[str, int]:
+        """What it holds: all back to 0 once everything queued is written (churn tests)."""
+        return {
+            "pending": len(self._entries),
+            "writes": sum(not write.done() for write in self._writes),
+            "flushes": len(self._flushes),
+            "finished_out_of_order": len(self._finished),
+        }
+
     @property
     def tasks(self) -> frozenset[asyncio.Task[None]]:
         """The gathering task and the writes in flight."""

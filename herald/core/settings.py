@@ -128,6 +128,12 @@ VARIABLES: tuple[Variable, ...] = (
         "herald dev only: 1 serves the demo's /demo/* (its API key, tokens for any user) to every client, "
         "not only to loopback ones",
     ),
+    Variable(
+        "HERALD_TRACEMALLOC",
+        None,
+        "diagnostics: a directory; the process traces its allocations and writes tracemalloc snapshots there",
+    ),
+    Variable("HERALD_TRACEMALLOC_S", "60", "diagnostics: seconds between those snapshots"),
 )
 
 # The largest HERALD_MAX_BATCH (and app max_batch): request schemas bound their lists by it,
@@ -256,6 +262,9 @@ class Settings:
         never under 1 MiB so a batch of small messages fits."""
         return self.max_body or max(1024 * 1024, 4 * self.max_payload)
 
+    tracemalloc_dir: str = ""
+    tracemalloc_s: float = 60.0
+
     @property
     def amqp_urls(self) -> tuple[str, ...]:
         """The RabbitMQ nodes to try, in order (``HERALD_AMQP_URL`` may list several)."""
@@ -363,6 +372,8 @@ class Settings:
             webhook_block_private=parse("HERALD_WEBHOOK_BLOCK_PRIVATE", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
             max_body=_int("HERALD_MAX_BODY", max_body, 1024, 256 * 1024 * 1024) if max_body else 0,
             demo_public=parse("HERALD_DEMO_PUBLIC", "0", lambda n, r: _int(n, r, 0, 1)) == 1,
+            tracemalloc_dir=get("HERALD_TRACEMALLOC", "") or "",
+            tracemalloc_s=parse("HERALD_TRACEMALLOC_S", "60", lambda n, r: _float(n, r, 1, 86400)),
         )
         _check_secret("HERALD_ADMIN_TOKEN", settings.admin_token)
         _check_secret("HERALD_SERVICE_TOKEN", settings.service_token)

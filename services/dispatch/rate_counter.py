@@ -30,11 +30,15 @@ class DispatchStats:
         self._directory = directory
         self._bus = bus
         self._event_groups = event_groups
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # per app; emptied by each flush (every FLUSH_S)
         self._task: asyncio.Task[None] | None = None
 
     def count(self, messages: Iterable[dict[str, Any]]) -> None:
         self._counts.update(message["app"] for message in messages)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries held: what the churn tests compare with a fresh worker."""
+        return {"counted_apps": len(self._counts)}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="dispatch-stats")

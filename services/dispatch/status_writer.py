@@ -61,6 +61,10 @@ class StatusRecorder:
             await self._batcher.flush()
         self._batcher.add(message_ids)
 
+    def sizes(self) -> dict[str, int]:
+        """Entries held: what the churn tests compare with a fresh worker."""
+        return {f"statuses_{name}": size for name, size in self._batcher.sizes().items()}
+
     async def flush(self) -> None:
         """Wait until everything queued so far is written (or failed)."""
         await self._batcher.flush()

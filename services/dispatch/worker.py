@@ -71,6 +71,10 @@ class DispatchWorker:
         publishing = await self._start_publishing(parts)
         return self._settle(messages, routes, publishing)
 
+    def sizes(self) -> dict[str, int]:
+        """Entries held: nothing per user, node or message outlives its batch's write."""
+        return {**self._statuses.sizes(), **(self._stats.sizes() if self._stats is not None else {})}
+
     async def close(self) -> None:
         """Write the statuses still queued (after the bus stopped handing over batches)."""
         await self._statuses.flush()

@@ -68,6 +68,7 @@ class DeliveryCore:
         self.trace = False  # record each write in ``Decisions.traced`` (DEBUG logs)
         self._out = Decisions()
         # (reader, channel) pairs with a gap waiting: read after HOLE_GRACE_S, settled by ``tick``.
+        # Removal: ``tick`` once the gap is filled or given up (HOLE_WAIT_S), ``remove`` and ``leave``.
         self._holes: set[tuple[Reader, str]] = set()
 
     def take(self) -> Decisions:

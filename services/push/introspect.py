@@ -25,6 +25,7 @@ import httpx
 from herald.services.push.handshake import Identity
 
 from herald.core.errors import Unavailable
+from herald.web.responses import unlink
 
 TIMEOUT_S = 3.0
 # Tokens per request: auth refuses more (MAX_INTROSPECT_BATCH there).
@@ -177,14 +178,17 @@ class TokenChecker:
             response = await self._client.post(path, json=body)
         except httpx.HTTPError as exc:
             raise Unavailable(f"auth unreachable: {exc.__class__.__name__}") from None
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise Unavailable(f"auth answered {response.status_code} to introspection")
         try:
-            return response.json()
-        except ValueError:
-            raise Unavailable("auth answered introspection with something that is not JSON") from None
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise Unavailable(f"auth answered {response.status_code} to introspection")
+            try:
+                return response.json()
+            except ValueError:
+                raise Unavailable("auth answered introspection with something that is not JSON") from None
+        finally:
+            unlink(response)  # one per connect: no cyclic garbage left for the rare full collections
 
     async def close(self) -> None:
         self._closed = True

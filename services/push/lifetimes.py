@@ -26,8 +26,11 @@ MAX_KICKS = 100_000
 
 class Deadlines:
     def __init__(self) -> None:
+        # Removal: ``cancel`` (a disconnect, a refresh) and ``due``; an emptied bucket goes at once.
         self._buckets: dict[int, set[Reader]] = {}
-        self._seconds: list[int] = []  # a heap of the buckets' seconds
+        # A heap of the buckets' seconds: popped when reached, compacted in ``schedule``
+        # when emptied buckets leave more than half of it stale.
+        self._seconds: list[int] = []
 
     def __len__(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())
@@ -86,7 +89,9 @@ class KickMemory:
     connection checked at or before it cannot be vouched for (refused with 1013)."""
 
     def __init__(self) -> None:
+        # Bounded: forgotten after KICKS_KEPT_S (``forget_before``, every tick) or past MAX_KICKS.
         self._order: deque[tuple[float, tuple[str, str]]] = deque()
+        # A user's entry goes with its last remembered kick (``_forget_oldest``).
         self._by_user: dict[tuple[str, str], deque[tuple[float, str | None]]] = {}
         self.forgotten_until = float("-inf")
 

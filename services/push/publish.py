@@ -26,6 +26,7 @@ from herald.messaging.appconfig import AppConfigs
 from herald.messaging.ratelimit import MessageRate
 from herald.messaging.webhooks import signature_headers
 from herald.ops import metrics
+from herald.web.responses import unlink
 
 log = logging.getLogger("herald.push")
 
@@ -115,6 +116,8 @@ class PublishHook:
             answer = codec.loads(raw) if status == 200 else None
         except codec.JSONDecodeError:
             answer = None
+        finally:
+            unlink(response)  # one per client publish: no cyclic garbage left behind
         if not isinstance(answer, dict) or not isinstance(answer.get("allow"), bool):
             return Verdict(False, reason=f"the app's publish hook answered {status} without a verdict")
         if not answer["allow"]:

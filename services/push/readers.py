@@ -42,12 +42,15 @@ class Reader:
     # then a join only records where its channel starts, and live messages are held.
     started: bool = False
     # Group channel -> the offset the user joined after: nothing at or below it is theirs.
+    # Per-connection maps (this one and those below) go with the Reader: the node drops
+    # every reference to it at ``detach`` (tests/unit/test_push_churn.py counts the Readers left).
     groups: dict[str, int] = field(default_factory=dict)
     # Joins (channel -> after) and leaves (channel -> None) that arrived before the reader
     # started, so the membership read from the store at connect (possibly older than them)
     # does not undo them. None when there were none: most connections never need it.
     early: dict[str, int | None] | None = None
-    # Per channel: what was written and what waits (services.push.sequencing).
+    # Per channel: what was written and what waits (services.push.sequencing); a channel
+    # left goes at ``ReaderIndex.unsubscribe``; what waits in one is bounded by MAX_HELD.
     sequences: dict[str, ChannelSequence] = field(default_factory=dict)
     # Per channel: the highest offset this connection acknowledged (clamped to what it
     # was sent): persisted before a clean close is answered. None until its first ack.
@@ -114,9 +117,12 @@ class ReaderIndex:
     def __init__(self) -> None:
         # A list per user, not a set: users hold a few connections each, and a one-item
         # list costs a quarter of a one-item set (an idle node holds one per user).
+        # Removal: ``remove`` (a user's entry goes with its last reader).
         self._by_user: dict[tuple[str, str], list[Reader]] = {}
+        # Removal: ``remove`` and ``unsubscribe`` (a channel's entry goes with its last reader).
         self._by_channel: dict[ChannelKey, set[Reader]] = {}
-        self._by_app: dict[str, int] = {}  # kept as readers come and go: heartbeats read it
+        # Kept as readers come and go (heartbeats read it); an app's entry goes with its last reader.
+        self._by_app: dict[str, int] = {}
         self._count = 0
 
     def __len__(self) -> int:

@@ -190,6 +190,7 @@ class Socket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
         self.protocol.receive_eof()
+        unlink_protocol(self.protocol)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         self._lost = None
@@ -302,6 +303,34 @@ class Socket(asyncio.Protocol):
     def _abort_if_open(self) -> None:
         if self.transport is not None and self.protocol.state is not State.CLOSED:
             self.transport.abort()
+
+
+def unlink_protocol(protocol: ServerProtocol) -> None:
+    """Break the reference cycles a finished ``ServerProtocol`` is left in, so reference
+    counting frees it (and the HTTP request it parsed) the moment its socket goes.
+
+    websockets' parser is a generator of the protocol's own (``protocol.parser``) whose
+    frame holds ``self``, and, during the handshake, the ``Request`` with its headers and
+    the token in its path; an abrupt end also leaves ``parser_exc`` (an ``EOFError``)
+    whose traceback holds those frames; and the ``select_subprotocol`` callback is bound
+    to the protocol as an attribute of its own. Each connection was therefore cyclic garbage,
+    hundreds of objects that outlived the young collections of their 5-15 s life and
+    waited for a full collection, which the node's thresholds (``GC_THRESHOLD``) make
+    rare: under reconnect churn a push node grew by a few hundred KB a minute
+    (tracemalloc: websockets/datastructures.py, http11.py, protocol.py, issue 18).
+
+    Only called once the TCP connection is gone: the reader is at EOF, so the protocol
+    never steps its parser again.
+    """
+    protocol.parser.close()
+    getattr(protocol, "__dict__", {}).pop("select_subprotocol", None)
+    seen: set[int] = set()  # a chain may loop back on itself
+    for first in (protocol.parser_exc, protocol.handshake_exc):
+        error: BaseException | None = first
+        while error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            error = error.__cause__ or error.__context__
 
 
 class Keepalive:

@@ -17,6 +17,7 @@ import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from herald.adapters.bus.amqp import AmqpBus
+from herald.adapters.bus.amqp import depths as amqp_depths
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.bus.memory import bus as memory
@@ -733,3 +734,33 @@ async def _queue_exists(amqp_url: str, name: str) -> bool:
         except ChannelNotFoundEntity:
             return False
         return True
+
+
+async def test_queue_depths_asked_again_and_again_open_no_more_channels(
+    namespace: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every channel aio-pika opens and closes leaves ~4.4 KB on its connection (issue 18):
+    # the depths a push node reports at each heartbeat, dispatch every 5 s, must not
+    # open one per call.
+    opened: list[object] = []
+    real_open = amqp_depths.open_channel
+
+    async def counted(connection: aio_pika.abc.AbstractConnection, **options: object) -> object:
+        channel = await real_open(connection, **options)
+        opened.append(channel)
+        return channel
+
+    monkeypatch.setattr(amqp_depths, "open_channel", counted)
+    bus = AmqpBus(amqp_url, Names(namespace))
+    await bus.start()
+    try:
+        await bus.consume_node("node-a", Inbox())
+        await asyncio.wait_for(bus.queue_depths(["node-a"]), WAIT_S)  # misses legacy queues once
+        first = len(opened)
+        for _ in range(20):
+            depths = await asyncio.wait_for(bus.queue_depths(["node-a"]), WAIT_S)
+            assert "node:node-a" in depths
+    finally:
+        await bus.close()
+
+    assert len(opened) == first

@@ -7,6 +7,7 @@ sends and which identities (or errors) each handshake gets back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Callable
 
@@ -226,3 +227,21 @@ async def test_past_the_low_lanes_bound_a_suspect_token_is_answered_try_later_at
     await asyncio.gather(*waiting, return_exceptions=True)
     release.set()
     await checker.close()
+
+
+async def test_an_introspection_leaves_no_cyclic_garbage() -> None:
+    # httpx's response and its stream point at each other: a push node asks once per
+    # connect, and its rare full collections let that garbage pile up (issue 18).
+    checker = _checker(FakeAuth())
+    await checker.identity("good-warm")
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(20):
+            assert await checker.identity(f"good-{n}") is not None
+        left = gc.collect()
+    finally:
+        gc.enable()
+        await checker.close()
+
+    assert left == 0

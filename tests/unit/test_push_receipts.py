@@ -1,3 +1,5 @@
+import pytest
+from herald.services.push import receipt_buffer
 from herald.services.push.receipt_buffer import ReceiptBuffer
 
 from herald.adapters.bus.memory import MemoryBus
@@ -59,3 +61,19 @@ async def test_nothing_to_report_publishes_nothing() -> None:
     bus = RecordingBus()
     await ReceiptBuffer().flush(bus)
     assert bus.bodies == []
+
+
+async def test_acks_kept_while_the_bus_refuses_are_bounded_by_connections_oldest_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(receipt_buffer, "MAX_PENDING_ACK_CONNECTIONS", 3)
+    buffer = ReceiptBuffer()
+    refusing = RefusingBus()
+    for conn in range(5):
+        buffer.acked("a1", "7", f"c{conn}", "user:7", conn + 1)
+        await buffer.flush(refusing)
+    bus = RecordingBus()
+    await buffer.flush(bus)
+    assert [a.conn_id for a in receipts.decode(bus.bodies[0]).acks] == ["c2", "c3", "c4"]
+    assert buffer.dropped_acks == 2
+    assert buffer.sizes() == {"pending_acks": 0, "pending_deliveries": 0}

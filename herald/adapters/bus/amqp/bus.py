@@ -57,17 +57,15 @@ ones' confirms still reach a node's queue in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Mapping, Sequence
 
 import aio_pika
 from aio_pika import DeliveryMode, ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
-from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aio_pika.exceptions import ChannelPreconditionFailed
 
-from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE, open_channel
+from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE
 from herald.adapters.bus.amqp.consumers import BatchConsumer, Consumer
 from herald.adapters.bus.amqp.dead_letters import AmqpDeadLetters
 from herald.adapters.bus.amqp.deliveries import QueueSpec
@@ -85,8 +83,6 @@ CONNECT_TIMEOUT_S = 10.0
 # Events one group's queue keeps before the broker drops the oldest (``x-max-length``,
 # overflow ``drop-head``, RabbitMQ's default). The same bound as ``MemoryBus``.
 EVENTS_QUEUE_MAX = 100_000
-# How long a legacy queue found missing is left out of queue depths before it is asked again.
-LEGACY_ABSENT_S = 60.0
 
 
 class AmqpBus(AmqpDeadLetters, Bus):
@@ -117,6 +113,7 @@ class AmqpBus(AmqpDeadLetters, Bus):
                 except RETRYABLE as exc:
                     log.info("could not delete node queue %s (%r); x-expires will", queue, exc)
         self._node_queues.clear()
+        await self._depths.close()
         self._closed = True
         self._started = False
         self._publisher = None
@@ -280,31 +277,4 @@ class AmqpBus(AmqpDeadLetters, Bus):
             **{f"node:{node}": self._names.node_queue(node) for node in node_ids},
             **{f"events:{group}": self._names.events_queue(group) for group in event_groups},
         }
-        depths: dict[str, int] = {}
-        channel = None
-        now = time.monotonic()
-        try:
-            connection = self._link.current()
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                for label, name in names.items():
-                    if self._absent_until.get(name, 0.0) > now:
-                        continue
-                    # A passive declare of a missing queue closes its channel, so these run on
-                    # a channel of their own, reopened after each miss.
-                    if channel is None or channel.is_closed:
-                        channel = await open_channel(connection)
-                    try:
-                        queue = await channel.declare_queue(name, passive=True)
-                    except ChannelNotFoundEntity:
-                        if label.startswith("legacy:"):
-                            # Gone for good once deleted: no channel reopened per heartbeat for it.
-                            self._absent_until[name] = now + LEGACY_ABSENT_S
-                        continue
-                    depths[label] = queue.declaration_result.message_count or 0
-        except RETRYABLE as exc:
-            raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-        finally:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*RETRYABLE, RuntimeError):
-                    await channel.close()
-        return depths
+        return await self._depths.read(self._link.current(), names)

@@ -23,6 +23,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed, DeliveryError
 
 from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE, open_channel
 from herald.adapters.bus.amqp.deliveries import ConsumeContext, FailureCounts
+from herald.adapters.bus.amqp.depths import QueueDepths
 from herald.adapters.bus.amqp.link import AmqpLink
 from herald.adapters.bus.amqp.subscription import Subscription
 from herald.adapters.bus.base import DELIVERY_LIMIT
@@ -73,7 +74,7 @@ class AmqpTopology(ABC):
         self._context = ConsumeContext(self._link, prefetch, delivery_limit, self._park, FailureCounts())
         self._keep_as_is: set[str] = set()  # queues that exist with other arguments: used as they are
         self._closing: set[asyncio.Future[None]] = set()  # publishing channels given up, closing
-        self._absent_until: dict[str, float] = {}  # legacy queues found missing, not asked again until
+        self._depths = QueueDepths()  # queue_depths' channel and the queues found missing
         self._started = False
         self._closed = False
 
