@@ -41,9 +41,8 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from herald_client import Operator, Publisher
-
 from herald.core.settings import generate_secret
+from herald_client import Operator, Publisher
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block
 from tests.support.servers import MongoWire

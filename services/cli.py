@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from herald.services.roles import BUILDERS
-
 from herald.adapters import NEEDS, make_adapters
 from herald.core.errors import ConfigError
 from herald.core.settings import ROLES, Settings
@@ -16,6 +14,7 @@ from herald.ops import admin, logs
 from herald.ops import dlq as dlq_module
 from herald.ops.memtrace import memtrace_parts
 from herald.ops.runtime import run, run_parts
+from herald.services.roles import BUILDERS
 
 
 def _parser() -> argparse.ArgumentParser:

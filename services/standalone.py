@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from herald.services.roles import BUILDERS
-
 from herald.adapters import NEEDS, Adapters, make_adapters
 from herald.adapters.store.base import Store
 from herald.core.credentials import new_app_id, secret_hash
@@ -25,6 +23,7 @@ from herald.core.settings import ROLES, Settings, generate_secret
 from herald.messaging.apikeys import issue_api_key
 from herald.ops.admin import DEV_URLS_FILE
 from herald.ops.runtime import Part
+from herald.services.roles import BUILDERS
 
 DEMO_APP_NAME = "demo"
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from herald_client import HeraldAPIError, Operator, Publisher
 
 from herald.adapters import make_bus, make_directory, make_store
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.settings import Settings
 from herald.ops import cluster_status, dlq, snapshot
+from herald_client import HeraldAPIError, Operator, Publisher
 
 APPS_FILE = "apps.json"
 DEV_SECRETS_FILE = "dev-secrets.json"

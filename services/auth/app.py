@@ -5,14 +5,14 @@ The endpoints live in ``services/auth/routes.py``, the operations in
 """
 
 from fastapi import Depends, FastAPI
-from herald.services.auth.routes import app_routes, operator_routes, service_routes
-from herald.services.auth.service import AuthService
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.settings import Settings
 from herald.messaging.apikeys import AppKeys
+from herald.services.auth.routes import app_routes, operator_routes, service_routes
+from herald.services.auth.service import AuthService
 from herald.web.api import create_api, secret_dependency
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from herald.services.auth.app import create_app
-
 from herald.adapters import Adapters
 from herald.core.settings import Settings
 from herald.ops.runtime import HttpServer, Part
+from herald.services.auth.app import create_app
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:

@@ -8,6 +8,8 @@ credential: the operator token (apps), an app's API key (tokens), the service to
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+
+from herald.messaging.apikeys import AppId
 from herald.services.auth.models import (
     AppCreated,
     AppSettings,
@@ -24,8 +26,6 @@ from herald.services.auth.models import (
     UserIdPath,
 )
 from herald.services.auth.service import AuthService
-
-from herald.messaging.apikeys import AppId
 from herald.web.api import ERROR_RESPONSES
 
 

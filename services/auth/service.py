@@ -9,17 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from herald.services.auth.models import (
-    AppCreated,
-    AppSettings,
-    ConfigPatch,
-    Introspection,
-    KeyRotated,
-    LimitsBody,
-    NewToken,
-    TokenIssued,
-)
-
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
@@ -30,6 +19,16 @@ from herald.core.model import App, AppConfig, AppLimits, TokenRecord, check_user
 from herald.core.permissions import check_patterns
 from herald.messaging.apikeys import AppKeys, issue_api_key
 from herald.messaging.to_nodes import send_to_all_nodes
+from herald.services.auth.models import (
+    AppCreated,
+    AppSettings,
+    ConfigPatch,
+    Introspection,
+    KeyRotated,
+    LimitsBody,
+    NewToken,
+    TokenIssued,
+)
 
 # App ids are "app_" and 16 hex digits; a longer one is unknown without a store read.
 MAX_APP_ID_LENGTH = 64

@@ -6,6 +6,13 @@ The endpoints live in ``messages.py`` and ``people.py``, the operations in
 process's adapters.
 """
 
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.settings import Settings
+from herald.messaging.accept import Acceptor
+from herald.messaging.apikeys import AppKeys
+from herald.messaging.appconfig import AppConfigs
 from herald.services.collect.groupcommit import GroupCommit
 from herald.services.collect.message_models import add_json_data_schema
 from herald.services.collect.message_service import MessageService
@@ -15,14 +22,6 @@ from herald.services.collect.people import people_routes
 from herald.services.collect.people_service import PeopleService
 from herald.services.collect.quotas import Quotas
 from herald.services.collect.send_route import add_send_route
-
-from herald.adapters.bus.base import Bus
-from herald.adapters.directory.base import Directory
-from herald.adapters.store.base import Store
-from herald.core.settings import Settings
-from herald.messaging.accept import Acceptor
-from herald.messaging.apikeys import AppKeys
-from herald.messaging.appconfig import AppConfigs
 from herald.web.api import HeraldApi, create_api
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from herald.services.collect.app import create_app
-from herald.services.collect.outbox import OutboxSweeper
-
 from herald.adapters import Adapters
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.messaging.published import PublishedMarks
 from herald.ops.runtime import HttpServer, Part
+from herald.services.collect.app import create_app
+from herald.services.collect.outbox import OutboxSweeper
 
 
 def build(settings: Settings, adapters: Adapters) -> list[Part]:

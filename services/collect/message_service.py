@@ -13,10 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from herald.services.collect.groupcommit import GroupCommit
-from herald.services.collect.message_models import SendMessage
-from herald.services.collect.online import OnlineLookups
-from herald.services.collect.quotas import Quotas
 from pydantic import ValidationError
 
 from herald.adapters.store.base import Store
@@ -24,6 +20,10 @@ from herald.core import codec
 from herald.core.errors import BadRequest, Conflict, HeraldError, NotFound, PayloadTooLarge, TooManyRequests
 from herald.core.model import Message, parse_channel
 from herald.messaging.accept import Draft, Limits, draft_for
+from herald.services.collect.groupcommit import GroupCommit
+from herald.services.collect.message_models import SendMessage
+from herald.services.collect.online import OnlineLookups
+from herald.services.collect.quotas import Quotas
 
 # A batch may address at most this many times HERALD_MAX_BATCH recipients in all.
 RECIPIENTS_PER_BATCH_ITEM = 10

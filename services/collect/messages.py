@@ -5,6 +5,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+
+from herald.core import codec
+from herald.messaging.apikeys import AppId
 from herald.services.collect.message_models import (
     CHANNEL_PATTERN,
     MAX_HISTORY_PAGE,
@@ -16,9 +19,6 @@ from herald.services.collect.message_models import (
     SendResult,
 )
 from herald.services.collect.message_service import MessageService
-
-from herald.core import codec
-from herald.messaging.apikeys import AppId
 from herald.web.api import ERROR_RESPONSES
 
 

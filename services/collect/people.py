@@ -4,11 +4,11 @@ online, presence, kick. Each turns HTTP into one ``PeopleService`` call."""
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from herald.services.collect.people_models import Kicked, Members, Membership, Online, Presence
-from herald.services.collect.people_service import MAX_PAGE, PeopleService
 
 from herald.core.model import GROUP_RE, USER_ID_RE
 from herald.messaging.apikeys import AppId
+from herald.services.collect.people_models import Kicked, Members, Membership, Online, Presence
+from herald.services.collect.people_service import MAX_PAGE, PeopleService
 from herald.web.api import ERROR_RESPONSES
 
 # The patterns are declared in the schema and checked by the service (400 invalid_group / invalid_user_id).

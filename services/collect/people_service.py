@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import time
 
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core.commands import Join, Kick, Leave
+from herald.core.errors import Conflict
+from herald.core.model import check_group, check_user_id, group_channel
+from herald.messaging import events
+from herald.messaging.to_nodes import send_to_user_nodes
 from herald.services.collect.people_models import (
     ConnectionInfo,
     Kicked,
@@ -21,15 +29,6 @@ from herald.services.collect.people_models import (
     Presence,
 )
 from herald.services.collect.quotas import Quotas
-
-from herald.adapters.bus.base import Bus
-from herald.adapters.directory.base import Directory
-from herald.adapters.store.base import Store
-from herald.core.commands import Join, Kick, Leave
-from herald.core.errors import Conflict
-from herald.core.model import check_group, check_user_id, group_channel
-from herald.messaging import events
-from herald.messaging.to_nodes import send_to_user_nodes
 
 MAX_PAGE = 1000
 # An online list by group reads the members from the store in pages; past this many

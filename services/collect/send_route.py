@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from herald.services.collect.message_models import MAX_TTL_S
-from herald.services.collect.message_service import MessageService
 from starlette.types import Scope
 
 from herald.core import codec
 from herald.core.settings import MAX_BATCH_CEILING
 from herald.messaging.apikeys import AppKeys
+from herald.services.collect.message_models import MAX_TTL_S
+from herald.services.collect.message_service import MessageService
 from herald.web.api import HeraldApi
 from herald.web.hot import HotRoute, add_hot_route
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from herald.services.dispatch import dead_letters
-from herald.services.dispatch.rate_counter import DispatchStats
-from herald.services.dispatch.receipt_writer import ReceiptsWorker
-from herald.services.dispatch.worker import DispatchWorker
-
 from herald.adapters import Adapters
 from herald.core.errors import Unavailable
 from herald.core.settings import Settings
 from herald.messaging.appconfig import AppConfigs
 from herald.messaging.webhooks import WebhookSender
 from herald.ops.runtime import HttpServer, Part
+from herald.services.dispatch import dead_letters
+from herald.services.dispatch.rate_counter import DispatchStats
+from herald.services.dispatch.receipt_writer import ReceiptsWorker
+from herald.services.dispatch.worker import DispatchWorker
 from herald.web.api import create_api
 
 # Every dispatch worker competes on this group's queue: each event is POSTed once.

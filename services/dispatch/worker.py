@@ -33,6 +33,12 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
+from herald.adapters.bus.base import Bus
+from herald.adapters.directory.base import Directory
+from herald.adapters.store.base import Store
+from herald.core import codec
+from herald.core.errors import BadRequest
+from herald.ops import metrics
 from herald.services.dispatch.rate_counter import DispatchStats
 from herald.services.dispatch.routing import (
     ChannelKey,
@@ -43,13 +49,6 @@ from herald.services.dispatch.routing import (
     shared_channels_of,
 )
 from herald.services.dispatch.status_writer import StatusRecorder
-
-from herald.adapters.bus.base import Bus
-from herald.adapters.directory.base import Directory
-from herald.adapters.store.base import Store
-from herald.core import codec
-from herald.core.errors import BadRequest
-from herald.ops import metrics
 
 log = logging.getLogger("herald.dispatch")
 

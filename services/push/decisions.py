@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from herald.core.model import Delivery
 from herald.services.push.readers import ChannelKey, Reader
 from herald.services.push.sequencing import ChannelSequence, Wire
-
-from herald.core.model import Delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+from herald.core.model import BROADCAST, group_channel
 from herald.services.push.decisions import Decisions, Read
 from herald.services.push.framing import text_frame
 from herald.services.push.handshake import Identity
@@ -52,8 +53,6 @@ from herald.services.push.protocol import (
 )
 from herald.services.push.readers import ChannelKey, Reader, ReaderIndex
 from herald.services.push.sequencing import HOLE_GRACE_S, Step, Wire, contiguous_runs
-
-from herald.core.model import BROADCAST, group_channel
 
 # How long before its token's exp a connection is told to refresh; a token with less than
 # twice this left is warned at half its remaining lifetime.

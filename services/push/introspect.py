@@ -22,9 +22,9 @@ import asyncio
 import time
 
 import httpx
-from herald.services.push.handshake import Identity
 
 from herald.core.errors import Unavailable
+from herald.services.push.handshake import Identity
 from herald.web.responses import unlink
 
 TIMEOUT_S = 3.0

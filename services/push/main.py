@@ -5,14 +5,6 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping
 
-from herald.services.push.demo import DemoBackend
-from herald.services.push.gate import GateLimits
-from herald.services.push.introspect import TokenChecker
-from herald.services.push.node import PushNode
-from herald.services.push.ops_page import OpsSnapshots
-from herald.services.push.publish import ClientPublishing, PublishHook
-from herald.services.push.server import ConnectLimits, ConsoleConfig, PushServer
-
 from herald.adapters import Adapters
 from herald.core.errors import Unavailable
 from herald.core.settings import Settings
@@ -21,6 +13,13 @@ from herald.messaging.appconfig import AppConfigs
 from herald.messaging.egress import PublicOnly
 from herald.messaging.ratelimit import MessageRate
 from herald.ops.runtime import Part
+from herald.services.push.demo import DemoBackend
+from herald.services.push.gate import GateLimits
+from herald.services.push.introspect import TokenChecker
+from herald.services.push.node import PushNode
+from herald.services.push.ops_page import OpsSnapshots
+from herald.services.push.publish import ClientPublishing, PublishHook
+from herald.services.push.server import ConnectLimits, ConsoleConfig, PushServer
 
 # The cyclic collector's thresholds once the node is up (CPython's default: 700, 10, 10).
 # A node holding thousands of connections tracks hundreds of objects per connection, and

@@ -17,14 +17,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from herald.services.push.announcer import Announcer
-from herald.services.push.delivery import DeliveryCore
-from herald.services.push.outlet import Outlet, context
-from herald.services.push.readers import Reader
-from herald.services.push.reads import StoreReads
-from herald.services.push.receipt_buffer import ReceiptBuffer
-from herald.services.push.routes import RouteKeeper
-
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
@@ -33,6 +25,13 @@ from herald.core.commands import Barrier, Join, Kick, Leave
 from herald.core.errors import Unavailable
 from herald.core.model import BROADCAST
 from herald.ops import metrics
+from herald.services.push.announcer import Announcer
+from herald.services.push.delivery import DeliveryCore
+from herald.services.push.outlet import Outlet, context
+from herald.services.push.readers import Reader
+from herald.services.push.reads import StoreReads
+from herald.services.push.receipt_buffer import ReceiptBuffer
+from herald.services.push.routes import RouteKeeper
 
 log = logging.getLogger("herald.push")
 

@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from herald.ops import metrics
 from herald.services.push.decisions import Decisions, Read
 from herald.services.push.delivery import DeliveryCore
 from herald.services.push.readers import Reader
 from herald.services.push.reads import StoreReads
 from herald.services.push.receipt_buffer import ReceiptBuffer
 from herald.services.push.routes import RouteKeeper
-
-from herald.ops import metrics
 
 log = logging.getLogger("herald.push")
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from herald.services.push.protocol import Publish, reply_error_frame, reply_frame
-from herald.services.push.readers import Reader
 
 from herald.core import codec
 from herald.core.errors import Forbidden, HeraldError
@@ -26,6 +24,8 @@ from herald.messaging.appconfig import AppConfigs
 from herald.messaging.ratelimit import MessageRate
 from herald.messaging.webhooks import signature_headers
 from herald.ops import metrics
+from herald.services.push.protocol import Publish, reply_error_frame, reply_frame
+from herald.services.push.readers import Reader
 from herald.web.responses import unlink
 
 log = logging.getLogger("herald.push")

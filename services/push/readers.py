@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from herald.services.push.sequencing import ChannelSequence
-
 from herald.adapters.directory.base import Presence
 from herald.core.model import BROADCAST, user_channel
+from herald.services.push.sequencing import ChannelSequence
 
 ChannelKey = tuple[str, str]  # (app_id, channel)
 

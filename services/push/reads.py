@@ -20,13 +20,12 @@ import logging
 import time
 from typing import Any
 
-from herald.services.push.sequencing import PAGE
-
 from herald.adapters.bus.base import Bus
 from herald.adapters.store.base import Store
 from herald.core import commands
 from herald.core.commands import Barrier
 from herald.core.errors import Unavailable
+from herald.services.push.sequencing import PAGE
 
 log = logging.getLogger("herald.push")
 

@@ -24,16 +24,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from herald.services.push.announcer import Announcer
-from herald.services.push.presence import PresenceWriter
-from herald.services.push.readers import ChannelKey, Reader, ReaderIndex
-
 from herald.adapters.bus.base import Bus, Handler
 from herald.adapters.directory.base import Directory, NodeReport, Presence
 from herald.core.errors import Unavailable
 from herald.core.model import BROADCAST
 from herald.messaging import events
 from herald.ops import metrics, runtime
+from herald.services.push.announcer import Announcer
+from herald.services.push.presence import PresenceWriter
+from herald.services.push.readers import ChannelKey, Reader, ReaderIndex
 
 log = logging.getLogger("herald.push")
 

@@ -22,11 +22,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from herald.services.push.handshake import Identity
-from herald.services.push.introspect import TokenChecker
-
 from herald.core.credentials import is_connect_token
 from herald.ops import metrics
+from herald.services.push.handshake import Identity
+from herald.services.push.introspect import TokenChecker
 
 # Refusals remembered at most: 10,000 entries of a 46-character token and a float, about
 # 2 MB. Past it the least recently seen is forgotten (and would be asked again).

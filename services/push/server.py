@@ -25,6 +25,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from herald.adapters.directory.base import Directory
+from herald.core import codec
+from herald.core.credentials import secret_hash
+from herald.core.errors import HeraldError, Unavailable
+from herald.messaging.appconfig import AppConfigs
+from herald.ops import metrics
+from herald.ops.readiness import NOT_READY, check_name, run_check
 from herald.services.push.demo import DemoBackend, query_value
 from herald.services.push.gate import GateLimits, HandshakeGate
 from herald.services.push.handshake import (
@@ -43,18 +55,6 @@ from herald.services.push.readers import Reader
 from herald.services.push.screen import TokenScreen
 from herald.services.push.sessions import Sessions
 from herald.services.push.socket import Keepalive, Socket
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
-
-from herald.adapters.directory.base import Directory
-from herald.core import codec
-from herald.core.credentials import secret_hash
-from herald.core.errors import HeraldError, Unavailable
-from herald.messaging.appconfig import AppConfigs
-from herald.ops import metrics
-from herald.ops.readiness import NOT_READY, check_name, run_check
 from herald.web import csp
 
 log = logging.getLogger("herald.push")

@@ -19,6 +19,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from herald.core.credentials import secret_hash
+from herald.core.errors import Unavailable
+from herald.ops import metrics
 from herald.services.push.handshake import Identity
 from herald.services.push.node import PushNode
 from herald.services.push.protocol import (
@@ -40,10 +43,6 @@ from herald.services.push.publish import ClientPublishing
 from herald.services.push.readers import Reader
 from herald.services.push.screen import TokenScreen
 from herald.services.push.socket import Socket
-
-from herald.core.credentials import secret_hash
-from herald.core.errors import Unavailable
-from herald.ops import metrics
 
 log = logging.getLogger("herald.push")
 

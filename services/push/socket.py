@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from herald.services.push.framing import text_frame
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
+
+from herald.services.push.framing import text_frame
 
 log = logging.getLogger("herald.push")
 

@@ -11,9 +11,10 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import herald_client
 import pytest
 from packaging.requirements import Requirement
+
+import herald_client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "python"

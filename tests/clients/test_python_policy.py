@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from herald_client.policy import backoff_delay, refresh_retry_delay, resolve_token
 
 

@@ -9,8 +9,8 @@ import itertools
 from collections.abc import Awaitable, Callable
 
 import pytest
-from herald_client import Revoked, Subscriber, TokenExpired
 
+from herald_client import Revoked, Subscriber, TokenExpired
 from tests.clients.fake_node import FakeNode, Peer
 
 

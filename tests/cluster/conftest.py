@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.core.settings import generate_secret
+from herald_client import Operator, Publisher
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block

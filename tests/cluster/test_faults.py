@@ -12,10 +12,10 @@ import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from herald_client import HeraldAPIError, Publisher
 
 from herald.core.names import Names
 from herald.ops.metrics import sample
+from herald_client import HeraldAPIError, Publisher
 from tests.cluster.conftest import Cluster, create_app, finish_cluster, start_cluster
 from tests.support import rabbit_cluster
 from tests.support.rabbit_cluster import RabbitCluster, RabbitNode

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import aio_pika
 import httpx
 import pytest
-from herald_client import Publisher
 
 from herald.core import codec
 from herald.core.names import Names
 from herald.ops.metrics import sample
+from herald_client import Publisher
 from tests.cluster.conftest import Cluster
 from tests.support.ws import close_code, collect_messages, next_frame, no_message_within, open_ws
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.cluster.conftest import Cluster
 from tests.support import guarantees
 from tests.support.guarantees import Target

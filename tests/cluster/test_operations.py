@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import httpx
-from herald_client import Publisher
 
 from herald.ops.metrics import sample
+from herald_client import Publisher
 from tests.cluster.conftest import Cluster
 from tests.support.ws import collect_messages, next_frame, open_ws
 

@@ -6,9 +6,9 @@ import asyncio
 import uuid
 
 import httpx
-from herald_client import Publisher
 
 from herald.ops.metrics import sample
+from herald_client import Publisher
 from tests.cluster.conftest import Cluster
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

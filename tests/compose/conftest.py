@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.core.settings import generate_secret
+from herald_client import Operator, Publisher
 from tests.compose.twin import SERVER_CREDENTIALS, Servers, Twin, load_compose, read_dockerfile, start_order
 from tests.conftest import RUN_ID
 from tests.support.cleanup import drop_namespace

@@ -20,11 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 import aio_pika
 import httpx
 import pytest
-from herald_client import Publisher, Subscriber
 
 from herald.core.names import Names
 from herald.core.settings import VARIABLES
 from herald.ops import metrics
+from herald_client import Publisher, Subscriber
 from tests.compose.conftest import Deployment
 from tests.compose.twin import (
     ROOT,

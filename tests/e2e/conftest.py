@@ -4,8 +4,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.procs import Standalone, start_standalone
 
 

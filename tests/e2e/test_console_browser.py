@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.browser import (
     VIEWPORTS,
     layout,

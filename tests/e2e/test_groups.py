@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from herald_client import HeraldAPIError, Publisher
-
 from tests.support.procs import Standalone
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import httpx
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.procs import Standalone
 
 

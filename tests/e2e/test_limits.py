@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from herald_client import HeraldAPIError, Operator, Publisher
 from websockets.exceptions import InvalidStatus
 
+from herald_client import HeraldAPIError, Operator, Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws
 

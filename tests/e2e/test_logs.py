@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.procs import Standalone, start_standalone
 from tests.support.ws import collect_messages, next_frame, open_ws
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.procs import Standalone
 from tests.support.servers import free_port
 from tests.support.traffic import produce, subscribe, users

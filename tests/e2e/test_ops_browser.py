@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.browser import WAIT_S, needs_chromium, open_browser, screenshot, set_viewport
 from tests.support.procs import Standalone
 from tests.support.traffic import produce, subscribe, users

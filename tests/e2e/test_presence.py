@@ -6,9 +6,9 @@ import asyncio
 import uuid
 
 import pytest
-from herald_client import Publisher
 from websockets.exceptions import InvalidStatus
 
+from herald_client import Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import close_code, next_frame, open_ws
 

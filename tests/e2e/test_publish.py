@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from herald_client import Operator, Publisher
 from websockets.asyncio.client import ClientConnection
 
 from herald.core import codec
 from herald.messaging import webhooks
+from herald_client import Operator, Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, no_message_within, open_ws
 

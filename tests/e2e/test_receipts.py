@@ -6,9 +6,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from herald_client import Publisher
-
 from herald.core import codec
+from herald_client import Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.browser import needs_chromium, open_browser, until
 from tests.support.procs import Standalone
 

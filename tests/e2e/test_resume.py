@@ -6,10 +6,10 @@ import asyncio
 import uuid
 
 import pytest
-from herald.services.push.sequencing import HOLE_WAIT_S
-from herald_client import HeraldAPIError, Publisher
 
 from herald.core import codec
+from herald.services.push.sequencing import HOLE_WAIT_S
+from herald_client import HeraldAPIError, Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

@@ -10,9 +10,8 @@ import struct
 import uuid
 from urllib.parse import urlsplit
 
-from herald_client import Publisher
-
 from herald.core import codec
+from herald_client import Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws
 

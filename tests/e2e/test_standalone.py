@@ -7,9 +7,9 @@ import uuid
 
 import httpx
 import pytest
-from herald_client import HeraldAPIError, Operator, Publisher
 from websockets.exceptions import InvalidStatus
 
+from herald_client import HeraldAPIError, Operator, Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import collect_messages, next_frame, no_message_within, open_ws
 

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 import pytest
-from herald_client import Publisher, Revoked, Subscriber
 
+from herald_client import Publisher, Revoked, Subscriber
 from tests.support.procs import Standalone, start_standalone
 from tests.support.servers import free_port, wait_for_port
 

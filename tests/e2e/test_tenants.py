@@ -6,8 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from herald_client import HeraldAPIError, Operator, Publisher
 
+from herald_client import HeraldAPIError, Operator, Publisher
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, no_message_within, open_ws
 

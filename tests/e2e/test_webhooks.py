@@ -7,10 +7,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.core import codec
 from herald.messaging import webhooks
+from herald_client import Operator, Publisher
 from tests.support.procs import Standalone
 from tests.support.webhook_receiver import Received, Receiver
 from tests.support.ws import next_frame, open_ws

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from herald_client import Operator, Publisher, Subscriber
 
 from herald.core.settings import Settings, generate_secret
+from herald_client import Operator, Publisher, Subscriber
 from tests.compose.twin import (
     SERVER_CREDENTIALS,
     ComposeError,

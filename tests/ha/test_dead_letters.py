@@ -14,11 +14,11 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.core import codec
 from herald.core.names import Names
 from herald.ops.metrics import sample
+from herald_client import Operator, Publisher
 from tests.cluster.conftest import start_cluster
 from tests.ha.conftest import report
 from tests.support.cleanup import drop_namespace

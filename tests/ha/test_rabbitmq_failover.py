@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.core.names import Names
+from herald_client import Operator, Publisher
 from tests.cluster.conftest import Cluster, start_cluster
 from tests.ha.conftest import RATE, STREAM_S, long_only, report
 from tests.support.cleanup import drop_namespace

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from herald_client import HeraldAPIError, Operator, Publisher
 
+from herald_client import HeraldAPIError, Operator, Publisher
 from tests.cluster.conftest import Cluster, start_cluster
 from tests.ha.conftest import RATE, STREAM_S, report
 from tests.support.cleanup import drop_namespace

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from herald_client import Operator, Publisher
 
 from herald.messaging import webhooks
+from herald_client import Operator, Publisher
 from tests.cluster.conftest import start_cluster
 from tests.ha.conftest import report
 from tests.support.cleanup import drop_namespace

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from herald.services.collect.app import create_app
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
@@ -20,6 +19,7 @@ from herald.core.errors import Unavailable
 from herald.core.model import App, Message
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
+from herald.services.collect.app import create_app
 
 KEY = "hk_test-key"
 APP_ID = "app_00000000000000aa"

@@ -9,8 +9,6 @@ from unittest.mock import patch
 
 import httpx
 import pytest
-from herald.services.collect.app import create_app
-from herald.services.collect.outbox import OutboxSweeper
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
@@ -24,6 +22,8 @@ from herald.core.model import App, now_ms
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.ops import metrics
+from herald.services.collect.app import create_app
+from herald.services.collect.outbox import OutboxSweeper
 from tests.support.servers import MongoWire
 
 KEY = "hk_test-key"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from herald.services.push.node import PushNode
-from herald.services.push.readers import Reader
-from herald.services.push.sequencing import HOLE_GRACE_S
-
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.core import codec
 from herald.core.model import Message
+from herald.services.push.node import PushNode
+from herald.services.push.readers import Reader
+from herald.services.push.sequencing import HOLE_GRACE_S
 
 APP, GROUP = "app-1", "group:ops"
 READERS = 50

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.procs import Standalone
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from herald.services import standalone
 
 from herald.core.settings import Settings
+from herald.services import standalone
 from tests.support.procs import Standalone, start_standalone
 from tests.support.push_http import DEMO, push_node, seen_from
 

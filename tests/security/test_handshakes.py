@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from herald_client import Publisher
 
+from herald_client import Publisher
 from tests.support.edges import metric, running
 from tests.support.procs import Standalone
 from tests.support.rawws import closed_within, open_tcp, read_head

@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from herald.services.push.publish import PublishHook
-from herald_client import Operator, Publisher
 from websockets.asyncio.client import ClientConnection
 
 from herald.core import codec
 from herald.messaging import webhooks
 from herald.messaging.egress import PublicOnly
+from herald.services.push.publish import PublishHook
+from herald_client import Operator, Publisher
 from tests.support.procs import Standalone, start_standalone
 from tests.support.webhook_receiver import Receiver
 from tests.support.ws import next_frame, open_ws

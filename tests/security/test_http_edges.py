@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from herald_client import Publisher
 
 from herald.core.credentials import secret_hash
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.model import TokenRecord
 from herald.core.settings import MIN_SECRET_LENGTH, Settings
 from herald.web.throttle import MAX_FAILURES, FailureThrottle
+from herald_client import Publisher
 from tests.support.http_apps import ADMIN, APP_ID, KEY, SERVICE, http_apps
 
 JSON = {"content-type": "application/json"}

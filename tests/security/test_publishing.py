@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from herald_client import HeraldAPIError, Operator, Publisher
 from websockets.asyncio.client import ClientConnection
 
 from herald.core import codec
+from herald_client import HeraldAPIError, Operator, Publisher
 from tests.support.edges import running
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws

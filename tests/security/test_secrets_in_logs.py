@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from herald_client import Publisher, Subscriber
 
 from herald.core import codec
 from herald.core.credentials import new_connect_token
+from herald_client import Publisher, Subscriber
 from tests.support.edges import running
 from tests.support.procs import Standalone
 from tests.support.ws import next_frame, open_ws

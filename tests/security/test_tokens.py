@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from herald_client import Publisher
 
 from herald.core.credentials import new_connect_token
+from herald_client import Publisher
 from tests.support.edges import metric, running
 from tests.support.procs import Standalone
 from tests.support.rawws import open_tcp, read_head, upgrade_request

@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from herald.services.push.protocol import Ack, FrameError, Ping, Publish, Refresh, Resume, parse_client_frame
-from herald_client import Publisher
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import Opcode
 
 from herald.core import codec
+from herald.services.push.protocol import Ack, FrameError, Ping, Publish, Refresh, Resume, parse_client_frame
+from herald_client import Publisher
 from tests.support.edges import metric, rss_bytes, running
 from tests.support.procs import Standalone
 from tests.support.rawws import ServerFrame, client_frame, read_frame, upgrade

@@ -13,11 +13,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from herald_client import Publisher
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from herald.core import codec
+from herald_client import Publisher
 from tests.support.ws import close_code, collect_messages, next_frame, no_message_within, open_ws
 
 QUIET_S = 1.0

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from herald.services.auth.app import create_app as auth_app
-from herald.services.collect.app import create_app as collect_app
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
@@ -23,6 +21,8 @@ from herald.core.model import App
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.ops.runtime import served
+from herald.services.auth.app import create_app as auth_app
+from herald.services.collect.app import create_app as collect_app
 
 ADMIN = "operator-token-for-tests-" + "x" * 16
 SERVICE = "service-token-for-tests-" + "y" * 16

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from herald.services.push import socket as push_socket
-from herald.services.push.main import build
-from herald.services.push.server import PushServer
 
 from herald.adapters import NEEDS, make_adapters
 from herald.core.settings import Settings
+from herald.services.push import socket as push_socket
+from herald.services.push.main import build
+from herald.services.push.server import PushServer
 
 DEMO = {"app_id": "app_00000000000000dd", "api_key": "hk_demo-key-of-the-dev-process"}
 ADMIN = "operator-token-for-push-tests-" + "z" * 8

@@ -11,10 +11,9 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+from herald.adapters.store.sqlite import SqliteStore
 from herald.services.push.node import PushNode
 from herald.services.push.readers import Reader
-
-from herald.adapters.store.sqlite import SqliteStore
 
 APP = "app-1"
 

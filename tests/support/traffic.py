@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+
 from herald_client import HeraldAPIError, Publisher, Subscriber
 
 

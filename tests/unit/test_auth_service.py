@@ -7,8 +7,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from herald.services.auth.models import ConfigPatch, NewToken
-from herald.services.auth.service import AuthService
 
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
@@ -17,6 +15,8 @@ from herald.core.credentials import secret_hash
 from herald.core.errors import BadRequest, NotFound, Unauthorized
 from herald.core.model import App
 from herald.messaging.apikeys import AppKeys
+from herald.services.auth.models import ConfigPatch, NewToken
+from herald.services.auth.service import AuthService
 from tests.support.nodes import NodeCommands
 
 APP = "app_00000000000000a1"

@@ -10,7 +10,6 @@ from herald.services.push.handshake import Identity
 from herald.services.push.lifetimes import KICKS_KEPT_S
 from herald.services.push.readers import Reader
 from herald.services.push.sequencing import HOLE_GRACE_S, MAX_HELD
-
 from tests.support.frames import decode_frames
 
 APP = "app-1"

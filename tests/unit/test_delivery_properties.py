@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from herald.services.push import sequencing
 from herald.services.push.decisions import Read
 from herald.services.push.delivery import DeliveryCore
 from herald.services.push.handshake import Identity
 from herald.services.push.readers import Reader
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from tests.support.frames import decode_frames
 
 APP = "app"

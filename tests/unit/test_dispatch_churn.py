@@ -7,9 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from herald.services.dispatch.rate_counter import DispatchStats
-from herald.services.dispatch.worker import DispatchWorker
-
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import Presence
@@ -17,6 +14,8 @@ from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.base import Store
 from herald.core import codec
 from herald.core.errors import Unavailable
+from herald.services.dispatch.rate_counter import DispatchStats
+from herald.services.dispatch.worker import DispatchWorker
 
 CYCLES = 200
 

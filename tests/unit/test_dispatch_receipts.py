@@ -6,14 +6,13 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import cast
 
-from herald.services.dispatch.receipt_writer import ReceiptsWorker
-
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.store.base import Store
 from herald.core import codec, receipts
 from herald.core.model import Delivery
 from herald.core.receipts import AckReport, ReceiptBatch
+from herald.services.dispatch.receipt_writer import ReceiptsWorker
 
 
 class Acks:

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pytest
-from herald.services.dispatch.status_writer import StatusRecorder
-from herald.services.dispatch.worker import DispatchWorker, UnreadableBody
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.bus.memory import MemoryBus
@@ -16,6 +14,8 @@ from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core import codec
 from herald.core.errors import Unavailable
+from herald.services.dispatch.status_writer import StatusRecorder
+from herald.services.dispatch.worker import DispatchWorker, UnreadableBody
 
 
 def _msg(user: str, offset: int, app: str = "a1", data: Any = None) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from herald.services.push.framing import text_frame
 from websockets.frames import Frame, Opcode
+
+from herald.services.push.framing import text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])

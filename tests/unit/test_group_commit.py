@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from herald.services.collect.groupcommit import GroupCommit
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.store.sqlite import SqliteStore
@@ -15,6 +14,7 @@ from herald.core import codec
 from herald.core.errors import Unavailable
 from herald.core.model import Message, new_message_ids
 from herald.messaging.accept import Acceptor, Draft
+from herald.services.collect.groupcommit import GroupCommit
 
 APP = "app_00000000000000a1"
 OTHER_APP = "app_00000000000000b2"

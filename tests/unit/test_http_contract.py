@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Response
-from herald.services.auth.models import ConfigPatch, NewToken
-from herald.services.collect.message_models import CHANNEL_PATTERN, SendMessage
 from pydantic import ValidationError
 
 from herald.core.errors import BadRequest
 from herald.core.model import check_group, check_user_id, parse_channel
 from herald.core.permissions import check_patterns
+from herald.services.auth.models import ConfigPatch, NewToken
+from herald.services.collect.message_models import CHANNEL_PATTERN, SendMessage
 from herald.web.api import create_api
 from tests.support.http_apps import http_apps
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
+from herald.core.errors import Unavailable
 from herald.services.push.introspect import (
     MAX_BATCH,
     MAX_LOW_BATCH,
@@ -22,8 +24,6 @@ from herald.services.push.introspect import (
     Identity,
     TokenChecker,
 )
-
-from herald.core.errors import Unavailable
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -8,11 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from herald.services.collect.groupcommit import GroupCommit
-from herald.services.collect.message_models import SendMessage
-from herald.services.collect.message_service import MessageService
-from herald.services.collect.online import OnlineLookups
-from herald.services.collect.quotas import Quotas
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import Presence
@@ -23,6 +18,11 @@ from herald.core.model import App, AppConfig, AppLimits, Message
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.messaging.appconfig import AppConfigs
+from herald.services.collect.groupcommit import GroupCommit
+from herald.services.collect.message_models import SendMessage
+from herald.services.collect.message_service import MessageService
+from herald.services.collect.online import OnlineLookups
+from herald.services.collect.quotas import Quotas
 
 APP = "app_00000000000000a1"
 

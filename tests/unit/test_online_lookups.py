@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from herald.services.collect.online import OnlineLookups
 
 from herald.adapters.directory.base import Presence
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.core.errors import Unavailable
+from herald.services.collect.online import OnlineLookups
 
 APP = "app_00000000000000a1"
 

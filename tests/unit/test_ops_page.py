@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from herald.services.push.ops_page import FRESH_S, OpsSnapshots
 from prometheus_client import CollectorRegistry, Counter
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import NodeReport
 from herald.adapters.directory.memory import MemoryDirectory
+from herald.services.push.ops_page import FRESH_S, OpsSnapshots
 
 TOKEN = "operator-token-of-this-cluster-0123456789"
 

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from unittest.mock import patch
 
 import pytest
-from herald.services.collect.people_service import PeopleService
-from herald.services.collect.quotas import Quotas
 
 from herald.adapters.directory.base import Presence
 from herald.adapters.directory.memory import MemoryDirectory
@@ -19,6 +17,8 @@ from herald.core.errors import BadRequest, Conflict
 from herald.core.model import App, AppConfig, AppLimits
 from herald.core.settings import Settings
 from herald.messaging.appconfig import AppConfigs
+from herald.services.collect.people_service import PeopleService
+from herald.services.collect.quotas import Quotas
 from tests.support.nodes import NodeCommands
 
 APP = "app_00000000000000a1"

@@ -1,4 +1,6 @@
 import pytest
+
+from herald.core import codec
 from herald.services.push.protocol import (
     Ack,
     FrameError,
@@ -9,8 +11,6 @@ from herald.services.push.protocol import (
     parse_client_frame,
     welcome_frame,
 )
-
-from herald.core import codec
 
 
 def _code(raw: str | bytes) -> str:

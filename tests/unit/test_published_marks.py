@@ -9,7 +9,6 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
-from herald.services.collect.outbox import OutboxSweeper
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.store.sqlite import SqliteStore
@@ -18,6 +17,7 @@ from herald.core.errors import Unavailable
 from herald.core.model import Message, now_ms
 from herald.messaging.accept import Acceptor, Draft
 from herald.messaging.published import PublishedMarks
+from herald.services.collect.outbox import OutboxSweeper
 
 APP = "app_00000000000000a1"
 

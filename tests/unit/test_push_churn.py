@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from herald.services.push.node import PushNode
-from herald.services.push.readers import Reader
-from herald.services.push.socket import Socket
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
 from herald.core.model import Message
+from herald.services.push.node import PushNode
+from herald.services.push.readers import Reader
+from herald.services.push.socket import Socket
 from tests.support.pushnode import APP, CountingStore, connect, settle
 
 CYCLES = 150

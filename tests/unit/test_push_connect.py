@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from herald.services.push.node import PushNode
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import Presence
@@ -21,6 +20,7 @@ from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
 from herald.core.errors import Unavailable
 from herald.core.model import Message
+from herald.services.push.node import PushNode
 from tests.support.pushnode import APP, CountingStore, connect, settle
 
 

@@ -6,6 +6,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
+
 from herald.services.push.main import GC_THRESHOLD, settle_gc
 
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from herald.services.push.node import PushNode
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import Presence
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
 from herald.core.errors import Unavailable
+from herald.services.push.node import PushNode
 from tests.support.pushnode import APP, CountingStore, connect, settle
 
 TTL_S = 30.0

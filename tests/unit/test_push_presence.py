@@ -7,15 +7,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from herald.services.push.node import PushNode
-from herald.services.push.presence import MAX_BATCH, Added, PresenceWriter
-
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import ChannelKey, Presence
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
 from herald.core import codec
 from herald.core.errors import Unavailable
+from herald.services.push.node import PushNode
+from herald.services.push.presence import MAX_BATCH, Added, PresenceWriter
 from tests.support.pushnode import CountingStore, connect, settle
 
 APP = "app-1"

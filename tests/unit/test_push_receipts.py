@@ -1,11 +1,11 @@
 import pytest
-from herald.services.push import receipt_buffer
-from herald.services.push.receipt_buffer import ReceiptBuffer
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.core import receipts
 from herald.core.errors import Unavailable
 from herald.core.model import Delivery
+from herald.services.push import receipt_buffer
+from herald.services.push.receipt_buffer import ReceiptBuffer
 
 
 class RefusingBus(MemoryBus):

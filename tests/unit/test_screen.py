@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import httpx
-from herald.services.push.introspect import TokenChecker
-from herald.services.push.screen import SUSPECT_AFTER, RefusalMemory, SuspectAddresses, TokenScreen
 
 from herald.core.credentials import is_connect_token, new_connect_token
+from herald.services.push.introspect import TokenChecker
+from herald.services.push.screen import SUSPECT_AFTER, RefusalMemory, SuspectAddresses, TokenScreen
 
 GOOD = new_connect_token()
 

@@ -13,8 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from herald.services.collect.app import create_app
-from herald.services.collect.send_route import PATH, decoded
 
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
@@ -24,6 +22,8 @@ from herald.core.model import App
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
 from herald.ops.runtime import served
+from herald.services.collect.app import create_app
+from herald.services.collect.send_route import PATH, decoded
 from herald.web.hot import HotRoute
 
 KEY = "hk_send-route-test-key"

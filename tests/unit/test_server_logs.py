@@ -6,9 +6,10 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from herald.services.push.server import PushServer, path_only
 from websockets.datastructures import Headers
 from websockets.http11 import Request
+
+from herald.services.push.server import PushServer, path_only
 
 
 def test_a_logged_target_keeps_its_path_and_drops_its_query() -> None:

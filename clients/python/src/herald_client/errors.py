@@ -1,10 +1,10 @@
 """What the client raises, so callers branch on types and codes rather than on message text.
 
-    Exception
-    ├── HeraldAPIError    an HTTP call answered with an error: status, code, message, details
-    └── SubscriptionEnded the server closed a subscription for good; do not reconnect as is
-        ├── Revoked       4003: the user was kicked or the token revoked
-        └── TokenExpired  4001: the token expired and, being a fixed string, cannot be renewed
+Exception
+├── HeraldAPIError    an HTTP call answered with an error: status, code, message, details
+└── SubscriptionEnded the server closed a subscription for good; do not reconnect as is
+    ├── Revoked       4003: the user was kicked or the token revoked
+    └── TokenExpired  4001: the token expired and, being a fixed string, cannot be renewed
 """
 
 from __future__ import annotations
