@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from herald.core.names import Names
-from herald.core.settings import VARIABLES
+from herald.core.variables import VARIABLES
 from herald.ops import metrics
 from herald_client import Publisher, Subscriber
 from tests.compose.conftest import Deployment

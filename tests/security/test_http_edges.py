@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from herald.core.credentials import secret_hash
+from herald.core.env import MIN_SECRET_LENGTH
 from herald.core.errors import ConfigError, Unavailable
 from herald.core.model import TokenRecord
-from herald.core.settings import MIN_SECRET_LENGTH, Settings
+from herald.core.settings import Settings
 from herald.web.throttle import MAX_FAILURES, FailureThrottle
 from herald_client import Publisher
 from tests.support.http_apps import ADMIN, APP_ID, KEY, SERVICE, http_apps

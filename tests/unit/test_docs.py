@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.core.settings import VARIABLES
+from herald.core.variables import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 # The clients' own READMEs, not those of the packages npm installs beside them (node_modules).

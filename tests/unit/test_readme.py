@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from herald.core.settings import VARIABLES
+from herald.core.variables import VARIABLES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
