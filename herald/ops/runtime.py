@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from herald.web.api import BodyLimit
+from herald.web.middleware import BodyLimit
 
 log = logging.getLogger("herald.runtime")
 
