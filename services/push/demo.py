@@ -20,15 +20,19 @@ import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.http11 import Response
 
 from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.commands import Join
 from herald.core.credentials import new_connect_token, secret_hash
-from herald.core.errors import BadRequest, Unavailable
+from herald.core.errors import BadRequest, HeraldError, Unavailable
 from herald.core.model import TokenRecord, check_group, check_user_id, group_channel
 from herald.messaging.to_nodes import send_to_user_nodes
+from herald.services.push.http_answers import error_response, json_response
 
 SESSION_TTL_S = 3600
 HISTORY = 50  # messages of the room a chat page shows when it joins
@@ -107,6 +111,20 @@ class DemoBackend:
         members = await self._store.list_members(app_id, group, "", 1000)
         counts = await self._directory.online(app_id, members, len(members)) if members else {}
         return {"room": group, "users": [{"user_id": u, "connections": counts[u]} for u in sorted(counts)]}
+
+    async def answer(self, path: str, target: str) -> Response:
+        """The answer to a request for ``path`` under /demo/ (``target`` with its query)."""
+        query = parse_qs(urlsplit(target).query)
+        try:
+            if path == "/demo/session":
+                return json_response(200, await self.session(query_value(query, "user"), query_value(query, "room")))
+            if path == "/demo/online":
+                return json_response(200, await self.online(query_value(query, "room")))
+            if path == "/demo/app":
+                return json_response(200, self.app())
+        except HeraldError as exc:
+            return json_response(exc.status, exc.to_body())
+        return error_response(404, "not_found", "the demo answers /demo/session, /demo/online and /demo/app")
 
 
 def query_value(query: dict[str, list[str]], name: str) -> str | None:

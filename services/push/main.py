@@ -45,13 +45,7 @@ def build(
     node = PushNode(settings.node_id, bus, directory, store, settings.heartbeat_s)
     checker = TokenChecker(settings.auth_url, settings.service_token)
     configs = AppConfigs(store)
-    # HERALD_WEBHOOK_BLOCK_PRIVATE keeps publish hooks off the private network as it does
-    # webhooks: the address is resolved and checked at each call (herald.messaging.egress).
-    hook = PublishHook(
-        settings.publish_hook_timeout_s,
-        settings.publish_hook_concurrency,
-        transport=PublicOnly() if settings.webhook_block_private else None,
-    )
+    hook = _publish_hook(settings)
     publishing = ClientPublishing(
         Acceptor(store, bus),
         configs,
@@ -94,6 +88,16 @@ def build(
         Part("push-server", server.start, server.stop, stop_timeout_s=settings.drain_s + 5),
         Part("gc-settings", settle_gc, _nothing),
     ]
+
+
+def _publish_hook(settings: Settings) -> PublishHook:
+    # HERALD_WEBHOOK_BLOCK_PRIVATE keeps publish hooks off the private network as it does
+    # webhooks: the address is resolved and checked at each call (herald.messaging.egress).
+    return PublishHook(
+        settings.publish_hook_timeout_s,
+        settings.publish_hook_concurrency,
+        transport=PublicOnly() if settings.webhook_block_private else None,
+    )
 
 
 async def _nothing() -> None:

@@ -20,24 +20,20 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from herald.adapters.directory.base import Directory
-from herald.core import codec
 from herald.core.credentials import secret_hash
-from herald.core.errors import HeraldError, Unavailable
+from herald.core.errors import Unavailable
 from herald.messaging.appconfig import AppConfigs
 from herald.ops import metrics
 from herald.ops.readiness import NOT_READY, check_name, run_check
-from herald.services.push.demo import DemoBackend, query_value
+from herald.services.push.demo import DemoBackend
 from herald.services.push.gate import GateLimits, HandshakeGate
 from herald.services.push.handshake import (
     Identity,
@@ -45,6 +41,14 @@ from herald.services.push.handshake import (
     device_from_request,
     offered_subprotocols,
     token_from_request,
+)
+from herald.services.push.http_answers import (
+    STATIC_FILES,
+    error_response,
+    http_response,
+    json_response,
+    path_only,
+    static_answer,
 )
 from herald.services.push.introspect import TokenChecker
 from herald.services.push.node import PushNode
@@ -55,43 +59,12 @@ from herald.services.push.readers import Reader
 from herald.services.push.screen import TokenScreen
 from herald.services.push.sessions import Sessions
 from herald.services.push.socket import Keepalive, Socket
-from herald.web import csp
 
 log = logging.getLogger("herald.push")
 
 MAX_FRAME_BYTES = 64 * 1024
 # Connections waiting in the kernel for accept(): a reconnect storm arrives all at once.
 BACKLOG = 4096
-
-# Served on the WebSocket port: the browser client (its one copy lives in clients/js) and
-# the chat page built on it.
-_ROOT = Path(__file__).resolve().parents[2]
-_PAGES = Path(__file__).resolve().parent / "static"
-STATIC_FILES: dict[str, tuple[Path, str]] = {
-    "/herald.js": (_ROOT / "clients" / "js" / "herald.js", "text/javascript; charset=utf-8"),
-    "/chat": (_PAGES / "chat.html", "text/html; charset=utf-8"),
-    "/ops": (_PAGES / "ops.html", "text/html; charset=utf-8"),
-    "/": (_PAGES / "console.html", "text/html; charset=utf-8"),
-}
-
-
-# Where each page may connect. The console calls auth and collect wherever its user points
-# it (other ports under `herald dev`, other hosts) and opens the WebSocket there; the chat
-# and ops pages only talk to the node that served them.
-PAGE_CONNECT_SRC = {
-    "/": "'self' http: https: ws: wss:",
-    "/chat": "'self' ws: wss:",
-    "/ops": "'self'",
-}
-
-
-def page_headers(path: str, body: bytes) -> list[tuple[str, str]]:
-    """A page's Content-Security-Policy (its own inline blocks by hash, no framing); none
-    for what is not a page (``herald.js``)."""
-    connect_src = PAGE_CONNECT_SRC.get(path)
-    if connect_src is None:
-        return []
-    return [("Content-Security-Policy", csp.for_page(body, connect_src)), *csp.FRAME_HEADERS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,37 +95,8 @@ class Admitted:
     checked_at: float  # when its token check began (epoch seconds): later kicks apply to it
 
 
-def http_response(status: int, body: bytes, content_type: str, extra: Sequence[tuple[str, str]] = ()) -> Response:
-    # The WebSocket server closes the connection after any answer but an upgrade: saying so
-    # keeps HTTP clients from sending their next request on a socket about to close.
-    headers = Headers(
-        [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-            *csp.SECURITY_HEADERS,
-            *extra,
-        ]
-    )
-    return Response(status, HTTPStatus(status).phrase, headers, body)
-
-
-def json_response(status: int, body: dict[str, Any]) -> Response:
-    return http_response(status, codec.dumps(body), "application/json")
-
-
-def path_only(target: str) -> str:
-    """A request target without its query string, the only form of it that is logged: the
-    query may carry a connect token (``?token=``), and logs travel further than secrets may."""
-    return urlsplit(target).path
-
-
-def _count_error(code: str) -> None:
+def _counterror_response(code: str) -> None:
     metrics.errors.labels("push", code).inc()
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return json_response(status, {"error": {"code": code, "message": message}})
 
 
 class PushServer:
@@ -247,7 +191,9 @@ class PushServer:
         admission = self._gate.admit(sock, sock.address, len(self._sockets) - 1, time.monotonic())
         if admission.refused is not None:
             metrics.push_sockets_dropped.labels(admission.refused).inc()
-            sock.respond(_error(503, admission.refused, "this node holds all the connections it may; try another"))
+            sock.respond(
+                error_response(503, admission.refused, "this node holds all the connections it may; try another")
+            )
             return
         for old in admission.evicted:
             metrics.push_sockets_dropped.labels("evicted").inc()
@@ -294,6 +240,12 @@ class PushServer:
 
     async def _process_request(self, request: Request, address: str = "") -> Response | Admitted:
         path = urlsplit(request.path).path
+        if path == "/ws":
+            return await self._admit(request, address)
+        return await self._plain(path, request, address)
+
+    async def _plain(self, path: str, request: Request, address: str) -> Response:
+        """Everything on the port but the WebSocket: health, metrics, pages, ops, the demo."""
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
@@ -305,7 +257,7 @@ class PushServer:
             text, content_type = metrics.exposition()
             return http_response(200, text, content_type)
         if path in STATIC_FILES:
-            return self._static(path)
+            return static_answer(path)
         if path == "/console/config":
             return json_response(
                 200,
@@ -320,36 +272,40 @@ class PushServer:
         if path.startswith("/demo/") and self._demo is not None:
             if not self._demo.serves(address):
                 message = "the demo answers loopback clients only (HERALD_DEMO_PUBLIC=1 serves everyone)"
-                return _error(403, "demo_loopback_only", message)
-            return await self._demo_answer(path, request.path)
-        if path != "/ws":
-            return _error(404, "not_found", "WebSocket endpoint is /ws")
+                return error_response(403, "demo_loopback_only", message)
+            return await self._demo.answer(path, request.path)
+        return error_response(404, "not_found", "WebSocket endpoint is /ws")
+
+    async def _admit(self, request: Request, address: str) -> Response | Admitted:
+        """A WebSocket request: its token checked, its user's connection count bounded."""
         offered = offered_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
         token = token_from_request(request.path, request.headers.get("Authorization"), offered)
         if token is None:
             metrics.push_handshakes_rejected.labels("missing_token").inc()
-            return _error(401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token=")
+            return error_response(
+                401, "missing_token", "send a connect token: Authorization: Bearer, subprotocol or ?token="
+            )
         checked_at = time.time()
         try:
             identity = await self._screen.identity(token, address)
         except Unavailable as exc:
             reason = "try_later" if exc.code == "try_later" else "auth_unavailable"
             metrics.push_handshakes_rejected.labels(reason).inc()
-            return _error(503, exc.code, exc.message)
+            return error_response(503, exc.code, exc.message)
         if identity is None:
             metrics.push_handshakes_rejected.labels("invalid_token").inc()
-            return _error(401, "invalid_token", "the connect token is unknown, revoked or expired")
+            return error_response(401, "invalid_token", "the connect token is unknown, revoked or expired")
         try:
             limits = (await self._configs.get(identity.app_id)).limits
             most = limits.connections_per_user or self._limits.connections_per_user
             held = await self._directory.connections_of(identity.app_id, identity.user_id)
         except Unavailable as exc:
             metrics.push_handshakes_rejected.labels("unavailable").inc()
-            return _error(503, exc.code, exc.message)
+            return error_response(503, exc.code, exc.message)
         if len(held) >= most:
             metrics.push_handshakes_rejected.labels("too_many_connections").inc()
             message = f"this user already holds {len(held)} connections; at most {most}"
-            return _error(429, "too_many_connections", message)
+            return error_response(429, "too_many_connections", message)
         metrics.push_handshakes.inc()
         return Admitted(
             identity,
@@ -359,31 +315,6 @@ class PushServer:
             checked_at,
         )
 
-    @staticmethod
-    def _static(path: str) -> Response:
-        file, content_type = STATIC_FILES[path]
-        try:
-            body = file.read_bytes()
-        except OSError:
-            return _error(404, "not_found", f"{path} is not installed with this node")
-        return http_response(200, body, content_type, page_headers(path, body))
-
-    async def _demo_answer(self, path: str, target: str) -> Response:
-        assert self._demo is not None
-        query = parse_qs(urlsplit(target).query)
-        try:
-            if path == "/demo/session":
-                return json_response(
-                    200, await self._demo.session(query_value(query, "user"), query_value(query, "room"))
-                )
-            if path == "/demo/online":
-                return json_response(200, await self._demo.online(query_value(query, "room")))
-            if path == "/demo/app":
-                return json_response(200, self._demo.app())
-        except HeraldError as exc:
-            return json_response(exc.status, exc.to_body())
-        return _error(404, "not_found", "the demo answers /demo/session, /demo/online and /demo/app")
-
     async def _open(self, sock: Socket, request: Request) -> None:
         """The HTTP request: a plain answer, a refusal, or the upgrade and the connection's
         start (welcome, positions, backlog). Frames that arrive meanwhile wait in the inbox."""
@@ -391,7 +322,7 @@ class PushServer:
             answer = await self._process_request(request, sock.address)
         except Exception:
             log.exception("could not answer a request for %s", path_only(request.path))
-            answer = _error(500, "internal", "the push node failed to answer this request")
+            answer = error_response(500, "internal", "the push node failed to answer this request")
         self._handshake_over(sock)
         if sock.gone:
             return

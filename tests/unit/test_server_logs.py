@@ -9,7 +9,8 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from herald.services.push.server import PushServer, path_only
+from herald.services.push.http_answers import path_only
+from herald.services.push.server import PushServer
 
 
 def test_a_logged_target_keeps_its_path_and_drops_its_query() -> None:
