@@ -50,7 +50,6 @@ class SocketEvents(Protocol):
     def accepted(self, sock: Socket) -> None:
         """A TCP connection was just accepted (``sock.address`` is its source): admit it,
         make it wait, or refuse it."""
-        ...
 
     def request(self, sock: Socket, request: Request) -> None: ...
 
@@ -59,7 +58,6 @@ class SocketEvents(Protocol):
     def closing(self, sock: Socket) -> bool:
         """The client sent a close frame. True: the answer must wait until ``release()``
         (the node persists the connection's acks first)."""
-        ...
 
     def lost(self, sock: Socket) -> None: ...
 
