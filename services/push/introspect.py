@@ -22,8 +22,10 @@ import asyncio
 import time
 
 import httpx
+import orjson
 
 from herald.core.errors import Unavailable
+from herald.services.push.auth_link import Answer, AuthLink, LinkError
 from herald.services.push.handshake import Identity
 from herald.web.responses import unlink
 
@@ -71,12 +73,14 @@ def identity_of(answer: object) -> Identity | None:
 
 class TokenChecker:
     def __init__(self, auth_url: str, service_token: str, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=auth_url,
-            headers={"authorization": f"Bearer {service_token}"},
-            timeout=TIMEOUT_S,
-            limits=httpx.Limits(max_connections=MAX_REQUESTS * 2, max_keepalive_connections=MAX_REQUESTS),
-            transport=transport,
+        """Requests go through a lean keep-alive link (``AuthLink``); tests that play auth
+        without sockets pass an httpx ``transport`` instead."""
+        headers = {"authorization": f"Bearer {service_token}"}
+        self._link = AuthLink(auth_url, headers, TIMEOUT_S, MAX_REQUESTS * 2)
+        self._client = (
+            httpx.AsyncClient(base_url=auth_url, headers=headers, timeout=TIMEOUT_S, transport=transport)
+            if transport is not None
+            else None
         )
         self._waiting: dict[str, list[asyncio.Future[Identity | None]]] = {}
         self._waiting_low: dict[str, list[asyncio.Future[Identity | None]]] = {}
@@ -174,21 +178,30 @@ class TokenChecker:
 
     async def _post(self, path: str, body: dict[str, object]) -> object:
         """The decoded answer; None for a 404 (a path this auth does not have)."""
+        answer = await self._send(path, orjson.dumps(body))
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise Unavailable(f"auth answered {answer.status} to introspection")
         try:
-            response = await self._client.post(path, json=body)
+            return orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            raise Unavailable("auth answered introspection with something that is not JSON") from None
+
+    async def _send(self, path: str, body: bytes) -> Answer:
+        if self._client is None:
+            try:
+                return await self._link.post(path, body)
+            except LinkError as exc:
+                raise Unavailable(f"auth unreachable: {exc}") from None
+        try:
+            response = await self._client.post(path, content=body, headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             raise Unavailable(f"auth unreachable: {exc.__class__.__name__}") from None
         try:
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                raise Unavailable(f"auth answered {response.status_code} to introspection")
-            try:
-                return response.json()
-            except ValueError:
-                raise Unavailable("auth answered introspection with something that is not JSON") from None
+            return Answer(response.status_code, response.content)
         finally:
-            unlink(response)  # one per connect: no cyclic garbage left for the rare full collections
+            unlink(response)
 
     async def close(self) -> None:
         self._closed = True
@@ -198,4 +211,6 @@ class TokenChecker:
         for task in requests:
             task.cancel()
         await asyncio.gather(*requests, return_exceptions=True)
-        await self._client.aclose()
+        await self._link.close()
+        if self._client is not None:
+            await self._client.aclose()

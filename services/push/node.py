@@ -26,6 +26,7 @@ from herald.core.errors import Unavailable
 from herald.core.model import BROADCAST
 from herald.ops import metrics
 from herald.services.push.announcer import Announcer
+from herald.services.push.connect_reads import ConnectReads
 from herald.services.push.delivery import DeliveryCore
 from herald.services.push.outlet import Outlet, context
 from herald.services.push.readers import Reader
@@ -52,6 +53,7 @@ class PushNode:
         self._announcer = Announcer(bus, node_id)
         self.routes = RouteKeeper(node_id, directory, bus, self.readers, self._announcer, heartbeat_s, self.catch_up)
         self._reads = StoreReads(store, bus, node_id)
+        self._connect_reads = ConnectReads(store)
         self._outlet = Outlet(self.core, self._receipts, self.routes, self._reads, self._spawn, self.soon)
         self._tasks: set[asyncio.Task[None]] = set()  # each removed when done
         self._tick: asyncio.Task[None] | None = None
@@ -100,22 +102,20 @@ class PushNode:
         """Subscribe the connection to its groups and say where each channel starts.
 
         After ``attach``: a join the directory did not route here yet was written to the
-        store before this read, so it is in ``groups_of``; a later one reaches this node as a
-        command. Every channel's head is read in one query after its routes were written:
-        a message allocated later arrives live, so a channel starting at its head needs no
-        store read. Returns the start positions and the heads (for ``begin``); raises
+        store before this read, so it is in its memberships; a later one reaches this node as a
+        command. Every channel's head is read after its routes were written: a message
+        allocated later arrives live, so a channel starting at its head needs no store read.
+        The reads are shared with the connections starting in the same loop turn
+        (``ConnectReads``). Returns the start positions and the heads (for ``begin``); raises
         Unavailable if the store is down.
         """
-        cursors, groups = await asyncio.gather(
-            self._store.get_cursors(reader.app_id, reader.user_id),
-            self._store.groups_of(reader.app_id, reader.user_id),
-        )
+        cursors, groups = await self._connect_reads.state(reader.app_id, reader.user_id)
         for channel, offset in self._receipts.pending_positions(reader.app_id, reader.user_id).items():
             cursors[channel] = max(offset, cursors.get(channel, 0))
         joined = self.core.load_groups(reader, groups)
         if joined and not await self.routes.write_counts(joined):
             reader.routed = False
-        heads = await self._store.channel_heads(reader.app_id, [reader.user_channel, BROADCAST, *reader.groups])
+        heads = await self._connect_reads.heads(reader.app_id, [reader.user_channel, BROADCAST, *reader.groups])
         return self.core.positions(reader, cursors, heads), heads
 
     def begin(self, reader: Reader, positions: dict[str, int], heads: dict[str, int]) -> None:
@@ -216,5 +216,6 @@ class PushNode:
                 task.cancel()
                 await task
         await self.flush_receipts()
+        await self._connect_reads.close()
         await self.routes.stop()
         await self._announcer.stop()

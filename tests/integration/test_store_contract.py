@@ -387,6 +387,17 @@ async def test_cursors_belong_to_one_user_of_one_app(store: Store) -> None:
     assert await store.get_cursors(APP, "ann") == {"broadcast": 9}
 
 
+async def test_cursors_of_many_users_are_read_together_each_under_its_user(store: Store) -> None:
+    await store.save_cursors(APP, "ann", {"user:ann": 3, "broadcast": 1})
+    await store.save_cursors(APP, "bob", {"user:bob": 7})
+    await store.save_cursors(OTHER_APP, "cy", {"user:cy": 2})
+
+    found = await store.cursors_of(APP, ["ann", "bob", "cy", "nobody"])
+
+    assert found == {"ann": {"user:ann": 3, "broadcast": 1}, "bob": {"user:bob": 7}}
+    assert await store.cursors_of(APP, []) == {}
+
+
 # Apps and keys ---------------------------------------------------------------
 
 
@@ -618,6 +629,18 @@ async def test_groups_of_maps_each_group_to_its_joined_after(store: Store, now: 
     await store.add_member(APP, "ops", "bob", 8, now)
     assert await store.groups_of(APP, "ann") == {"ops": 4, "dev:eu": 0}
     assert await store.groups_of(APP, "nobody") == {}
+
+
+async def test_memberships_of_many_users_are_read_together_each_under_its_user(store: Store, now: float) -> None:
+    await store.add_member(APP, "ops", "ann", 4, now)
+    await store.add_member(APP, "dev", "ann", 0, now)
+    await store.add_member(APP, "ops", "bob", 8, now)
+    await store.add_member(OTHER_APP, "ops", "cy", 1, now)
+
+    found = await store.memberships(APP, ["ann", "bob", "cy", "nobody"])
+
+    assert found == {"ann": {"ops": 4, "dev": 0}, "bob": {"ops": 8}}
+    assert await store.memberships(APP, []) == {}
 
 
 async def test_groups_of_one_app_are_invisible_to_another(store: Store, now: float) -> None:

@@ -6,6 +6,7 @@ store is wrapped to count its calls, the socket is a stand-in that keeps what wa
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -55,7 +56,21 @@ async def test_a_new_connection_with_nothing_pending_makes_three_store_reads(sto
     await connect(node, "ann")
     await settle(node)
 
-    assert reads(store) == Counter({"get_cursors": 1, "groups_of": 1, "channel_heads": 1})
+    assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 1})
+
+
+async def test_connections_starting_together_share_each_store_read(store: CountingStore) -> None:
+    node = PushNode("node-a", MemoryBus(), MemoryDirectory(), store, 10.0)  # type: ignore[arg-type]
+    for user in ("ann", "bob"):
+        await store.store.add_member(APP, "ops", user, 0, time.time())
+    await store.store.save_cursors(APP, "bob", {"user:bob": 0})
+    users = ["ann", "bob", *(f"u{n}" for n in range(30))]
+
+    readers = await asyncio.gather(*(connect(node, user) for user in users))
+    await settle(node)
+
+    assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 1})
+    assert [sorted(reader.groups) for reader in readers[:3]] == [["group:ops"], ["group:ops"], []]
 
 
 async def test_a_connection_reads_the_backlog_of_only_the_channels_with_one(store: CountingStore) -> None:

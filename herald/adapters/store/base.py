@@ -161,7 +161,12 @@ class ReceiptStore(ABC):
         """Raise each channel's cursor to the given offset; a cursor never moves back."""
 
     @abstractmethod
-    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]: ...
+    async def cursors_of(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Each user's cursors (channel -> offset) in one query; a user with none is left out.
+        Connections starting together on a push node share it."""
+
+    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
+        return (await self.cursors_of(app_id, [user_id])).get(user_id, {})
 
 
 class GroupStore(ABC):
@@ -185,8 +190,13 @@ class GroupStore(ABC):
         """Member user ids greater than ``after``, ascending, at most ``limit`` (paging)."""
 
     @abstractmethod
+    async def memberships(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Each user's groups (group name -> ``joined_after`` offset) in one query; a user in
+        none is left out. Connections starting together on a push node share it."""
+
     async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
         """The user's groups: group name -> ``joined_after`` offset."""
+        return (await self.memberships(app_id, [user_id])).get(user_id, {})
 
 
 class IdempotencyStore(ABC):

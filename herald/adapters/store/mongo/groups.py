@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -52,10 +54,14 @@ class MongoGroups(MongoConnection, GroupStore):
             cursor = self._members.find(query).sort("user", ASCENDING).limit(limit)
             return [doc["user"] async for doc in cursor]
 
-    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+    async def memberships(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        if not user_ids:
+            return {}
+        found: dict[str, dict[str, int]] = {}
         with translated():
-            cursor = self._members.find({"app": app_id, "user": user_id})
-            return {doc["group"]: int(doc["joined_after"]) async for doc in cursor}
+            async for doc in self._members.find({"app": app_id, "user": {"$in": list(user_ids)}}):
+                found.setdefault(doc["user"], {})[doc["group"]] = int(doc["joined_after"])
+        return found
 
 
 def _member_id(app_id: str, group: str, user_id: str) -> str:

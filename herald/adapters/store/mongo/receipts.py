@@ -87,12 +87,15 @@ class MongoReceipts(MongoConnection, ReceiptStore):
                 "saving positions", lambda: self._cursors.bulk_write(updates, ordered=False), self._timeout_s
             )
 
-    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
-        async def read() -> dict[str, int]:
-            return {
-                doc["channel"]: int(doc["offset"]) async for doc in self._cursors.find({"app": app_id, "user": user_id})
-            }
+    async def cursors_of(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        async def read() -> dict[str, dict[str, int]]:
+            found: dict[str, dict[str, int]] = {}
+            async for doc in self._cursors.find({"app": app_id, "user": {"$in": list(user_ids)}}):
+                found.setdefault(doc["user"], {})[doc["channel"]] = int(doc["offset"])
+            return found
 
+        if not user_ids:
+            return {}
         with translated():
             return await with_retries("reading positions", read, self._timeout_s)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
 
 from herald.adapters.store.base import GroupStore
 from herald.adapters.store.sqlite.worker import SqliteWorker, transaction
@@ -46,10 +48,16 @@ class SqliteGroups(SqliteWorker, GroupStore):
 
         return [row["user_id"] for row in await self._run(work)]
 
-    async def groups_of(self, app_id: str, user_id: str) -> dict[str, int]:
+    async def memberships(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             return conn.execute(
-                "SELECT group_name, joined_after FROM members WHERE app_id = ? AND user_id = ?", (app_id, user_id)
+                "SELECT user_id, group_name, joined_after FROM members"
+                " WHERE app_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+                (app_id, json.dumps(users)),
             ).fetchall()
 
-        return {row["group_name"]: int(row["joined_after"]) for row in await self._run(work)}
+        users = list(user_ids)
+        found: dict[str, dict[str, int]] = {}
+        for row in await self._run(work) if users else ():
+            found.setdefault(row["user_id"], {})[row["group_name"]] = int(row["joined_after"])
+        return found

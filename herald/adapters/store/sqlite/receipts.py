@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 
@@ -94,10 +95,16 @@ class SqliteReceipts(SqliteWorker, ReceiptStore):
         if positions:
             await self._run(work)
 
-    async def get_cursors(self, app_id: str, user_id: str) -> dict[str, int]:
+    async def cursors_of(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         def work(conn: sqlite3.Connection) -> list[sqlite3.Row]:
             return conn.execute(
-                'SELECT channel, "offset" FROM cursors WHERE app_id = ? AND user_id = ?', (app_id, user_id)
+                'SELECT user_id, channel, "offset" FROM cursors'
+                " WHERE app_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+                (app_id, json.dumps(users)),
             ).fetchall()
 
-        return {row["channel"]: int(row["offset"]) for row in await self._run(work)}
+        users = list(user_ids)
+        found: dict[str, dict[str, int]] = {}
+        for row in await self._run(work) if users else ():
+            found.setdefault(row["user_id"], {})[row["channel"]] = int(row["offset"])
+        return found
