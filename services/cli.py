@@ -12,6 +12,7 @@ from herald.core.errors import ConfigError
 from herald.core.settings import ROLES, Settings
 from herald.ops import admin, logs
 from herald.ops import dlq as dlq_module
+from herald.ops.heap import heap_parts
 from herald.ops.memtrace import memtrace_parts
 from herald.ops.runtime import run, run_parts
 from herald.services.roles import BUILDERS
@@ -80,6 +81,7 @@ def _run_service(role: str) -> int:
     adapters = make_adapters(settings, NEEDS[role])
     parts = [*adapters.parts(), *BUILDERS[role](settings, adapters)]
     parts += memtrace_parts(role, settings.tracemalloc_dir, settings.tracemalloc_s)
+    parts += heap_parts(settings.malloc_trim_s)
 
     def started() -> None:
         print(f"herald {role} listening on {settings.host}:{settings.port}", file=sys.stderr, flush=True)
@@ -93,6 +95,7 @@ def _run_dev(port_base: int) -> int:
     settings = Settings.from_env("standalone")
     logs.configure(settings.log_level)
     parts, per_role, demo = standalone.build(settings, port_base)
+    parts += heap_parts(settings.malloc_trim_s)
 
     def started() -> None:
         print(standalone.banner(per_role, demo), flush=True)

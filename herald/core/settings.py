@@ -95,6 +95,7 @@ class Settings:
 
     tracemalloc_dir: str = ""
     tracemalloc_s: float = 60.0
+    malloc_trim_s: float = 60.0
 
     @property
     def amqp_urls(self) -> tuple[str, ...]:
@@ -192,6 +193,7 @@ def _identity(read: Env, role: str) -> dict[str, Any]:
         "data_dir": read.text("HERALD_DATA_DIR", "./herald-data"),
         "tracemalloc_dir": read.text("HERALD_TRACEMALLOC", ""),
         "tracemalloc_s": read.number("HERALD_TRACEMALLOC_S", 60, 1, 86400),
+        "malloc_trim_s": read.number("HERALD_MALLOC_TRIM_S", 60, 0, 86400),
     }
 
 

@@ -116,4 +116,9 @@ VARIABLES: tuple[Variable, ...] = (
         "diagnostics: a directory; the process traces its allocations and writes tracemalloc snapshots there",
     ),
     Variable("HERALD_TRACEMALLOC_S", "60", "diagnostics: seconds between those snapshots"),
+    Variable(
+        "HERALD_MALLOC_TRIM_S",
+        "60",
+        "seconds between returns of the C allocator's free pages to the system (glibc malloc_trim); 0: never",
+    ),
 )
