@@ -1,12 +1,13 @@
-"""The store reads of a connection's start, shared by every connection starting together.
+"""The reads of a connection's start, shared by every connection starting together.
 
-A connection starting needs its user's cursors and groups, then the head of each of its
-channels. Asked one connection at a time, that is three store round trips per handshake,
-each paying the driver's whole request machinery; during a connect storm (a node
-restarted, a deploy) it was most of the node's CPU. Here the connections of one event-loop
-turn share one query per app for cursors, one for groups and one for heads, and while
-those are out the next turn's connections gather for the next batch (``Batcher``): the
-store's cost is per batch, not per handshake, and a quiet node adds no wait.
+A handshake needs its user's live connection count (the per-user cap, from the
+directory); a connection starting needs its user's cursors and groups, then the head of
+each of its channels. Asked one connection at a time, that is a Redis and three store
+round trips per handshake, each paying its driver's whole request machinery; during a
+connect storm (a node restarted, a deploy) it was most of the node's CPU. Here the
+connections of one event-loop turn share one call per app of each kind, and while those
+are out the next turn's connections gather for the next batch (``Batcher``): the cost is
+per batch, not per handshake, and a quiet node adds no wait.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
+from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.batching import Batcher
 
@@ -29,14 +31,23 @@ HeadsKey = tuple[str, tuple[str, ...]]  # (app_id, channels)
 
 
 class ConnectReads:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, directory: Directory) -> None:
         self._store = store
+        self._directory = directory
+        self._held: Batcher[UserKey, int] = Batcher(
+            self._read_held, name="connect-held", max_batch=MAX_BATCH, max_in_flight=MAX_IN_FLIGHT
+        )
         self._states: Batcher[UserKey, tuple[Positions, Positions]] = Batcher(
             self._read_states, name="connect-states", max_batch=MAX_BATCH, max_in_flight=MAX_IN_FLIGHT
         )
         self._heads: Batcher[HeadsKey, Positions] = Batcher(
             self._read_heads, name="connect-heads", max_batch=MAX_BATCH, max_in_flight=MAX_IN_FLIGHT
         )
+
+    async def held(self, app_id: str, user_id: str) -> int:
+        """How many connections the user holds on live nodes (the directory's count).
+        Raises Unavailable if the directory is down."""
+        return await self._held.submit((app_id, user_id))
 
     async def state(self, app_id: str, user_id: str) -> tuple[Positions, Positions]:
         """The user's cursors (channel -> acknowledged offset) and groups (group channel ->
@@ -48,12 +59,18 @@ class ConnectReads:
         """Each channel's last allocated offset."""
         return await self._heads.submit((app_id, tuple(channels)))
 
+    async def _read_held(self, batch: list[UserKey]) -> list[int]:
+        by_app = _users_by_app(batch)
+        counts = await asyncio.gather(
+            *(self._directory.online(app_id, users, len(users)) for app_id, users in by_app.items())
+        )
+        found = dict(zip(by_app, counts, strict=True))
+        return [found[app_id].get(user_id, 0) for app_id, user_id in batch]
+
     async def _read_states(self, batch: list[UserKey]) -> list[tuple[Positions, Positions]]:
-        by_app: dict[str, set[str]] = defaultdict(set)
-        for app_id, user_id in batch:
-            by_app[app_id].add(user_id)
+        by_app = _users_by_app(batch)
         reads = [
-            asyncio.gather(self._store.cursors_of(app_id, list(users)), self._store.memberships(app_id, list(users)))
+            asyncio.gather(self._store.cursors_of(app_id, users), self._store.memberships(app_id, users))
             for app_id, users in by_app.items()
         ]
         found = dict(zip(by_app, await asyncio.gather(*reads), strict=True))
@@ -71,4 +88,12 @@ class ConnectReads:
         return [{channel: found[app_id][channel] for channel in channels} for app_id, channels in batch]
 
     async def close(self) -> None:
-        await asyncio.gather(self._states.close(), self._heads.close())
+        await asyncio.gather(self._held.close(), self._states.close(), self._heads.close())
+
+
+def _users_by_app(batch: list[UserKey]) -> dict[str, list[str]]:
+    """Each app's distinct users in the batch."""
+    by_app: dict[str, dict[str, None]] = defaultdict(dict)
+    for app_id, user_id in batch:
+        by_app[app_id][user_id] = None
+    return {app_id: list(users) for app_id, users in by_app.items()}

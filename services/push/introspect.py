@@ -19,6 +19,7 @@ upgrade) is asked one token at a time, and the batch path is tried again a minut
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
@@ -28,6 +29,8 @@ from herald.core.errors import Unavailable
 from herald.services.push.auth_link import Answer, AuthLink, LinkError
 from herald.services.push.handshake import Identity
 from herald.web.responses import unlink
+
+log = logging.getLogger("herald.push")
 
 TIMEOUT_S = 3.0
 # Tokens per request: auth refuses more (MAX_INTROSPECT_BATCH there).
@@ -145,7 +148,10 @@ class TokenChecker:
         try:
             try:
                 answers = await self._introspect(list(batch))
-            except Unavailable as exc:
+            except Exception as exc:
+                if not isinstance(exc, Unavailable):
+                    log.exception("introspection failed")
+                    exc = Unavailable("introspection failed on this node")
                 for futures in batch.values():
                     for future in futures:
                         if not future.done():

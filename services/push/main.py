@@ -61,7 +61,6 @@ def build(
     server = PushServer(
         node,
         checker,
-        directory,
         configs,
         ConnectLimits(settings.max_connections_per_user, settings.client_frames_per_s),
         settings.host,

@@ -53,7 +53,7 @@ class PushNode:
         self._announcer = Announcer(bus, node_id)
         self.routes = RouteKeeper(node_id, directory, bus, self.readers, self._announcer, heartbeat_s, self.catch_up)
         self._reads = StoreReads(store, bus, node_id)
-        self._connect_reads = ConnectReads(store)
+        self.connect_reads = ConnectReads(store, directory)
         self._outlet = Outlet(self.core, self._receipts, self.routes, self._reads, self._spawn, self.soon)
         self._tasks: set[asyncio.Task[None]] = set()  # each removed when done
         self._tick: asyncio.Task[None] | None = None
@@ -109,13 +109,13 @@ class PushNode:
         (``ConnectReads``). Returns the start positions and the heads (for ``begin``); raises
         Unavailable if the store is down.
         """
-        cursors, groups = await self._connect_reads.state(reader.app_id, reader.user_id)
+        cursors, groups = await self.connect_reads.state(reader.app_id, reader.user_id)
         for channel, offset in self._receipts.pending_positions(reader.app_id, reader.user_id).items():
             cursors[channel] = max(offset, cursors.get(channel, 0))
         joined = self.core.load_groups(reader, groups)
         if joined and not await self.routes.write_counts(joined):
             reader.routed = False
-        heads = await self._connect_reads.heads(reader.app_id, [reader.user_channel, BROADCAST, *reader.groups])
+        heads = await self.connect_reads.heads(reader.app_id, [reader.user_channel, BROADCAST, *reader.groups])
         return self.core.positions(reader, cursors, heads), heads
 
     def begin(self, reader: Reader, positions: dict[str, int], heads: dict[str, int]) -> None:
@@ -216,6 +216,6 @@ class PushNode:
                 task.cancel()
                 await task
         await self.flush_receipts()
-        await self._connect_reads.close()
+        await self.connect_reads.close()
         await self.routes.stop()
         await self._announcer.stop()

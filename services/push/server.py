@@ -27,7 +27,6 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from herald.adapters.directory.base import Directory
 from herald.core.credentials import secret_hash
 from herald.core.errors import Unavailable
 from herald.messaging.appconfig import AppConfigs
@@ -104,7 +103,6 @@ class PushServer:
         self,
         node: PushNode,
         checker: TokenChecker,
-        directory: Directory,
         configs: AppConfigs,
         limits: ConnectLimits,
         host: str,
@@ -122,7 +120,6 @@ class PushServer:
         self.node = node
         self._screen = TokenScreen(checker)
         self._gate: HandshakeGate[Socket] = HandshakeGate(gate or GateLimits())
-        self._directory = directory
         self._configs = configs
         self._limits = limits
         self._host = host
@@ -298,13 +295,13 @@ class PushServer:
         try:
             limits = (await self._configs.get(identity.app_id)).limits
             most = limits.connections_per_user or self._limits.connections_per_user
-            held = await self._directory.connections_of(identity.app_id, identity.user_id)
+            held = await self.node.connect_reads.held(identity.app_id, identity.user_id)
         except Unavailable as exc:
             metrics.push_handshakes_rejected.labels("unavailable").inc()
             return error_response(503, exc.code, exc.message)
-        if len(held) >= most:
+        if held >= most:
             metrics.push_handshakes_rejected.labels("too_many_connections").inc()
-            message = f"this user already holds {len(held)} connections; at most {most}"
+            message = f"this user already holds {held} connections; at most {most}"
             return error_response(429, "too_many_connections", message)
         metrics.push_handshakes.inc()
         return Admitted(

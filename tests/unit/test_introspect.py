@@ -245,3 +245,42 @@ async def test_an_introspection_leaves_no_cyclic_garbage() -> None:
         await checker.close()
 
     assert left == 0
+
+
+async def test_an_unexpected_failure_answers_every_waiting_handshake_at_once() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in the client")
+
+    checker = _checker(broken)
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Unavailable, match="introspection failed on this node"):
+        await checker.identity("good-ann")
+
+    assert asyncio.get_running_loop().time() - started < 1.0  # not the 6 s wait for an answer
+    await checker.close()
+
+
+async def test_the_token_check_goes_to_a_real_auth_over_the_lean_link() -> None:
+    seen: list[bytes] = []
+
+    async def auth(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = json.loads(await reader.readexactly(length))
+        seen.append(head.split(b"\r\n")[0])
+        answer = json.dumps({"results": [_answer(token) for token in body["tokens"]]}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(auth, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    checker = TokenChecker(f"http://127.0.0.1:{port}", "service-secret")
+
+    found = await checker.identity("good-ann")
+
+    assert found == Identity("app-1", "ann", 2e9, None, ())
+    assert seen == [b"POST /v1/introspect/batch HTTP/1.1"]
+    await checker.close()
+    server.close()
