@@ -81,10 +81,11 @@ class HeapTrimmer:
         """Return the free pages now; the allocator's view before and after at DEBUG."""
         if self._libc is None:
             return
-        before = self._libc.use()
+        verbose = log.isEnabledFor(logging.DEBUG)  # mallinfo2 walks every arena: only when asked
+        before = self._libc.use() if verbose else None
         self._libc.trim()
         self.trims += 1
-        after = self._libc.use()
+        after = self._libc.use() if verbose else None
         if before is not None and after is not None:
             log.debug("heap: in use %d KiB, free %d -> %d KiB", after.in_use >> 10, before.free >> 10, after.free >> 10)
 
