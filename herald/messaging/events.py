@@ -18,6 +18,7 @@ So ``app_123.#`` is everything of one app, ``*.user.*`` every presence change of
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from herald.adapters.bus.base import Bus
@@ -49,6 +50,17 @@ async def publish(bus: Bus, value: dict[str, Any]) -> bool:
         await bus.publish_event(routing_key(value), codec.dumps(value))
     except Unavailable as exc:
         log.warning("could not publish a %s event: %s", value["type"], exc.message)
+        return False
+    return True
+
+
+async def publish_all(bus: Bus, values: Sequence[dict[str, Any]]) -> bool:
+    """Publish events together (their confirms awaited at once); an outage loses them all
+    and is logged once."""
+    try:
+        await bus.publish_events([(routing_key(value), codec.dumps(value)) for value in values])
+    except Unavailable as exc:
+        log.warning("could not publish %d events: %s", len(values), exc.message)
         return False
     return True
 

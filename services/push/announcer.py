@@ -51,7 +51,7 @@ class Announcer:
             task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, values: list[dict[str, Any]]) -> None:
-        await asyncio.gather(*(events.publish(self._bus, value) for value in values))
+        await events.publish_all(self._bus, values)
 
     async def stop(self) -> None:
         """Let the events already queued go out (bounded), then drop the rest."""

@@ -486,6 +486,21 @@ async def test_star_is_one_word_and_hash_is_any_number(broker: Broker) -> None:
     assert one_word.bodies == []
 
 
+async def test_events_published_together_each_keep_their_own_routing_key(broker: Broker) -> None:
+    presence, everything = Inbox(), Inbox()
+    bus = await broker.open()
+    await bus.consume_events("presence", ["*.user.*"], presence)
+    await bus.consume_events("everything", ["#"], everything)
+    keys = ["app_1.user.online", "app_1.group.joined", "app_2.user.offline"]
+
+    await bus.publish_events([(key, key.encode()) for key in keys])
+
+    await eventually(lambda: len(everything.bodies) >= len(keys))
+    await asyncio.sleep(QUIET_S)
+    assert everything.bodies == [key.encode() for key in keys]
+    assert presence.bodies == [b"app_1.user.online", b"app_2.user.offline"]
+
+
 async def test_each_pattern_of_a_group_is_bound(broker: Broker) -> None:
     inbox = Inbox()
     bus = await broker.open()

@@ -190,6 +190,12 @@ class Bus(ABC):
         bound queue is dropped, as a topic exchange does.
         """
 
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Publish several events, each its own message under its own routing key, with
+        their confirms awaited together (a connect storm's ``user.online`` events)."""
+        for routing_key, body in events:
+            await self.publish_event(routing_key, body)
+
     @abstractmethod
     async def consume_events(
         self, group: str, patterns: Sequence[str], handler: Handler, on_change: OnChange | None = None

@@ -159,10 +159,20 @@ class AmqpBus(AmqpDeadLetters, Bus):
         )
 
     async def publish_event(self, routing_key: str, body: bytes) -> None:
+        await self.publish_events([(routing_key, body)])
+
+    async def publish_events(self, events: Sequence[tuple[str, bytes]]) -> None:
+        if not events:
+            return
         publisher = self._topology_now() or await self._reopen()
+        exchange = publisher.events_exchange
         # Not mandatory: an event nobody bound a queue for is dropped, as the contract says.
-        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT)
-        await self._confirmed([publisher.events_exchange.publish(message, routing_key, mandatory=False)])
+        await self._confirmed(
+            [
+                exchange.publish(aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT), key, mandatory=False)
+                for key, body in events
+            ]
+        )
 
     async def publish_retry(self, body: bytes, delay_s: float) -> None:
         publisher = self._topology_now() or await self._reopen()
