@@ -54,10 +54,11 @@ class MemTrace:
         self.garbage()
         tracemalloc.stop()
 
-    def garbage(self) -> Path:
+    def garbage(self, label: str = "") -> Path:
         """What a full collection finds unreachable now, by type and by the line that
-        allocated it, into ``<role>-<pid>-garbage.json``: cyclic garbage is what reference
-        counting could not free, and what a node with rare full collections accumulates."""
+        allocated it, into ``<role>-<pid>[-<label>]-garbage.json``: cyclic garbage is what
+        reference counting could not free, and what a node with rare full collections
+        accumulates."""
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
             found = gc.collect()
@@ -70,7 +71,7 @@ class MemTrace:
             traceback = tracemalloc.get_object_traceback(obj)
             if traceback is not None:
                 by_site[" <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(traceback[-3:]))] += 1
-        path = Path(f"{self._prefix}-garbage.json")
+        path = Path(f"{self._prefix}{'-' + label if label else ''}-garbage.json")
         report = {"unreachable": found, "by_type": by_type.most_common(30), "by_site": by_site.most_common(30)}
         path.write_text(json.dumps(report, indent=1))
         del garbage
@@ -89,6 +90,11 @@ class MemTrace:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._every_s)
+            # Collected first, and what the collection found reported: the snapshot then
+            # holds what is live, not the cyclic garbage waiting for a collection (which
+            # swings by megabytes from one minute to the next), and the report says which
+            # lines keep making garbage.
+            self.garbage(f"{self.written + 1:03d}")
             self.snapshot()
             self.census()
 

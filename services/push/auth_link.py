@@ -41,7 +41,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
         self._status = 0
         self._body: list[bytes] = []
@@ -53,7 +53,8 @@ class _Connection(asyncio.Protocol):
         return self._keep and not self.closed
 
     def send(self, request: bytes) -> asyncio.Future[Answer]:
-        assert self.transport is not None
+        if self.transport is None or self.closed:
+            raise LinkError("the connection closed before the request")
         self._waiter = asyncio.get_running_loop().create_future()
         self._status, self._body, self._size, self._keep = 0, [], 0, False
         self.transport.write(request)
@@ -69,6 +70,8 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -78,9 +81,14 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(LinkError("the connection closed before the answer"))
+        # The parser holds this protocol's callbacks: unlinked, a closed connection goes with
+        # reference counting, not as cyclic garbage waiting for a full collection.
+        self._parser = None
+        self.transport = None
 
     # httptools callbacks
     def on_headers_complete(self) -> None:
+        assert self._parser is not None  # parsing: not lost yet
         self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
@@ -92,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        assert self._parser is not None  # parsing: not lost yet
         self._keep = self._parser.should_keep_alive()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
