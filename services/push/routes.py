@@ -264,7 +264,9 @@ class RouteKeeper:
         """Tell operators (``herald status``, ``/metrics``) how this node is doing."""
         label = f"node:{self.node_id}"
         try:
-            depth: int | None = (await self._bus.queue_depths([self.node_id])).get(label)
+            # Its own queue only: every passive declare of a missing queue (a legacy one, the
+            # dead letters before the first) costs AMQP a channel, and aiormq a few KB kept.
+            depth: int | None = (await self._bus.queue_depths([self.node_id], shared=False)).get(label)
         except Unavailable:
             depth = None
         if depth is not None:

@@ -779,3 +779,33 @@ async def test_queue_depths_asked_again_and_again_open_no_more_channels(
         await bus.close()
 
     assert len(opened) == first
+
+
+async def test_a_node_asking_only_its_own_queue_depth_opens_no_channel_for_missing_shared_queues(
+    namespace: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A push node reports its own queue's depth at every heartbeat; asking the shared
+    # queues too meant a passive declare of each missing one (legacy queues, the dead
+    # letters) every recheck, and so a channel each time (issue 18).
+    opened: list[object] = []
+    real_open = amqp_depths.open_channel
+
+    async def counted(connection: aio_pika.abc.AbstractConnection, **options: object) -> object:
+        channel = await real_open(connection, **options)
+        opened.append(channel)
+        return channel
+
+    monkeypatch.setattr(amqp_depths, "open_channel", counted)
+    monkeypatch.setattr(amqp_depths, "MISSING_RECHECK_S", 0.0)
+    monkeypatch.setattr(amqp_depths, "LEGACY_ABSENT_S", 0.0)
+    bus = AmqpBus(amqp_url, Names(namespace))
+    await bus.start()
+    try:
+        await bus.consume_node("node-a", Inbox())
+        for _ in range(10):
+            depths = await asyncio.wait_for(bus.queue_depths(["node-a"], shared=False), WAIT_S)
+            assert list(depths) == ["node:node-a"]
+    finally:
+        await bus.close()
+
+    assert len(opened) == 1

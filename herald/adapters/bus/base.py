@@ -222,13 +222,15 @@ class Bus(ABC):
         """True while every consumer started on this bus is subscribed right now."""
 
     @abstractmethod
-    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
-        """Messages waiting in the dispatch, receipts, retries and dead-letter queues and in
-        the given nodes' and event groups' queues, labelled ``dispatch``, ``receipts``,
-        ``retries``, ``dead``, ``node:<id>`` and ``events:<group>`` (and ``legacy:<label>``
-        for queues of the other queue type still being drained); a queue that does not
-        exist is left out. For operators (``/metrics``, ``herald status``), never on a
-        message's path."""
+    async def queue_depths(
+        self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = (), *, shared: bool = True
+    ) -> dict[str, int]:
+        """Messages waiting in the dispatch, receipts, retries and dead-letter queues (unless
+        ``shared`` is False) and in the given nodes' and event groups' queues, labelled
+        ``dispatch``, ``receipts``, ``retries``, ``dead``, ``node:<id>`` and
+        ``events:<group>`` (and ``legacy:<label>`` for queues of the other queue type still
+        being drained); a queue that does not exist is left out. For operators
+        (``/metrics``, ``herald status``), never on a message's path."""
 
     @abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -277,13 +277,18 @@ class AmqpBus(AmqpDeadLetters, Bus):
 
         return QueueSpec(f"legacy:{label}", declare, work=True, counted_by_broker=not self.quorum, optional=True)
 
-    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
-        names = {
+    async def queue_depths(
+        self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = (), *, shared: bool = True
+    ) -> dict[str, int]:
+        shared_names = {
             "dispatch": self._queues.dispatch,
             "receipts": self._queues.receipts,
             "retries": self._queues.retries,
             "dead": self._queues.dead,
             **{f"legacy:{label}": name for label, name in self._other.by_label.items()},
+        }
+        names = {
+            **(shared_names if shared else {}),
             **{f"node:{node}": self._names.node_queue(node) for node in node_ids},
             **{f"events:{group}": self._names.events_queue(group) for group in event_groups},
         }

@@ -24,10 +24,12 @@ from herald.core.errors import Unavailable
 
 # How long a legacy queue found missing is left out before it is asked again: gone for
 # good once deleted.
-LEGACY_ABSENT_S = 60.0
+LEGACY_ABSENT_S = 600.0
 # How long another queue found missing is left out: it may be declared soon (the retries
-# queue by its first consumer, a node queue by its node).
-MISSING_RECHECK_S = 10.0
+# queue by its first consumer, a node queue by its node). Each miss costs a channel (and
+# aiormq keeps a few KB of every channel closed): at dispatch's 5 s readings a 10 s
+# recheck grew it by about 0.3 MB per 10 minutes per missing queue (issue 18).
+MISSING_RECHECK_S = 60.0
 # Missing queues remembered at most; past it the expired are forgotten (node ids come and go).
 MAX_ABSENT = 1024
 

@@ -207,13 +207,19 @@ class MemoryBus(Bus):
         return bool(self._consumers) and all(consumer.alive() for consumer in self._consumers)
 
     # Operators -----------------------------------------------------------------------
-    async def queue_depths(self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = ()) -> dict[str, int]:
-        depths = {
-            "dispatch": len(self._dispatch.mailbox),
-            "receipts": len(self._receipts.mailbox),
-            "retries": len(self._retries.mailbox),
-            "dead": len(self._dead),
-        }
+    async def queue_depths(
+        self, node_ids: Sequence[str] = (), event_groups: Sequence[str] = (), *, shared: bool = True
+    ) -> dict[str, int]:
+        depths = (
+            {
+                "dispatch": len(self._dispatch.mailbox),
+                "receipts": len(self._receipts.mailbox),
+                "retries": len(self._retries.mailbox),
+                "dead": len(self._dead),
+            }
+            if shared
+            else {}
+        )
         depths.update({f"node:{node}": len(self._nodes[node]) for node in node_ids if node in self._nodes})
         depths.update(
             {
