@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.batching import Batcher
+from herald.core.errors import Unavailable
 
 # Users (or channel lists) per query: bounds one query's size, and a batch's wait.
 MAX_BATCH = 256
@@ -43,20 +44,24 @@ class ConnectReads:
         self._heads: Batcher[HeadsKey, Positions] = Batcher(
             self._read_heads, name="connect-heads", max_batch=MAX_BATCH, max_in_flight=MAX_IN_FLIGHT
         )
+        self._closed = False
 
     async def held(self, app_id: str, user_id: str) -> int:
         """How many connections the user holds on live nodes (the directory's count).
         Raises Unavailable if the directory is down."""
+        self._check_open()
         return await self._held.submit((app_id, user_id))
 
     async def state(self, app_id: str, user_id: str) -> tuple[Positions, Positions]:
         """The user's cursors (channel -> acknowledged offset) and groups (group channel ->
         the offset joined after). Raises Unavailable if the store is down."""
+        self._check_open()
         cursors, groups = await self._states.submit((app_id, user_id))
         return dict(cursors), dict(groups)  # the caller's own: it updates them
 
     async def heads(self, app_id: str, channels: Sequence[str]) -> Positions:
         """Each channel's last allocated offset."""
+        self._check_open()
         return await self._heads.submit((app_id, tuple(channels)))
 
     async def _read_held(self, batch: list[UserKey]) -> list[int]:
@@ -87,7 +92,12 @@ class ConnectReads:
         found = dict(zip(by_app, heads, strict=True))
         return [{channel: found[app_id][channel] for channel in channels} for app_id, channels in batch]
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("this node is stopping; reconnect to another")
+
     async def close(self) -> None:
+        self._closed = True
         await asyncio.gather(self._held.close(), self._states.close(), self._heads.close())
 
 
