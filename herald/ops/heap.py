@@ -13,13 +13,12 @@ the C library is glibc; elsewhere the part does nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import logging
 from dataclasses import dataclass
 
+from herald.ops.periodic import Periodic
 from herald.ops.runtime import Part
 
 log = logging.getLogger("herald.heap")
@@ -74,7 +73,7 @@ class HeapTrimmer:
     def __init__(self, every_s: float) -> None:
         self._every_s = every_s
         self._libc = _glibc() if every_s > 0 else None
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("heap-trim", every_s, self._trim_now)
         self.trims = 0
 
     def trim(self) -> None:
@@ -89,20 +88,15 @@ class HeapTrimmer:
         if before is not None and after is not None:
             log.debug("heap: in use %d KiB, free %d -> %d KiB", after.in_use >> 10, before.free >> 10, after.free >> 10)
 
+    async def _trim_now(self) -> None:
+        self.trim()
+
     async def start(self) -> None:
         if self._libc is not None:
-            self._task = asyncio.create_task(self._loop(), name="heap-trim")
+            self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._every_s)
-            self.trim()
+        await self._periodic.stop()
 
     def part(self) -> Part:
         return Part("heap-trim", self.start, self.stop)

@@ -13,8 +13,6 @@ memory profile, so a run that measures RSS runs without it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -24,6 +22,7 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+from herald.ops.periodic import Periodic
 from herald.ops.runtime import Part
 
 log = logging.getLogger("herald.memtrace")
@@ -36,20 +35,16 @@ class MemTrace:
 
     def __init__(self, role: str, directory: str, every_s: float) -> None:
         self._prefix = Path(directory) / f"{role}-{os.getpid()}"
-        self._every_s = every_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("memtrace", every_s, self._tick)
         self.written = 0
 
     async def start(self) -> None:
         self._prefix.parent.mkdir(parents=True, exist_ok=True)
         tracemalloc.start(FRAMES)
-        self._task = asyncio.create_task(self._loop(), name="memtrace")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
         self.snapshot()
         self.garbage()
         tracemalloc.stop()
@@ -87,16 +82,14 @@ class MemTrace:
         log.warning("memtrace: %s (gc counts %s, traced %d KiB)", path, counts, traced_kib)
         return path
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._every_s)
-            # Collected first, and what the collection found reported: the snapshot then
-            # holds what is live, not the cyclic garbage waiting for a collection (which
-            # swings by megabytes from one minute to the next), and the report says which
-            # lines keep making garbage.
-            self.garbage(f"{self.written + 1:03d}")
-            self.snapshot()
-            self.census()
+    async def _tick(self) -> None:
+        # Collected first, and what the collection found reported: the snapshot then
+        # holds what is live, not the cyclic garbage waiting for a collection (which
+        # swings by megabytes from one minute to the next), and the report says which
+        # lines keep making garbage.
+        self.garbage(f"{self.written + 1:03d}")
+        self.snapshot()
+        self.census()
 
     def census(self) -> Path:
         """Live objects by type after a full collection, and the allocator's block count,

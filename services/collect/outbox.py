@@ -9,8 +9,6 @@ push drop duplicates by offset, so that costs a little work, never a duplicate f
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -19,6 +17,7 @@ from herald.core.errors import Unavailable
 from herald.core.model import now_ms
 from herald.messaging.accept import Acceptor
 from herald.ops import metrics
+from herald.ops.periodic import Periodic
 
 log = logging.getLogger("herald.outbox")
 
@@ -31,8 +30,7 @@ class OutboxSweeper:
     def __init__(self, store: Store, acceptor: Acceptor, interval_s: float = INTERVAL_S) -> None:
         self._store = store
         self._acceptor = acceptor
-        self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("outbox-sweeper", interval_s, self._sweep_or_skip)
         self.republished = 0
 
     async def sweep(self) -> int:
@@ -56,18 +54,13 @@ class OutboxSweeper:
         return published
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="outbox-sweeper")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.sweep()
-            except Unavailable as exc:
-                log.warning("outbox sweep skipped: %s", exc.message)
+    async def _sweep_or_skip(self) -> None:
+        try:
+            await self.sweep()
+        except Unavailable as exc:
+            log.warning("outbox sweep skipped: %s", exc.message)

@@ -6,8 +6,6 @@ Counting is in memory per batch and written once a second, so no message waits o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -18,6 +16,7 @@ from herald.adapters.bus.base import Bus
 from herald.adapters.directory.base import Directory
 from herald.core.errors import Unavailable
 from herald.ops import metrics
+from herald.ops.periodic import Periodic
 
 log = logging.getLogger("herald.dispatch.stats")
 
@@ -31,7 +30,8 @@ class DispatchStats:
         self._bus = bus
         self._event_groups = event_groups
         self._counts: Counter[str] = Counter()  # per app; emptied by each flush (every FLUSH_S)
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("dispatch-stats", FLUSH_S, self._tick)
+        self._next_sample = 0.0
 
     def count(self, messages: Iterable[dict[str, Any]]) -> None:
         self._counts.update(message["app"] for message in messages)
@@ -41,13 +41,10 @@ class DispatchStats:
         return {"counted_apps": len(self._counts)}
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="dispatch-stats")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
         await self.flush()
 
     async def flush(self) -> None:
@@ -68,15 +65,12 @@ class DispatchStats:
         for queue, depth in depths.items():
             metrics.queue_depth.labels(queue).set(depth)
 
-    async def _loop(self) -> None:
-        next_sample = 0.0
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            try:
-                await self.flush()
-                if time.monotonic() >= next_sample:
-                    next_sample = time.monotonic() + QUEUES_EVERY_S
-                    await self.sample_queues()
-            except Exception:
-                # Numbers for operators must never stop, nor stop anything else.
-                log.exception("dispatch stats failed; trying again in %.0f s", FLUSH_S)
+    async def _tick(self) -> None:
+        try:
+            await self.flush()
+            if time.monotonic() >= self._next_sample:
+                self._next_sample = time.monotonic() + QUEUES_EVERY_S
+                await self.sample_queues()
+        except Exception:
+            # Numbers for operators must never stop, nor stop anything else.
+            log.exception("dispatch stats failed; trying again in %.0f s", FLUSH_S)

@@ -757,15 +757,7 @@ async def test_queue_depths_asked_again_and_again_open_no_more_channels(
     # Every channel aio-pika opens and closes leaves ~4.4 KB on its connection (issue 18):
     # the depths a push node reports at each heartbeat, dispatch every 5 s, must not
     # open one per call.
-    opened: list[object] = []
-    real_open = amqp_depths.open_channel
-
-    async def counted(connection: aio_pika.abc.AbstractConnection, **options: object) -> object:
-        channel = await real_open(connection, **options)
-        opened.append(channel)
-        return channel
-
-    monkeypatch.setattr(amqp_depths, "open_channel", counted)
+    opened = _count_depth_channels(monkeypatch)
     bus = AmqpBus(amqp_url, Names(namespace))
     await bus.start()
     try:
@@ -787,15 +779,7 @@ async def test_a_node_asking_only_its_own_queue_depth_opens_no_channel_for_missi
     # A push node reports its own queue's depth at every heartbeat; asking the shared
     # queues too meant a passive declare of each missing one (legacy queues, the dead
     # letters) every recheck, and so a channel each time (issue 18).
-    opened: list[object] = []
-    real_open = amqp_depths.open_channel
-
-    async def counted(connection: aio_pika.abc.AbstractConnection, **options: object) -> object:
-        channel = await real_open(connection, **options)
-        opened.append(channel)
-        return channel
-
-    monkeypatch.setattr(amqp_depths, "open_channel", counted)
+    opened = _count_depth_channels(monkeypatch)
     monkeypatch.setattr(amqp_depths, "MISSING_RECHECK_S", 0.0)
     monkeypatch.setattr(amqp_depths, "LEGACY_ABSENT_S", 0.0)
     bus = AmqpBus(amqp_url, Names(namespace))
@@ -809,3 +793,17 @@ async def test_a_node_asking_only_its_own_queue_depth_opens_no_channel_for_missi
         await bus.close()
 
     assert len(opened) == 1
+
+
+def _count_depth_channels(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The channels the queue-depth reader opens from now on."""
+    opened: list[object] = []
+    real_open = amqp_depths.open_channel
+
+    async def counted(connection: aio_pika.abc.AbstractConnection, **options: object) -> object:
+        channel = await real_open(connection, **options)
+        opened.append(channel)
+        return channel
+
+    monkeypatch.setattr(amqp_depths, "open_channel", counted)
+    return opened

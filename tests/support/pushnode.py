@@ -7,7 +7,8 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,17 @@ from herald.services.push.node import PushNode
 from herald.services.push.readers import Reader
 
 APP = "app-1"
+
+
+@asynccontextmanager
+async def counting_sqlite() -> AsyncIterator[CountingStore]:
+    """An in-memory SQLite store that counts its calls, closed after use."""
+    sqlite = SqliteStore(":memory:")
+    await sqlite.start()
+    try:
+        yield CountingStore(sqlite)
+    finally:
+        await sqlite.close()
 
 
 class CountingStore:

@@ -11,18 +11,15 @@ import pytest
 
 from herald.adapters.directory.base import Presence
 from herald.adapters.directory.memory import MemoryDirectory
-from herald.adapters.store.sqlite import SqliteStore
 from herald.core.errors import Unavailable
 from herald.services.push.connect_reads import ConnectReads
-from tests.support.pushnode import CountingStore
+from tests.support.pushnode import CountingStore, counting_sqlite
 
 
 @pytest.fixture
 async def store() -> AsyncIterator[CountingStore]:
-    sqlite = SqliteStore(":memory:")
-    await sqlite.start()
-    yield CountingStore(sqlite)
-    await sqlite.close()
+    async with counting_sqlite() as counting:
+        yield counting
 
 
 def reads(store: CountingStore, directory: MemoryDirectory) -> ConnectReads:

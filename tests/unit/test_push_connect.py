@@ -18,11 +18,10 @@ import pytest
 from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.base import Presence
 from herald.adapters.directory.memory import MemoryDirectory
-from herald.adapters.store.sqlite import SqliteStore
 from herald.core.errors import Unavailable
 from herald.core.model import Message
 from herald.services.push.node import PushNode
-from tests.support.pushnode import APP, CountingStore, connect, settle
+from tests.support.pushnode import APP, CountingStore, connect, counting_sqlite, settle
 
 
 class NoPresence(MemoryDirectory):
@@ -32,10 +31,8 @@ class NoPresence(MemoryDirectory):
 
 @pytest.fixture
 async def store() -> AsyncIterator[CountingStore]:
-    sqlite = SqliteStore(":memory:")
-    await sqlite.start()
-    yield CountingStore(sqlite)
-    await sqlite.close()
+    async with counting_sqlite() as counting:
+        yield counting
 
 
 async def insert(store: CountingStore, channel: str) -> None:
