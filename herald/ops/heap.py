@@ -1,14 +1,14 @@
 """Give the C allocator's free memory back to the system now and then (``HERALD_MALLOC_TRIM_S``).
 
-Under connection churn a push node's Python objects stay flat (tracemalloc snapshots
-minutes apart show the traced total steady or falling), yet its resident memory crept up
-by about 1 MB per 10 minutes: glibc's malloc keeps the pages of freed chunks scattered
-through its heap and arenas (socket read buffers, frames, driver replies come and go in
-every size) and returns them to the system only when the top of the heap is free.
-``malloc_trim(0)`` releases every whole free page wherever it lies (``MADV_DONTNEED``), so
-resident memory follows what is in use. It walks the allocator's free lists, a few
-milliseconds for a large heap, hence once a minute by default; 0 turns it off. Only where
-the C library is glibc; elsewhere the part does nothing.
+After a burst (a reconnect storm, a node catching up thousands of backlogs, a large
+batch) the memory freed by Python's larger objects stays with glibc's malloc: it returns
+pages to the system only from the top of its heap, so a process keeps the resident size
+of its worst minute. ``malloc_trim(0)`` releases every whole free page wherever it lies
+(``MADV_DONTNEED``), so resident memory follows what is in use again. It walks the
+allocator's free lists, a few milliseconds for a large heap, hence once a minute by
+default; 0 turns it off. Only where the C library is glibc; elsewhere the part does
+nothing. (It did not change the slow growth of issue 18's soak: that was live objects
+waiting for a collection; see docs/BENCHMARKS.md, "Soak".)
 """
 
 from __future__ import annotations
