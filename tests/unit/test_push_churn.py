@@ -7,7 +7,7 @@ import asyncio
 import gc
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -140,14 +140,6 @@ async def _socket_life(*received: bytes) -> weakref.ref[Any]:
     del sock
     await asyncio.sleep(0.01)
     return protocol
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    yield
-    gc.enable()
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,8 @@ handshake's headers (and the token in them) for its whole life (issue 16, memory
 
 from __future__ import annotations
 
-import gc
 import weakref
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from herald.services.push.socket import Socket
 from tests.unit.test_push_churn import UPGRADE, _no_subprotocol, _Transport
@@ -37,14 +33,6 @@ class _Upgrading:
         return False
 
     def lost(self, sock: Any) -> None: ...
-
-
-@pytest.fixture
-def no_collector() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    yield
-    gc.enable()
 
 
 def _open(events: _Upgrading, *received: bytes) -> Socket:
