@@ -33,11 +33,16 @@ class Recipients(Protocol):
     """Whom a send is for: ``To`` of the FastAPI route, or the fast route's msgspec struct."""
 
     @property
-    def users(self) -> list[str] | None: ...
+    def users(self) -> list[str] | None:
+        """User ids, when the send is for users."""
+
     @property
-    def group(self) -> str | None: ...
+    def group(self) -> str | None:
+        """The group's name, when the send is for a group."""
+
     @property
-    def broadcast(self) -> bool | None: ...
+    def broadcast(self) -> bool | None:
+        """True when the send is for every user of the app."""
 
 
 class SendCommand(Protocol):

@@ -139,7 +139,8 @@ class Bus(ABC):
         """Stop consumers, then disconnect. Messages in a handler finish first (bounded)."""
 
     @abstractmethod
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """A round trip to the broker; raises Unavailable when it does not answer (readiness)."""
 
     @abstractmethod
     async def publish_dispatch(self, body: bytes) -> None:

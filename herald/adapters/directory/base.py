@@ -98,13 +98,16 @@ class Beat:
 
 class Directory(ABC):
     @abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect; raises Unavailable when the directory does not answer."""
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the connections; nothing is asked of the directory afterwards."""
 
     @abstractmethod
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """A round trip; raises Unavailable when the directory does not answer (readiness)."""
 
     @abstractmethod
     async def add_connections(self, node_id: str, conns: Sequence[Presence], ttl_s: float) -> list[Presence]:

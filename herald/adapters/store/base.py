@@ -33,7 +33,8 @@ class StoreLifecycle(ABC):
         """Connect and create indexes; idempotent across restarts and replicas."""
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the connections; nothing is asked of the store afterwards."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -45,10 +46,12 @@ class AppStore(ABC):
 
     # Apps and their API keys ------------------------------------------------
     @abstractmethod
-    async def insert_app(self, app: App) -> None: ...
+    async def insert_app(self, app: App) -> None:
+        """Record a new app (tenant); its id is unique."""
 
     @abstractmethod
-    async def get_app(self, app_id: str) -> App | None: ...
+    async def get_app(self, app_id: str) -> App | None:
+        """The app, or None if there is none of that id."""
 
     @abstractmethod
     async def replace_api_key(self, app_id: str, key_hash: str) -> None:
@@ -68,7 +71,8 @@ class AppStore(ABC):
 
     # User connect tokens ----------------------------------------------------
     @abstractmethod
-    async def insert_token(self, token: TokenRecord) -> None: ...
+    async def insert_token(self, token: TokenRecord) -> None:
+        """Record a connect token by its hash (the token itself is never stored)."""
 
     @abstractmethod
     async def get_token(self, token_hash: str, now: float) -> TokenRecord | None:
@@ -213,7 +217,8 @@ class IdempotencyStore(ABC):
         """
 
     @abstractmethod
-    async def complete_idempotency(self, app_id: str, key: str, result: str) -> None: ...
+    async def complete_idempotency(self, app_id: str, key: str, result: str) -> None:
+        """Record the result (a JSON string) of the request that claimed ``key``: retries get it."""
 
     @abstractmethod
     async def release_idempotency(self, app_id: str, key: str) -> None:
