@@ -51,15 +51,24 @@ class SendCommand(Protocol):
     (``send_route.py``). Both hold the same values for the same body."""
 
     @property
-    def to(self) -> Recipients: ...
+    def to(self) -> Recipients:
+        """Whom the message is for."""
+
     @property
-    def event(self) -> str: ...
+    def event(self) -> str:
+        """The event name the recipients' clients see."""
+
     @property
-    def data(self) -> Any: ...
+    def data(self) -> Any:
+        """The payload, any JSON value."""
+
     @property
-    def ttl_s(self) -> int | None: ...
+    def ttl_s(self) -> int | None:
+        """How long the message is kept for offline recipients; None: the app's default."""
+
     @property
-    def idempotency_key(self) -> str | None: ...
+    def idempotency_key(self) -> str | None:
+        """A retried request with the same key is accepted once."""
 
 
 def draft_of(item: SendCommand, limits: Limits) -> Draft:

@@ -52,15 +52,18 @@ class SocketEvents(Protocol):
         """A TCP connection was just accepted (``sock.address`` is its source): admit it,
         make it wait, or refuse it."""
 
-    def request(self, sock: Socket, request: Request) -> None: ...
+    def request(self, sock: Socket, request: Request) -> None:
+        """The HTTP request is parsed: answer it, or upgrade it and start the connection."""
 
-    def message(self, sock: Socket, data: str | bytes) -> None: ...
+    def message(self, sock: Socket, data: str | bytes) -> None:
+        """A text or binary message from the client, reassembled from its fragments."""
 
     def closing(self, sock: Socket) -> bool:
         """The client sent a close frame. True: the answer must wait until ``release()``
         (the node persists the connection's acks first)."""
 
-    def lost(self, sock: Socket) -> None: ...
+    def lost(self, sock: Socket) -> None:
+        """The TCP connection is gone, however it ended."""
 
 
 class Socket(asyncio.Protocol):
@@ -310,16 +313,13 @@ def forget_request(protocol: ServerProtocol) -> None:
     """Let the parsed HTTP request go once it is handed over, instead of for the connection's
     whole life.
 
-    websockets' server parser (``ServerProtocol.parse``) parses the request into a local
-    variable, then goes on as the frame parser (``yield from super().parse()``) in the same
-    generator frame: the ``Request``, its headers and the token in its path stayed in memory
-    as long as the connection, about 2 KB of an idle connection's 7.4 (tracemalloc at 4,000
-    held connections: ``websockets/http11.py`` and ``datastructures.py``). Right after the
-    request is parsed, with no byte of a frame read yet (the buffer is empty, as it is when
-    the client waits for the upgrade's answer before sending frames, which RFC 6455 asks),
-    the frame parser is at the top of its loop with nothing of its own: a fresh one is the
-    same parser without the request. With bytes already buffered the parser is left as it
-    is (it may be inside a frame).
+    websockets' server parser (``ServerProtocol.parse``) parses the request into a local,
+    then goes on as the frame parser in the same generator frame: the ``Request``, its
+    headers and the token in its path stayed as long as the connection, about 2 KB of an
+    idle connection's 7.4 (tracemalloc, 4,000 held). Right after the request is parsed,
+    with no frame byte buffered (the client waits for the upgrade's answer, as RFC 6455
+    asks), the frame parser is at the top of its loop with nothing of its own: a fresh one
+    is the same parser without the request. With bytes buffered it is left alone.
     """
     reader = protocol.reader
     if reader.buffer or reader.eof:
