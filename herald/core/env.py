@@ -4,9 +4,11 @@ so a typo stops start-up with a message that says where it is."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from herald.core.errors import ConfigError
+
+T = TypeVar("T", int, float)
 
 # Operator and service tokens are bearer secrets compared on every call: long enough that
 # guessing is hopeless (32 characters of token_urlsafe are 192 bits).
@@ -41,20 +43,19 @@ class Env:
 
 
 def integer(name: str, raw: str, lo: int, hi: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}: {value} is outside {lo}..{hi}")
-    return value
+    return _bounded(name, raw, int, "an integer", lo, hi)
 
 
 def number(name: str, raw: str, lo: float, hi: float) -> float:
+    return _bounded(name, raw, float, "a number", lo, hi)
+
+
+def _bounded(name: str, raw: str, parse: Callable[[str], T], kind: str, lo: T, hi: T) -> T:
+    """``raw`` parsed, within ``lo..hi``; a ConfigError naming the variable otherwise."""
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+        raise ConfigError(f"{name}: expected {kind}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}: {value} is outside {lo}..{hi}")
     return value
