@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,24 @@ def connect_all(workers: Workers, ports: list[int], paths: list[str], sources: l
     return sum(a["ok"] for a in answers if a)
 
 
+def one_at_a_time(send: Callable[[], None], workers: Workers, members: int, messages: int) -> dict[str, Any]:
+    """Send ``messages`` one at a time, each once the previous reached every member. Each
+    message's fan-out time is its first frame to its last at the clients: the delivery
+    loop's own pace, without the wait for the clients' next poll or the POST's way to the
+    node."""
+    frames, spreads, last = 0, [], 0.0
+    for _ in range(messages):
+        send()
+        wait_frames(workers, members, poll_s=SPACED_POLL_S)
+        stats = [s for s in workers.all({"cmd": "stats", "reset": True}) if s["frames"]]
+        frames += sum(s["frames"] for s in stats)
+        if stats:
+            last = max(s["last"] for s in stats)
+            spreads.append(last - min(s["first"] for s in stats))
+    result = wait_frames(workers, 0)
+    return {**result, "frames": frames, "last": last or result["last"], "spreads": spreads}
+
+
 def result_of(
     name: str, variant: str, frames: dict[str, Any], started: float, used: dict[str, float], members: int, count: int
 ) -> dict[str, Any]:
@@ -142,6 +161,17 @@ def result_of(
         "cpu_s": used,
         "open_after": frames["open"],
         "close_codes": frames["close_codes"],
+        **in_fanout(frames.get("spreads"), members),
+    }
+
+
+def in_fanout(spreads: list[float] | None, members: int) -> dict[str, Any]:
+    """One at a time: deliveries per second while a message is being fanned out."""
+    if not spreads:
+        return {}
+    return {
+        "fanout_ms_per_message": common.summary_ms([1000 * s for s in spreads]),
+        "deliveries_per_s_in_fanout": round(members * len(spreads) / sum(spreads)) if sum(spreads) > 0 else None,
     }
 
 
@@ -160,20 +190,23 @@ def herald_round(
         profiler.attach(f"fanout-herald-{variant.replace(' ', '-')}", pids[0], args.profile_seconds)
     meter = CpuMeter(watched).start()
     started = time.monotonic()
+    statuses: list[int] = []
     if args.spaced:
-        statuses = []
-        for sent in range(1, args.messages + 1):
-            statuses += asyncio.run(post_group_messages(cluster.ports["collect"], cluster.api_key, 1, args.size, 1))
-            frames = wait_frames(workers, args.members * sent, poll_s=SPACED_POLL_S)
+
+        def send_one() -> None:
+            collect = cluster.ports["collect"]
+            statuses.extend(asyncio.run(post_group_messages(collect, cluster.api_key, 1, args.size, 1)))
+
+        frames = one_at_a_time(send_one, workers, args.members, args.messages)
     else:
         statuses = asyncio.run(
             post_group_messages(
                 cluster.ports["collect"], cluster.api_key, args.messages, args.size, args.post_concurrency
             )
         )
+        frames = wait_frames(workers, args.members * args.messages)
     if any(status != 202 for status in statuses):
         progress(f"collect refused some messages: {sorted(set(statuses))}")
-    frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
     result = result_of("herald", variant, frames, started, used, args.members, args.messages)
     result["spaced"] = args.spaced
@@ -199,16 +232,19 @@ def bare_round(
         ]
         meter = CpuMeter({f"server{i}": proc.pid for i, proc in enumerate(procs)}).start()
         started = time.monotonic()
-        rounds = [(args.messages, 1)] if not args.spaced else [(1, n) for n in range(1, args.messages + 1)]
-        for count, sent in rounds:
+
+        def broadcast(count: int) -> None:
             command = orjson.dumps({"type": "bench-broadcast", "count": count, "size": args.size}).decode()
             for control in controls:
                 control.send(command)
             for control in controls:
                 control.recv(timeout=300)
-            if args.spaced:
-                wait_frames(workers, args.members * sent, poll_s=SPACED_POLL_S)
-    frames = wait_frames(workers, args.members * args.messages)
+
+        if args.spaced:
+            frames = one_at_a_time(lambda: broadcast(1), workers, args.members, args.messages)
+        else:
+            broadcast(args.messages)
+            frames = wait_frames(workers, args.members * args.messages)
     used = meter.stop()
     result = result_of("bare websockets", variant, frames, started, used, args.members, args.messages)
     result["spaced"] = args.spaced
@@ -248,6 +284,15 @@ def ratio(herald: dict[str, Any], bare: dict[str, Any], base: dict[str, Any]) ->
         "variant": herald["variant"],
         "spaced": herald["spaced"],
         "deliveries_per_s_herald_over_bare": round(herald["deliveries_per_s"] / bare["deliveries_per_s"], 3),
+        **(
+            {
+                "in_fanout_herald_over_bare": round(
+                    herald["deliveries_per_s_in_fanout"] / bare["deliveries_per_s_in_fanout"], 3
+                )
+            }
+            if herald.get("deliveries_per_s_in_fanout") and bare.get("deliveries_per_s_in_fanout")
+            else {}
+        ),
         "cpu_per_delivery_herald_over_bare": round(
             herald["server_cpu_us_per_delivery"] / bare["server_cpu_us_per_delivery"], 2
         ),

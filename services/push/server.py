@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -333,7 +333,7 @@ class PushServer:
         identity = answer.identity
         reader = Reader(
             sock,
-            uuid.uuid4().hex,
+            secrets.token_hex(16),  # a uuid4's 32 hex digits, without building a UUID
             identity.app_id,
             identity.user_id,
             answer.device,
@@ -341,7 +341,7 @@ class PushServer:
             expires_at=identity.expires_at,
             publish=identity.publish,
         )
-        sock.respond(response)
+        sock.upgrade(response)
         await self._sessions.run(sock, reader, answer.checked_at, answer.frames_per_s)
 
 

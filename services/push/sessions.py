@@ -12,7 +12,6 @@ connection is gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -78,6 +77,11 @@ class FrameBudget:
         return False
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _count_error(code: str) -> None:
     metrics.errors.labels("push", code).inc()
 
@@ -102,6 +106,7 @@ class Sessions:
             log.exception("a connection failed to start", extra={"conn_id": reader.conn_id})
             await sock.close(1011, "internal error")
         finally:
+            sock.uncork()  # the 101 goes out with the welcome, or here on any other way out
             self._settle(sock, reader)
 
     async def _start(self, sock: Socket, reader: Reader, checked_at: float) -> None:
@@ -128,9 +133,13 @@ class Sessions:
         sets where the backlog starts; otherwise it starts at the stored cursors."""
         assert sock.inbox is not None
         if not sock.inbox and sock.open:
-            sock.waiter = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sock.waiter, RESUME_WAIT_S)
+            loop = asyncio.get_running_loop()
+            waiter = sock.waiter = loop.create_future()
+            # A timer on the future itself: wait_for's task and its cancellation cost more
+            # than the rest of this wait, once per connection.
+            timer = loop.call_later(RESUME_WAIT_S, _wake, waiter)
+            await waiter
+            timer.cancel()
             sock.waiter = None
         return sock.inbox.pop(0) if sock.inbox else None
 

@@ -27,6 +27,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import AMQPConnectionError
 
+from herald.adapters.bus.amqp.corked import CorkedConnection
 from herald.core.errors import Unavailable
 
 log = logging.getLogger("herald.adapters.bus.amqp_link")
@@ -150,7 +151,7 @@ class AmqpLink:
     async def _try(self, index: int) -> bool:
         url = self._urls[index]
         try:
-            connection = await aio_pika.connect(url, timeout=ATTEMPT_TIMEOUT_S)
+            connection = await aio_pika.connect(url, timeout=ATTEMPT_TIMEOUT_S, connection_class=CorkedConnection)
         except CONNECT_FAULTS as exc:
             log.info("%s: RabbitMQ at %s did not answer (%r)", self._name, where(url), exc)
             return False
