@@ -67,6 +67,7 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 
 from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE
 from herald.adapters.bus.amqp.consumers import BatchConsumer, Consumer
+from herald.adapters.bus.amqp.corked import publish
 from herald.adapters.bus.amqp.dead_letters import AmqpDeadLetters
 from herald.adapters.bus.amqp.deliveries import QueueSpec
 from herald.adapters.bus.amqp.subscription import Subscription
@@ -134,13 +135,13 @@ class AmqpBus(AmqpDeadLetters, Bus):
     async def publish_dispatch(self, body: bytes) -> None:
         publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
-            [publisher.dispatch_exchange.publish(work_message(body), self._queues.dispatch, mandatory=True)]
+            [publish(publisher.dispatch_exchange, work_message(body), self._queues.dispatch, mandatory=True)]
         )
 
     async def publish_receipts(self, body: bytes) -> None:
         publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
-            [publisher.dispatch_exchange.publish(work_message(body), self._queues.receipts, mandatory=True)]
+            [publish(publisher.dispatch_exchange, work_message(body), self._queues.receipts, mandatory=True)]
         )
 
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
@@ -149,7 +150,8 @@ class AmqpBus(AmqpDeadLetters, Bus):
         publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
             [
-                publisher.nodes_exchange.publish(
+                publish(
+                    publisher.nodes_exchange,
                     aio_pika.Message(body, delivery_mode=DeliveryMode.NOT_PERSISTENT),
                     node_id,
                     mandatory=False,
@@ -169,7 +171,7 @@ class AmqpBus(AmqpDeadLetters, Bus):
         # Not mandatory: an event nobody bound a queue for is dropped, as the contract says.
         await self._confirmed(
             [
-                exchange.publish(aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT), key, mandatory=False)
+                publish(exchange, aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT), key, mandatory=False)
                 for key, body in events
             ]
         )
@@ -189,7 +191,7 @@ class AmqpBus(AmqpDeadLetters, Bus):
                 raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             publisher.delays.add(queue)
         message = work_message(body, expiration_s=min(max(delay_s, 0.001), step))
-        await self._confirmed([publisher.channel.default_exchange.publish(message, queue, mandatory=True)])
+        await self._confirmed([publish(publisher.channel.default_exchange, message, queue, mandatory=True)])
 
     async def consume_dispatch(self, handler: BatchHandler, on_change: OnChange | None = None) -> None:
         spec = self._work_spec("dispatch", self._queues.dispatch)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -265,9 +266,13 @@ class Subscription(ABC):
         self._inbox.put_nowait(WAKE)
 
     async def _ack(self, messages: list[AbstractIncomingMessage]) -> None:
-        for message in messages:
-            if not stale(message):
-                await settle(message.ack(), self.name, "ack")
+        """Acknowledge together: each ack waits for its frame's write, so acks awaited one
+        after another went out one per loop pass, each in a system call of its own."""
+        live = [message for message in messages if not stale(message)]
+        if len(live) == 1:
+            await settle(live[0].ack(), self.name, "ack")
+        elif live:
+            await settle(_all(message.ack() for message in live), self.name, "ack")
 
     def _take_buffered(self) -> list[AbstractIncomingMessage]:
         taken = []
@@ -316,3 +321,7 @@ class Subscription(ABC):
         self._context.failures.forget(key)
         parked(self.name, message.body, failures, message_id=message.message_id or "")
         await settle(message.ack(), self.name, "ack")
+
+
+async def _all(acks: Iterable[Coroutine[Any, Any, None]]) -> None:
+    await asyncio.gather(*acks)
