@@ -24,7 +24,10 @@ from herald.core.errors import Unavailable
 # Users (or channel lists) per query: bounds one query's size, and a batch's wait.
 MAX_BATCH = 256
 # Queries of each kind out at once; the connections arriving meanwhile wait and go together.
-MAX_IN_FLIGHT = 4
+# One: with four out, a storm's batches stayed small (each query came back before many
+# handshakes had gathered) and the store did twice the work per handshake (same-run
+# pairs at 4,000 connections, docs/BENCHMARKS.md: stand-in 2.3-2.6 -> 1.0-1.3 ms each).
+MAX_IN_FLIGHT = 1
 
 Positions = dict[str, int]
 UserKey = tuple[str, str]  # (app_id, user_id)

@@ -8,9 +8,9 @@ the node is quiet; under a connect storm the batches grow on their own, which is
 makes the HTTP client's and the store's cost per request, not per handshake.
 
 Tokens from suspect sources (``low_priority``: an address that sent many refused tokens
-lately, ``services.push.screen``) wait in a lane of their own, which has at most
-``MAX_LOW_REQUESTS`` of the requests: a flood of made-up tokens queues behind itself, and
-the other handshakes keep the rest of the requests to auth.
+lately, ``services.push.screen``) wait in a lane of their own, with ``MAX_LOW_REQUESTS``
+requests of its own beside the ordinary lane's: a flood of made-up tokens queues behind
+itself, and the other handshakes keep their request to auth.
 
 An auth that does not know the batch path yet (404, an older version during a rolling
 upgrade) is asked one token at a time, and the batch path is tried again a minute later.
@@ -35,11 +35,14 @@ log = logging.getLogger("herald.push")
 TIMEOUT_S = 3.0
 # Tokens per request: auth refuses more (MAX_INTROSPECT_BATCH there).
 MAX_BATCH = 256
-# Requests out at once; further tokens wait and go together in the next one.
-MAX_REQUESTS = 4
-# Of those, requests carrying tokens of suspect sources at most, and their tokens at most:
-# auth answers a request at a time per connection, so a big batch of made-up tokens would
-# hold the ordinary requests queued behind it at auth.
+# Ordinary requests out at once; further tokens wait and go together in the next one.
+# One: with four out, each came back before many handshakes had gathered, and auth and its
+# store did more than twice the work per handshake (same-run pairs at 4,000 connections,
+# docs/BENCHMARKS.md: auth 0.63-0.72 -> 0.25-0.31 ms each), for no faster handshakes.
+MAX_REQUESTS = 1
+# Requests carrying tokens of suspect sources at once (their own lane), and their tokens at
+# most: auth answers a request at a time per connection, so a big batch of made-up tokens
+# would hold the ordinary requests queued behind it at auth.
 MAX_LOW_REQUESTS = 1
 MAX_LOW_BATCH = 32
 # A low-priority request starts at most this often: suspect tokens cost auth and its
@@ -79,7 +82,7 @@ class TokenChecker:
         """Requests go through a lean keep-alive link (``AuthLink``); tests that play auth
         without sockets pass an httpx ``transport`` instead."""
         headers = {"authorization": f"Bearer {service_token}"}
-        self._link = AuthLink(auth_url, headers, TIMEOUT_S, MAX_REQUESTS * 2)
+        self._link = AuthLink(auth_url, headers, TIMEOUT_S, (MAX_REQUESTS + MAX_LOW_REQUESTS) * 2)
         self._client = (
             httpx.AsyncClient(base_url=auth_url, headers=headers, timeout=TIMEOUT_S, transport=transport)
             if transport is not None
@@ -119,8 +122,8 @@ class TokenChecker:
         """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
         self._scheduled = False
         loop = asyncio.get_running_loop()
-        while self._in_flight < MAX_REQUESTS and not self._closed:
-            if self._waiting:
+        while not self._closed:
+            if self._waiting and self._in_flight - self._low_in_flight < MAX_REQUESTS:
                 waiting, low = self._waiting, False
             elif self._waiting_low and self._low_in_flight < MAX_LOW_REQUESTS:
                 wait_s = self._low_next - time.monotonic()
