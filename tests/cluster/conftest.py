@@ -47,13 +47,17 @@ class Cluster:
     def node_id(node: str) -> str:
         return f"node-{node}"
 
-    def start(self, name: str) -> None:
-        role = "push" if name.startswith("push") else name
-        env = {**self.env, "HERALD_PORT": str(self.ports[name])}
-        if role == "push":
-            env["HERALD_NODE_ID"] = self.node_id(name)
-        self.processes[name] = HeraldProcess(name, [role], env, self.directory / f"{name}.log", self.ports[name])
-        self.processes[name].start()
+    def start(self, *names: str) -> None:
+        """Start these services side by side, and return once every one of them is healthy."""
+        for name in names:
+            role = "push" if name.startswith("push") else name
+            env = {**self.env, "HERALD_PORT": str(self.ports[name])}
+            if role == "push":
+                env["HERALD_NODE_ID"] = self.node_id(name)
+            self.processes[name] = HeraldProcess(name, [role], env, self.directory / f"{name}.log", self.ports[name])
+            self.processes[name].spawn()
+        for name in names:
+            self.processes[name].await_healthy()
 
     def kill(self, name: str) -> None:
         """kill -9: no drain, no goodbye."""
@@ -89,8 +93,7 @@ def start_cluster(directory: Path, amqp_url: str, redis_url: str, mongo_url: str
     }
     cluster = Cluster(namespace, env, ports, directory)
     try:
-        for name in SERVICES:
-            cluster.start(name)
+        cluster.start(*SERVICES)
     except BaseException:
         cluster.stop_all()
         raise

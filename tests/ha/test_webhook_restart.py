@@ -9,11 +9,13 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from herald.messaging import webhooks
+from herald.ops.metrics import sample
 from herald_client import Operator, Publisher
-from tests.cluster.conftest import start_cluster
+from tests.cluster.conftest import Cluster, start_cluster
 from tests.ha.conftest import report
 from tests.support.cleanup import drop_namespace
 from tests.support.webhook_receiver import Receiver
@@ -29,6 +31,20 @@ async def _requests(receiver: Receiver, count: int, timeout_s: float = 30) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(receiver.requests)} webhook attempts arrived, {count} expected")
         await asyncio.sleep(0.01)
+
+
+async def _retry_scheduled(cluster: Cluster, timeout_s: float = 30) -> None:
+    """Wait until the running dispatch has put a failed attempt's retry in RabbitMQ (its
+    ``herald_webhooks_total{outcome="retried"}``; a restarted dispatch counts from 0)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            metrics = (await http.get(f"{cluster.url('dispatch')}/metrics")).text
+            if sample(metrics, "herald_webhooks_total", 'outcome="retried"') >= 1:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dispatch scheduled no retry in {timeout_s}s:\n{cluster.logs()}")
+            await asyncio.sleep(0.01)
 
 
 @pytest.mark.timeout(300)
@@ -49,7 +65,8 @@ async def test_a_retry_survives_dispatch_being_killed_between_attempts(
 
         for failed_attempts in (1, 2):
             await _requests(receiver, failed_attempts)
-            # The attempt failed; its retry is waiting in RabbitMQ, not in this process.
+            # The attempt failed; once its retry is waiting in RabbitMQ, not in this process:
+            await _retry_scheduled(herald)
             herald.processes["dispatch"].signal(signal.SIGKILL)
             herald.processes.pop("dispatch").stop()
             kills += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,18 @@ from tests.support.buses import QUIET_S, Broker, Inbox, batches, numbered
 from tests.support.waiting import eventually
 
 LIMIT = 2  # failed deliveries allowed; the third failure parks the message
+# The pause after a failed delivery (REDELIVERY_PAUSE_S, 0.5 s) is only there to keep a
+# failing consumer from spinning; these tests count failures, not pauses, so they take a
+# shorter one.
+TEST_REDELIVERY_PAUSE_S = 0.1
+
+
+@pytest.fixture(autouse=True)
+def short_redelivery_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDELIVERY_PAUSE_S is TEST_REDELIVERY_PAUSE_S in every bus module that uses it."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("herald.adapters.bus") and hasattr(module, "REDELIVERY_PAUSE_S"):
+            monkeypatch.setattr(module, "REDELIVERY_PAUSE_S", TEST_REDELIVERY_PAUSE_S)
 
 
 @pytest.fixture(params=["memory", "amqp", "amqp-classic"])

@@ -49,6 +49,11 @@ class HeraldProcess:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, timeout_s: float = 30.0) -> None:
+        self.spawn()
+        self.await_healthy(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (``await_healthy`` waits)."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "herald.services.cli", *self.args],
@@ -57,6 +62,9 @@ class HeraldProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def await_healthy(self, timeout_s: float = 30.0) -> None:
+        assert self.process is not None, f"{self.name} was not started"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

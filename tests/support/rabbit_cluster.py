@@ -231,7 +231,15 @@ class RabbitCluster:
                     return next(candidate for candidate in self.nodes if candidate.node == row["leader"])
         raise RuntimeError(f"no running node knows the leader of {queue}")
 
+    def start_stopped_nodes(self) -> None:
+        """Bring back the nodes a test stopped or killed, and wait until they have booted."""
+        stopped = [node for node in self.nodes if not node.running]
+        for node in stopped:
+            node.start()
+        for node in stopped:
+            node.await_startup()
+
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
+            list(pool.map(lambda node: node.stop(), self.nodes))
         shutil.rmtree(self.directory, ignore_errors=True)
