@@ -36,6 +36,10 @@ from herald.core.errors import Conflict, Unavailable
 RETRYABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 DUPLICATE_KEY = 11000
+# Documents in the first reply of the reads that gather a batch of users (a connect storm's
+# cursors and memberships): the server's default first batch (101) turned a few hundred
+# users' documents into several getMore round trips. The 16 MB reply limit still applies.
+READ_BATCH = 10_000
 
 
 def to_datetime(epoch_s: float) -> datetime:

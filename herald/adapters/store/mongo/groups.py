@@ -8,7 +8,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from herald.adapters.store.base import GroupStore
-from herald.adapters.store.mongo.connection import MongoConnection, translated
+from herald.adapters.store.mongo.connection import READ_BATCH, MongoConnection, translated
 from herald.adapters.store.mongo.retry import with_retries
 
 
@@ -59,7 +59,8 @@ class MongoGroups(MongoConnection, GroupStore):
             return {}
         found: dict[str, dict[str, int]] = {}
         with translated():
-            async for doc in self._members.find({"app": app_id, "user": {"$in": list(user_ids)}}):
+            query = {"app": app_id, "user": {"$in": list(user_ids)}}
+            async for doc in self._members.find(query, batch_size=READ_BATCH):
                 found.setdefault(doc["user"], {})[doc["group"]] = int(doc["joined_after"])
         return found
 

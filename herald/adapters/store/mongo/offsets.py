@@ -152,7 +152,10 @@ class MongoOffsets(MongoConnection, OffsetStore):
         ids = {_counter_id(app_id, channel): channel for channel in channels}
         if not ids:
             return {}
-        found = {ids[doc["_id"]]: int(doc["n"]) async for doc in self._counters.find({"_id": {"$in": list(ids)}})}
+        # All in the first reply (one small document per counter): with the server's default
+        # first batch (101) a thousand channels cost ten more round trips.
+        counters = self._counters.find({"_id": {"$in": list(ids)}}, batch_size=len(ids))
+        found = {ids[doc["_id"]]: int(doc["n"]) async for doc in counters}
         # A channel never written has no counter yet: its head is 0, the offset before the first.
         return {channel: found.get(channel, 0) for channel in ids.values()}
 

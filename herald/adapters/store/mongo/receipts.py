@@ -9,7 +9,13 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from herald.adapters.store.base import ReceiptStore
-from herald.adapters.store.mongo.connection import DUPLICATE_KEY, MongoConnection, to_datetime, translated
+from herald.adapters.store.mongo.connection import (
+    DUPLICATE_KEY,
+    READ_BATCH,
+    MongoConnection,
+    to_datetime,
+    translated,
+)
 from herald.adapters.store.mongo.messages import advance
 from herald.adapters.store.mongo.retry import with_retries
 from herald.adapters.store.records import delivery_from
@@ -90,7 +96,8 @@ class MongoReceipts(MongoConnection, ReceiptStore):
     async def cursors_of(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         async def read() -> dict[str, dict[str, int]]:
             found: dict[str, dict[str, int]] = {}
-            async for doc in self._cursors.find({"app": app_id, "user": {"$in": list(user_ids)}}):
+            query = {"app": app_id, "user": {"$in": list(user_ids)}}
+            async for doc in self._cursors.find(query, batch_size=READ_BATCH):
                 found.setdefault(doc["user"], {})[doc["channel"]] = int(doc["offset"])
             return found
 
