@@ -171,6 +171,29 @@ async def test_a_node_whose_heartbeat_expired_is_not_routed(directory: Directory
     await eventually(only_node_b)
 
 
+async def test_a_lookup_of_many_users_finds_the_few_connected_among_them(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u3", "c1")], TTL_S)
+    await directory.refresh_node("node-b", [conn("u40", "c2")], TTL_S)  # re-registered, not added
+    await directory.add_connections("node-a", [conn("u7", "c3")], TTL_S)
+    await directory.remove_connections("node-a", [conn("u7", "c3")])
+
+    found = await directory.nodes_for([(APP, f"u{n}") for n in range(100)])
+
+    assert found == {(APP, "u3"): {"node-a"}, (APP, "u40"): {"node-b"}}
+
+
+async def test_a_lookup_of_many_users_still_skips_a_dead_nodes_connections(directory: Directory) -> None:
+    await directory.refresh_node("node-b", [conn("u1", "c2")], TTL_S)
+    await directory.refresh_node("node-a", [conn("u1", "c1"), conn("u2", "c3")], SHORT_TTL_S)
+    await directory.refresh_node("node-b", [conn("u1", "c2")], TTL_S)
+    many = [(APP, f"u{n}") for n in range(50)]
+
+    async def only_node_b() -> bool:
+        return await directory.nodes_for(many) == {(APP, "u1"): {"node-b"}}
+
+    await eventually(only_node_b)
+
+
 async def test_a_heartbeat_keeps_connections_past_their_first_ttl(directory: Directory) -> None:
     await directory.add_connections("node-a", [conn("u1", "c1")], SHORT_TTL_S)
     await directory.refresh_node("node-a", [conn("u1", "c1")], TTL_S)
