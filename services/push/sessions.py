@@ -77,8 +77,9 @@ class FrameBudget:
         return False
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """End a connection's wait for its first frame (a frame came, it is lost, or time is up)."""
+    if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
 
@@ -138,9 +139,11 @@ class Sessions:
             # A timer on the future itself: wait_for's task and its cancellation cost more
             # than the rest of this wait, once per connection.
             timer = loop.call_later(RESUME_WAIT_S, _wake, waiter)
-            await waiter
-            timer.cancel()
-            sock.waiter = None
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                sock.waiter = None
         return sock.inbox.pop(0) if sock.inbox else None
 
     # Socket events -------------------------------------------------------------------
@@ -152,8 +155,7 @@ class Sessions:
         if sock.inbox is not None:
             # Busy: still starting, or awaiting a publish or refresh. Frames keep their order.
             sock.inbox.append(data)
-            if sock.waiter is not None and not sock.waiter.done():
-                sock.waiter.set_result(None)
+            _wake(sock.waiter)
             if len(sock.inbox) >= MAX_INBOX and sock.transport is not None:
                 sock.transport.pause_reading()
             return
@@ -188,8 +190,7 @@ class Sessions:
         reader: Reader | None = sock.conn
         if reader is None:
             return
-        if sock.waiter is not None and not sock.waiter.done():
-            sock.waiter.set_result(None)
+        _wake(sock.waiter)
         if sock.inbox is None:
             self._end(sock, reader)
         # Otherwise the task working for the connection ends it when it settles.

@@ -39,7 +39,10 @@ READ_LIMIT = 2**16
 
 
 class CorkedWriter(asyncio.StreamWriter):
-    """A ``StreamWriter`` whose writes of one loop turn leave together."""
+    """A ``StreamWriter`` whose writes of one loop turn leave together. ``drain`` is
+    ``StreamWriter``'s own and sends nothing: aiormq drains after every frame that waits
+    for its write (acks, publishes), which would send each on its own; what is kept
+    leaves in this pass of the loop anyway."""
 
     def __init__(
         self,
@@ -72,12 +75,6 @@ class CorkedWriter(asyncio.StreamWriter):
             self.transport.write(kept[0])
         else:
             self.transport.writelines(kept)
-
-    async def drain(self) -> None:
-        """Wait while the transport's buffer is over its mark, without sending what is kept:
-        aiormq drains after every frame that waits for its write (acks, publishes), which
-        would send each on its own. What is kept leaves in this pass of the loop anyway."""
-        await super().drain()
 
     def write_eof(self) -> None:
         self.uncork()

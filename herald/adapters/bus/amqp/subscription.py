@@ -269,9 +269,7 @@ class Subscription(ABC):
         """Acknowledge together: each ack waits for its frame's write, so acks awaited one
         after another went out one per loop pass, each in a system call of its own."""
         live = [message for message in messages if not stale(message)]
-        if len(live) == 1:
-            await settle(live[0].ack(), self.name, "ack")
-        elif live:
+        if live:
             await settle(_all(message.ack() for message in live), self.name, "ack")
 
     def _take_buffered(self) -> list[AbstractIncomingMessage]:
