@@ -111,12 +111,14 @@ class TokenChecker:
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._pump)
+        # Waiting for a free request slot counts too: a hung auth must not hold handshakes
+        # longer than about two request timeouts. A timer, not ``wait_for``, which would
+        # wrap every handshake's wait in a task of its own.
+        timer = loop.call_later(2 * TIMEOUT_S, _time_out, future)
         try:
-            # Waiting for a free request slot counts too: a hung auth must not hold
-            # handshakes longer than about two request timeouts.
-            return await asyncio.wait_for(future, 2 * TIMEOUT_S)
-        except TimeoutError:
-            raise Unavailable("auth did not answer introspection in time") from None
+            return await future
+        finally:
+            timer.cancel()
 
     def _pump(self) -> None:
         """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
@@ -223,3 +225,8 @@ class TokenChecker:
         await self._link.close()
         if self._client is not None:
             await self._client.aclose()
+
+
+def _time_out(future: asyncio.Future[Identity | None]) -> None:
+    if not future.done():
+        future.set_exception(Unavailable("auth did not answer introspection in time"))

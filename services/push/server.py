@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -39,6 +38,7 @@ from herald.services.push.handshake import (
     choose_subprotocol,
     device_from_request,
     offered_subprotocols,
+    request_path,
     token_from_request,
 )
 from herald.services.push.http_answers import (
@@ -236,7 +236,7 @@ class PushServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _process_request(self, request: Request, address: str = "") -> Response | Admitted:
-        path = urlsplit(request.path).path
+        path = request_path(request.path)
         if path == "/ws":
             return await self._admit(request, address)
         return await self._plain(path, request, address)

@@ -1,4 +1,16 @@
-from herald.services.push.handshake import choose_subprotocol, offered_subprotocols, token_from_request
+from urllib.parse import parse_qs, urlsplit
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herald.services.push.handshake import (
+    choose_subprotocol,
+    device_from_request,
+    offered_subprotocols,
+    query_value,
+    request_path,
+    token_from_request,
+)
 
 
 def test_token_from_the_authorization_header() -> None:
@@ -21,3 +33,40 @@ def test_no_token_anywhere() -> None:
 
 def test_a_lone_token_subprotocol_is_echoed_so_browsers_accept_the_answer() -> None:
     assert choose_subprotocol(["ht_only"]) == "ht_only"
+
+
+def test_a_blank_or_missing_query_value_is_no_value() -> None:
+    assert token_from_request("/ws?token=&token=ht_second", None, []) == "ht_second"
+    assert token_from_request("/ws?token", None, []) is None
+    assert device_from_request("/ws?device=") is None
+
+
+def test_an_escaped_query_value_is_decoded() -> None:
+    assert token_from_request("/ws?token=ht_a%2Bb", None, []) == "ht_a+b"
+    assert device_from_request("/ws?device=my+phone") == "my phone"
+
+
+def test_the_device_name_is_cut_to_64_characters() -> None:
+    assert device_from_request("/ws?device=" + "d" * 100) == "d" * 64
+
+
+def test_an_absolute_form_target_reads_as_its_path() -> None:
+    assert request_path("http://push.example/ws?token=ht_x") == "/ws"
+    assert query_value("http://push.example/ws?token=ht_x", "token") == "ht_x"
+
+
+# Request targets as a client could send them: the characters of a path and a query,
+# escapes and separators included (no tab or line break: the request line has none).
+_TARGET_CHARS = st.sampled_from([*"/?#&=%+;:@.-_~!$'()*,ab0Z", "%2B", "%41", "%zz", "é", "token", "device"])
+_TARGETS = st.lists(_TARGET_CHARS, max_size=24).map("".join)
+
+
+@given(_TARGETS)
+def test_the_path_is_what_urlsplit_reads(target: str) -> None:
+    assert request_path(target) == urlsplit(target).path
+
+
+@given(_TARGETS, st.sampled_from(["token", "device", "a"]))
+def test_a_query_value_is_what_parse_qs_reads(target: str, name: str) -> None:
+    values = parse_qs(urlsplit(target).query).get(name)
+    assert query_value(target, name) == (values[0] if values else None)

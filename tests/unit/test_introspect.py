@@ -141,6 +141,23 @@ async def test_auth_unreachable_makes_every_waiting_handshake_unavailable() -> N
     await checker.close()
 
 
+async def test_a_hung_auth_answers_waiting_handshakes_unavailable_after_two_request_timeouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("herald.services.push.introspect.TIMEOUT_S", 0.05)
+
+    async def hung(_request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    checker = _checker(hung)
+
+    outcomes = await asyncio.gather(checker.identity("good-a"), checker.identity("good-b"), return_exceptions=True)
+
+    assert all(isinstance(outcome, Unavailable) and "in time" in outcome.message for outcome in outcomes)
+    await checker.close()
+
+
 @pytest.mark.parametrize(
     "response",
     [
