@@ -481,6 +481,17 @@ async def test_online_counts_the_connections_of_the_given_users(directory: Direc
     assert await directory.online(APP, [], 10) == {}
 
 
+async def test_online_counts_of_many_users_find_the_few_connected_among_them(directory: Directory) -> None:
+    await directory.add_connections("node-a", [conn("u3", "c1"), conn("u3", "c2")], TTL_S)
+    await directory.refresh_node("node-b", [conn("u40", "c3")], TTL_S)  # re-registered, not added
+    await directory.add_connections("node-a", [conn("u7", "c4")], TTL_S)
+    await directory.remove_connections("node-a", [conn("u7", "c4")])
+
+    counted = await directory.online(APP, [f"u{n}" for n in range(100)], 100)
+
+    assert counted == {"u3": 2, "u40": 1}
+
+
 async def test_online_without_users_lists_the_app_in_user_id_order_up_to_the_limit(directory: Directory) -> None:
     users = ["u3", "u1", "u4", "u2", "u5"]
     await directory.add_connections("node-a", [conn(user, f"c-{user}") for user in users], TTL_S)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from herald.adapters.directory.base import Located
-from herald.adapters.directory.redis.client import RedisClient, unavailable
+from herald.adapters.directory.redis.client import SCREEN_FROM, RedisClient, unavailable
 from herald.adapters.directory.redis.layout import decode_conn
 
 
@@ -41,6 +41,8 @@ class RedisPresence(RedisClient):
             return result
 
     async def _live_counts(self, app_id: str, user_ids: list[str]) -> dict[str, int]:
+        if len(user_ids) >= SCREEN_FROM:
+            user_ids = [user_id for _, user_id in await self._in_online_sets([(app_id, u) for u in user_ids])]
         if not user_ids:
             return {}
         routes = await self._hgetall_each([self._names.conns_key(app_id, user_id) for user_id in user_ids])

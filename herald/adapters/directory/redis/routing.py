@@ -6,14 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from herald.adapters.directory.base import ChannelKey
-from herald.adapters.directory.redis.client import RedisClient, ttl_in_ms, unavailable
+from herald.adapters.directory.redis.client import SCREEN_FROM, RedisClient, ttl_in_ms, unavailable
 from herald.adapters.directory.redis.layout import decode_conn, pair
-
-# Recipients from which a lookup asks the apps' online sets first (one ZMSCORE per app)
-# and reads the connection hashes of only those in them: a 1,000-user batch's HGETALL per
-# recipient, mostly of users with no connection, was a sixth of collect's CPU per batch.
-# Below it the extra round trip costs more than it saves.
-SCREEN_FROM = 16
 
 
 class RedisRouting(RedisClient):
@@ -35,26 +29,6 @@ class RedisRouting(RedisClient):
             if live:
                 result[recipient] = live
         return result
-
-    async def _in_online_sets(self, recipients: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The recipients their app's online set holds. A user with a connection is always
-        in it: the connection's script adds both, and the user leaves the set only when its
-        last connection's script finds the hash empty (``herald.adapters.directory.scripts``).
-        Users of a dead node are still in it; the hashes and heartbeats sort them out."""
-        by_app: dict[str, list[str]] = {}
-        for app_id, user_id in recipients:
-            by_app.setdefault(app_id, []).append(user_id)
-        pipe = self._redis.pipeline(transaction=False)
-        for app_id, users in by_app.items():
-            pipe.zmscore(self._names.online_key(app_id), users)
-        scores = await pipe.execute()
-        held = {
-            (app_id, user_id)
-            for (app_id, users), found in zip(by_app.items(), scores, strict=True)
-            for user_id, score in zip(users, found, strict=True)
-            if score is not None
-        }
-        return [recipient for recipient in recipients if recipient in held]
 
     async def live_nodes(self) -> list[str]:
         with unavailable("listing nodes"):
