@@ -519,14 +519,20 @@ def split(total: int, parts: int) -> list[int]:
 
 # Profiling ----------------------------------------------------------------------------
 class Profiler:
-    """py-spy attached to running processes, writing collapsed stacks (flame-graph data).
+    """py-spy attached to running processes, writing collapsed stacks (flame-graph data),
+    and ``perf`` beside it where it is installed.
 
-    ``summarise`` turns them into the top functions by own time and by inclusive time.
+    py-spy samples wall-clock time of the Python stacks: a process that is runnable but
+    waiting for a core (two cores shared with the load) is sampled where it stopped, often
+    right after a system call that woke another process. ``perf`` samples CPU time only,
+    the kernel's included, so it says how much of a process's CPU is the interpreter, the
+    kernel (system calls, loopback TCP) and each compiled library. ``summarise`` and
+    ``perf_summary`` turn both into one summary line per process.
     """
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
-        self._procs: list[tuple[str, Proc, Path]] = []
+        self._procs: list[tuple[str, Proc, Path, Proc | None, Path]] = []
 
     def attach(self, name: str, pid: int, seconds: float, rate: int = 100) -> None:
         if self.directory is None:
@@ -536,23 +542,58 @@ class Profiler:
         py_spy = Path(sys.executable).parent / "py-spy"
         argv = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate)]
         argv += ["--duration", str(max(1, int(seconds))), "--nonblocking", "-o", str(out)]
-        self._procs.append((name, Proc(f"py-spy-{name}", argv, log=self.directory / f"{name}.py-spy.log"), out))
+        spy = Proc(f"py-spy-{name}", argv, log=self.directory / f"{name}.py-spy.log")
+        perf_out = self.directory / f"{name}.perf"
+        perf = None
+        if shutil.which("perf"):
+            perf_argv = ["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", str(perf_out)]
+            perf_argv += ["--", "sleep", str(max(1, int(seconds)))]
+            perf = Proc(f"perf-{name}", perf_argv, log=self.directory / f"{name}.perf.log")
+        self._procs.append((name, spy, out, perf, perf_out))
 
     def finish(self, now: bool = False) -> list[dict[str, Any]]:
         """One summary per profiled process: after the recorders' ``--duration``, or at once
-        (``now``: SIGINT, on which py-spy writes what it sampled so far)."""
+        (``now``: SIGINT, on which py-spy and perf write what they sampled so far)."""
         results = []
-        for name, proc, out in self._procs:
-            if now and proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.popen.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(timeout=120)
-            proc.stop(timeout_s=5)
+        for name, spy, out, perf, perf_out in self._procs:
+            for proc in (spy, perf):
+                if proc is None:
+                    continue
+                if now and proc.alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.popen.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=120)
+                proc.stop(timeout_s=5)
+            summary: dict[str, Any] = {"metric": "profile", "process": name}
             if out.exists():
-                results.append({"metric": "profile", "process": name, "file": str(out), **summarise(out)})
+                summary |= {"file": str(out), **summarise(out)}
+            if perf is not None and perf_out.exists():
+                summary |= {"perf_file": str(perf_out), **perf_summary(perf_out)}
+            if len(summary) > 2:
+                results.append(summary)
         self._procs.clear()
         return results
+
+
+def perf_summary(recorded: Path, top: int = 8) -> dict[str, Any]:
+    """CPU samples by object (the interpreter, the kernel, each compiled extension) and the
+    hottest kernel symbols, from ``perf report``."""
+    report = ["perf", "report", "-i", str(recorded), "--stdio", "--no-children", "-g", "none"]
+    shares: dict[str, list[list[Any]]] = {}
+    for key, sort in (("perf_by_object", "dso"), ("perf_kernel_symbols", "dso,sym")):
+        done = subprocess.run([*report, "--sort", sort], capture_output=True, text=True, timeout=300, check=False)
+        rows = []
+        for line in done.stdout.splitlines():
+            parts = line.split()
+            if not parts or not parts[0].endswith("%") or line.lstrip().startswith("#"):
+                continue
+            name = " ".join(parts[1:])
+            if key == "perf_kernel_symbols" and "[kernel" not in name:
+                continue
+            rows.append([name.replace("[kernel.kallsyms] ", "").replace("[k] ", ""), float(parts[0].rstrip("%"))])
+        shares[key] = rows[:top]
+    return shares
 
 
 def _frame_name(frame: str) -> str:
@@ -576,11 +617,25 @@ _ROOT_FRAMES = (
 )
 
 
+def _package(frame: str) -> str:
+    """Who a frame's code belongs to: ``herald`` (herald/ and services/), a library's
+    top-level package, or ``stdlib:<module>``."""
+    path = frame.rpartition(" (")[2].rstrip(")")
+    top = path.split("/", 1)[0]
+    name = top.removesuffix(".py")
+    if top in ("herald", "services"):
+        return "herald"
+    if path.startswith("<") or name in sys.stdlib_module_names:
+        return f"stdlib:{name}"
+    return name
+
+
 def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
     """Top functions of a collapsed-stack file (py-spy ``--format raw``, idle time left out):
     own (leaf) share, inclusive share, and inclusive share of Herald's own functions."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
+    packages: dict[str, int] = {}
     total = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -592,6 +647,8 @@ def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
         if not frames:
             continue
         own[frames[-1]] = own.get(frames[-1], 0) + count
+        package = _package(frames[-1])
+        packages[package] = packages.get(package, 0) + count
         for name in set(frames):
             inclusive[name] = inclusive.get(name, 0) + count
 
@@ -605,6 +662,7 @@ def summarise(collapsed: Path, top: int = 15) -> dict[str, Any]:
         "samples": total,
         "own": ranked(own),
         "inclusive": ranked(inclusive, lambda n: not any(root in n for root in _ROOT_FRAMES)),
+        "by_package": ranked(packages),
         "herald": ranked(
             inclusive,
             lambda n: ("(herald/" in n or "(services/" in n) and not any(root in n for root in _ROOT_FRAMES),

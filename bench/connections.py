@@ -24,12 +24,18 @@ same process count and port sharing) hold the same number of connections: the ba
     python bench/connections.py --full              # 100k over six push processes sharing a port,
                                                     # 10 connections per user (10k tokens)
     python bench/connections.py --connections 2000 --hold 5
+    python bench/connections.py --standalone --connections 4000 --hold 3
+                                                    # `herald dev`: the same handshakes against one
+                                                    # process with embedded parts (SQLite, dicts,
+                                                    # in-process queues): Herald's own cost per
+                                                    # handshake without the drivers and servers
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import statistics
 import sys
@@ -241,6 +247,55 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
         return result
 
 
+def run_standalone(args: argparse.Namespace, profiler: common.Profiler) -> dict[str, Any]:
+    """``herald dev`` in its own data directory: auth, collect, dispatch and push in one
+    process on the embedded store, directory and bus. Its CPU per handshake is everything
+    Herald does for one, the token check at auth included, without a driver or a server."""
+    port_base = common.free_port_block(5)
+    data = args.workdir / "standalone"
+    env = {
+        "HERALD_DATA_DIR": str(data),
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_HEARTBEAT_S": str(args.heartbeat),
+        "HERALD_MAX_CONNECTIONS_PER_USER": "1000",
+        # Embedded parts: no driver, no server.
+        "HERALD_AMQP_URL": "",
+        "HERALD_REDIS_URL": "",
+        "HERALD_MONGO_URL": "",
+    }
+    argv = [sys.executable, "-m", "herald.services.cli", "dev", "--port-base", str(port_base)]
+    proc = Proc("standalone", argv, env=env, log=args.workdir / "standalone.log")
+    try:
+        demo_file = data / "demo-app.json"
+        deadline = time.monotonic() + 60
+        while not demo_file.exists():
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError(f"herald dev did not start:\n{proc.log_tail()}")
+            time.sleep(0.1)
+        common.wait_for_port(port_base + 4)
+        api_key = json.loads(demo_file.read_text())["api_key"]
+        count = math.ceil((args.connections + args.warm) / args.per_user)
+        progress(f"standalone: minting {count} connect tokens through auth ({args.mint_concurrency} in flight)")
+        users = [f"c{i}" for i in range(count)]
+        tokens = asyncio.run(common.mint_tokens(port_base + 1, api_key, users, args.mint_concurrency))
+        paths = [f"/ws?token={tokens[i % count]}" for i in range(args.connections + args.warm)]
+        result = measure(
+            "standalone",
+            [proc.pid],
+            port_base + 4,
+            paths[args.warm :],
+            paths[: args.warm],
+            args,
+            True,
+            profiler=profiler,
+        )
+        result["users"] = count
+        result["connections_per_user"] = args.per_user
+        return result
+    finally:
+        proc.stop()
+
+
 def run_bare(args: argparse.Namespace) -> dict[str, Any]:
     port = common.free_port_block(1) + 1
     procs = [
@@ -296,6 +351,9 @@ def main() -> None:
     parser.add_argument(
         "--bare-heartbeat", type=float, help="the bare server's ping interval (default --heartbeat; 0: no keepalive)"
     )
+    parser.add_argument(
+        "--standalone", action="store_true", help="measure `herald dev` (embedded parts, one process) instead"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the (first) push process during the handshakes into DIR")
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     args = parser.parse_args()
@@ -313,7 +371,12 @@ def main() -> None:
     limit = MAX_SECONDS if not args.full else 8 * MAX_SECONDS
     with common.scratch("herald-bench-conn-") as args.workdir, common.deadline(limit, "connections benchmark"):
         herald = None
-        if not args.baseline_only:
+        if args.standalone:
+            herald = run_standalone(args, profiler)
+            emit({**base, "metric": "idle_connections", "target": "standalone", **herald})
+            for summary in profiler.finish():
+                emit({**base, **summary})
+        elif not args.baseline_only:
             herald = run_herald(args, profiler)
             emit({**base, "metric": "idle_connections", "target": "herald", **herald})
             for summary in profiler.finish():
