@@ -12,6 +12,7 @@ from herald.core.errors import ConfigError
 from herald.core.settings import ROLES, Settings
 from herald.ops import admin, logs
 from herald.ops import dlq as dlq_module
+from herald.ops.collector import gc_parts
 from herald.ops.heap import heap_parts
 from herald.ops.memtrace import memtrace_parts
 from herald.ops.runtime import run, run_parts
@@ -82,6 +83,7 @@ def _run_service(role: str) -> int:
     parts = [*adapters.parts(), *BUILDERS[role](settings, adapters)]
     parts += memtrace_parts(role, settings.tracemalloc_dir, settings.tracemalloc_s)
     parts += heap_parts(settings.malloc_trim_s)
+    parts += gc_parts(role)
 
     def started() -> None:
         print(f"herald {role} listening on {settings.host}:{settings.port}", file=sys.stderr, flush=True)
@@ -96,6 +98,7 @@ def _run_dev(port_base: int) -> int:
     logs.configure(settings.log_level)
     parts, per_role, demo = standalone.build(settings, port_base)
     parts += heap_parts(settings.malloc_trim_s)
+    parts += gc_parts("standalone")
 
     def started() -> None:
         print(standalone.banner(per_role, demo), flush=True)

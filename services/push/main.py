@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Mapping
 
 from herald.adapters import Adapters
@@ -20,14 +19,6 @@ from herald.services.push.node import PushNode
 from herald.services.push.ops_page import OpsSnapshots
 from herald.services.push.publish import ClientPublishing, PublishHook
 from herald.services.push.server import ConnectLimits, ConsoleConfig, PushServer
-
-# The cyclic collector's thresholds once the node is up (CPython's default: 700, 10, 10).
-# A node holding thousands of connections tracks hundreds of objects per connection, and
-# with the defaults it ran a young collection every few handshakes and a full one every
-# ~25% of growth: in bench/connections.py --connections 5000, 2,970 collections took 8.4 s
-# of the node's CPU (6.4 s in 22 full ones), 1.6 ms per connect. Frozen start-up objects
-# (~85k, never garbage) and these thresholds: 18 collections, 1.2 s.
-GC_THRESHOLD = (50_000, 20, 100)
 
 
 def build(
@@ -85,7 +76,6 @@ def build(
         Part("publish-hook", _nothing, hook.close),
         Part("push-node", node.start, node.stop),
         Part("push-server", server.start, server.stop, stop_timeout_s=settings.drain_s + 5),
-        Part("gc-settings", settle_gc, _nothing),
     ]
 
 
@@ -101,12 +91,3 @@ def _publish_hook(settings: Settings) -> PublishHook:
 
 async def _nothing() -> None:
     return None
-
-
-async def settle_gc() -> None:
-    """Once started: move the start-up objects out of the collector's sight (``gc.freeze``:
-    modules, clients, settings live as long as the process), and collect young garbage
-    less often (``GC_THRESHOLD``). The garbage a node makes is mostly acyclic, freed by
-    reference counting at once; a young generation of 50,000 objects holds a few MB at most."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
