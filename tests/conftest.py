@@ -99,3 +99,108 @@ def no_collector() -> Iterator[None]:
     gc.disable()
     yield
     gc.enable()
+
+
+# --- Running the suite on parallel workers (pytest-xdist; scripts/test uses `-n 2 --dist loadfile`).
+#
+# Each test file runs whole on one worker, so its module-scoped servers start once; tests/ha
+# runs whole on one worker, so the HA engines (a RabbitMQ cluster, Redis Clusters) and its
+# timed faults never run beside each other. The files known to be slowest are handed out
+# first so that the two workers finish together. What the conftests print at the end of the
+# session from lists their tests fill (HA measurements, fuzz counts, screenshots) is recorded
+# on the worker and printed by the controller.
+
+# Longest first (seconds from a serial run); the other files follow in collection order.
+SLOW_FIRST = (
+    "tests/cluster/test_faults.py",  # 143
+    "tests/ha",  # 137
+    "tests/integration/test_directory_contract.py",  # 52
+    "tests/clients/test_js.py",  # 35
+    "tests/e2e/test_subscriber.py",  # 33
+    "tests/integration/test_bus_contract.py",  # 32
+    "tests/cluster/test_operations.py",  # 30
+    "tests/fuzz/test_openapi_fuzz.py",  # 29
+    "tests/e2e/test_chat_browser.py",  # 29
+    "tests/integration/test_bus_work_queues_contract.py",  # 25
+    "tests/cluster/test_guarantees.py",  # 24
+    "tests/e2e/test_refresh_browser.py",  # 22
+)
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "tests/ha" if path.startswith("tests/ha/") else path
+
+
+def _rank(nodeid: str) -> int:
+    scope = _scope(nodeid)
+    return next((index for index, slow in enumerate(SLOW_FIRST) if scope == slow), len(SLOW_FIRST))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: _rank(item.nodeid))  # stable: files keep their inner order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Files(LoadFileScheduling):
+        """A file per unit of work, tests/ha as one unit; units in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return Files(config, log)
+
+
+class _SummaryRecorder:
+    """Stands in for the terminal reporter on a worker: records what the summaries write."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def section(self, title: str, *args: object, **kwargs: object) -> None:
+        self.calls.append(("section", [str(title)]))
+
+    def write_line(self, line: str, *args: object, **kwargs: object) -> None:
+        self.calls.append(("write_line", [str(line)]))
+
+
+# On the controller: each conftest's summary, as the workers wrote it, by the conftest's path.
+_WORKER_SUMMARIES: dict[str, list[tuple[str, list[str]]]] = {}
+_TESTS_DIR = Path(__file__).parent
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not hasattr(config, "workeroutput"):
+        return
+    summaries: dict[str, list[tuple[str, list[str]]]] = {}
+    for impl in config.pluginmanager.hook.pytest_terminal_summary.get_hookimpls():
+        module = getattr(impl.plugin, "__file__", None)
+        if module is None or impl.function is pytest_terminal_summary or _TESTS_DIR not in Path(module).parents:
+            continue
+        recorder = _SummaryRecorder()
+        impl.function(**{name: {"terminalreporter": recorder, "config": config}[name] for name in impl.argnames})
+        if recorder.calls:
+            summaries[module] = recorder.calls
+    config.workeroutput["herald_summaries"] = summaries
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    for module, calls in getattr(node, "workeroutput", {}).get("herald_summaries", {}).items():
+        merged = _WORKER_SUMMARIES.setdefault(module, [])
+        titles = {args[0] for method, args in merged if method == "section"}
+        merged.extend(call for call in calls if not (call[0] == "section" and call[1][0] in titles))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for calls in _WORKER_SUMMARIES.values():
+        for method, args in calls:
+            getattr(terminalreporter, method)(*args)

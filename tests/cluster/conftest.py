@@ -119,13 +119,16 @@ def cluster(
 
 
 @pytest.fixture
-def own_cluster(tmp_path: Path, amqp_url: str, redis_url: str) -> Iterator[Cluster]:
-    """A fresh cluster with a MongoDB-wire of its own, which the test may stop."""
+def own_cluster(request: pytest.FixtureRequest, tmp_path: Path, amqp_url: str, redis_url: str) -> Iterator[Cluster]:
+    """A fresh cluster with a MongoDB-wire of its own, which the test may stop. A test marked
+    ``cluster_env(NAME="value", ...)`` gets those variables in every service's environment."""
+    marker = request.node.get_closest_marker("cluster_env")
+    extra_env: dict[str, str] = dict(marker.kwargs) if marker else {}
     mongo = MongoWire(tmp_path / "mongo")
     mongo.start()
     herald: Cluster | None = None
     try:
-        herald = start_cluster(tmp_path, amqp_url, redis_url, mongo.url)
+        herald = start_cluster(tmp_path, amqp_url, redis_url, mongo.url, **extra_env)
         herald.mongo = mongo
         yield herald
     finally:

@@ -19,7 +19,8 @@ from herald_client import HeraldAPIError, Publisher
 from tests.cluster.conftest import Cluster, create_app, finish_cluster, start_cluster
 from tests.support import rabbit_cluster
 from tests.support.rabbit_cluster import RabbitCluster, RabbitNode
-from tests.support.traffic import produce, subscribe, users
+from tests.support.traffic import Tally, produce, subscribe, users
+from tests.support.waiting import eventually
 from tests.support.ws import collect_messages, next_frame, open_ws
 
 
@@ -212,6 +213,11 @@ async def test_mongodb_down_means_503_nothing_half_accepted_and_live_connections
     await ws.close()
 
 
+# Heartbeat 5 s: the keepalive closes a socket silent for two heartbeats, and the slow client
+# answers no ping. With the other tests' 1 s, a loaded machine (the suite on two workers)
+# could take longer than 2 s to push the flood past the socket buffers, and the keepalive
+# closed the client before the send queue's bound did.
+@pytest.mark.cluster_env(HERALD_HEARTBEAT_S="5")
 async def test_a_client_that_never_reads_is_closed_with_4008_and_others_are_unaffected(
     own_cluster: Cluster, own_publisher: Publisher, http: httpx.AsyncClient
 ) -> None:
@@ -220,25 +226,44 @@ async def test_a_client_that_never_reads_is_closed_with_4008_and_others_are_unaf
     await next_frame(slow, "welcome")
     audience = await subscribe(own_publisher, {fine_user: [own_cluster.ws_url("push-a")]})
     big = "x" * 60_000
-    try:
-        # Loopback's socket buffers swallow a few MB; flood past them before the slow
-        # client's missed pings (it reads nothing) could close it first.
-        for _ in range(30):
-            await own_publisher.send_batch([{"to": {"users": [slow_user]}, "event": "big", "data": big}] * 10)
-        tally = await produce(own_publisher, [fine_user], rate=100, seconds=3)
-        await audience.wait_for(tally, 20)
-        assert not audience.missing(tally), audience.report(tally)
+
+    async def closes_4008() -> float:
         metrics = (await http.get(own_cluster.url("push-a") + "/metrics")).text
-        assert sample(metrics, "herald_push_closes_total", 'code="4008"') == 1
-        code = None
+        return sample(metrics, "herald_push_closes_total", 'code="4008"')
+
+    async def read_until_closed() -> int | None:
         try:
             async with asyncio.timeout(20):
                 while True:
                     await slow.recv()
         except Exception:
-            code = slow.close_code
+            pass
+        return slow.close_code
+
+    producing: asyncio.Task[Tally] | None = None
+    draining: asyncio.Task[int | None] | None = None
+    try:
+        # Loopback's socket buffers swallow a few MB; flood past them before the slow
+        # client's missed pings (it reads nothing) could close it first.
+        for _ in range(30):
+            await own_publisher.send_batch([{"to": {"users": [slow_user]}, "event": "big", "data": big}] * 10)
+        producing = asyncio.create_task(produce(own_publisher, [fine_user], rate=100, seconds=3))
+        # The node gives the close frame 10 s to get past the megabytes the client has not
+        # read, then cuts the connection (1006 at the client). A loaded machine needs much of
+        # that to read them, so the client starts reading as soon as the node has closed it,
+        # while the fine user's traffic flows.
+        await eventually(closes_4008, what="the node's 4008 close of the slow client", interval_s=0.1)
+        draining = asyncio.create_task(read_until_closed())
+        tally = await producing
+        await audience.wait_for(tally, 20)
+        assert not audience.missing(tally), audience.report(tally)
+        assert await closes_4008() == 1
+        code = await draining
         assert code == 4008, f"slow client closed with {code}; fine user: {audience.report(tally)}"
     finally:
+        for task in (producing, draining):
+            if task is not None:
+                task.cancel()
         await audience.close()
 
 
