@@ -8,8 +8,9 @@ the drivers. In a push node holding thousands of connections that was 1.6 ms per
 (bench/connections.py --connections 5000: 2,970 collections, 8.4 s of the node's CPU,
 6.4 s in 22 full ones); frozen start-up objects and the thresholds below, 18 collections
 and 1.2 s. In collect, bench/ingest.py's 20 s of single requests and batches: 0.60 s of
-its 5.1 s of CPU in 1,047 collections (0.41 s in 8 full ones), settled 0.10 s. The garbage the services make is mostly acyclic and freed by reference
-counting at once; a young generation of 50,000 objects holds a few MB at most.
+its 5.1 s of CPU in 1,047 collections (0.41 s in 8 full ones), settled 0.10 s. The
+garbage the services make is mostly acyclic and freed by reference counting at once; a
+young generation of 50,000 objects holds a few MB at most.
 """
 
 from __future__ import annotations
