@@ -53,9 +53,8 @@ def request_path(target: str) -> str:
     """The path of a request target, as ``urlsplit`` reads it. Every handshake asks, so the
     usual origin-form target (``/ws?token=...``) is split by hand; anything else (an
     absolute-form target, ``//`` and its netloc) goes to ``urlsplit``."""
-    if target.startswith("/") and not target.startswith("//"):
-        path = target.partition("?")[0]
-        return path.partition("#")[0] if "#" in path else path
+    if _origin_form(target):
+        return target.partition("#")[0].partition("?")[0]
     return urlsplit(target).path
 
 
@@ -63,10 +62,7 @@ def query_value(target: str, name: str) -> str | None:
     """The first non-empty value of ``name`` in the target's query string, as ``parse_qs``
     reads it. A query without escapes (``%``, ``+``) is split by hand: ``parse_qs`` and
     ``urlsplit`` were a few percent of a push node's CPU per handshake."""
-    if not target.startswith("/") or target.startswith("//"):
-        query = urlsplit(target).query
-    else:
-        query = target.partition("?")[2].partition("#")[0]
+    query = target.partition("#")[0].partition("?")[2] if _origin_form(target) else urlsplit(target).query
     if not query:
         return None
     if "%" in query or "+" in query:
@@ -77,6 +73,12 @@ def query_value(target: str, name: str) -> str | None:
         if key == name and equals and value:
             return value
     return None
+
+
+def _origin_form(target: str) -> bool:
+    """``/path?query``: what ``urlsplit`` reads as path, query and fragment, and nothing else
+    (a leading ``//`` starts a netloc)."""
+    return target.startswith("/") and not target.startswith("//")
 
 
 def choose_subprotocol(offered: Sequence[str]) -> str | None:

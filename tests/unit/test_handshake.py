@@ -1,6 +1,6 @@
 from urllib.parse import parse_qs, urlsplit
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from herald.services.push.handshake import (
@@ -50,6 +50,11 @@ def test_the_device_name_is_cut_to_64_characters() -> None:
     assert device_from_request("/ws?device=" + "d" * 100) == "d" * 64
 
 
+def test_a_token_after_the_fragment_is_not_in_the_query() -> None:
+    assert token_from_request("/ws#frag?token=ht_x", None, []) is None
+    assert request_path("/ws#frag?token=ht_x") == "/ws"
+
+
 def test_an_absolute_form_target_reads_as_its_path() -> None:
     assert request_path("http://push.example/ws?token=ht_x") == "/ws"
     assert query_value("http://push.example/ws?token=ht_x", "token") == "ht_x"
@@ -62,11 +67,14 @@ _TARGETS = st.lists(_TARGET_CHARS, max_size=24).map("".join)
 
 
 @given(_TARGETS)
+@example("/ws#a?token=b")
 def test_the_path_is_what_urlsplit_reads(target: str) -> None:
     assert request_path(target) == urlsplit(target).path
 
 
 @given(_TARGETS, st.sampled_from(["token", "device", "a"]))
+@example("/ws#a?token=b", "token")
+@example("/ws?token=a#b&token=c", "token")
 def test_a_query_value_is_what_parse_qs_reads(target: str, name: str) -> None:
     values = parse_qs(urlsplit(target).query).get(name)
     assert query_value(target, name) == (values[0] if values else None)
