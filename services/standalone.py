@@ -22,7 +22,7 @@ from herald.core.model import App
 from herald.core.settings import ROLES, Settings, generate_secret
 from herald.messaging.apikeys import issue_api_key
 from herald.ops.admin import DEV_URLS_FILE
-from herald.ops.runtime import Part
+from herald.ops.runtime import Part, nothing
 from herald.services.roles import BUILDERS
 
 DEMO_APP_NAME = "demo"
@@ -107,9 +107,6 @@ def build(base: Settings, port_base: int) -> tuple[list[Part], dict[str, Setting
 
     async def create_demo() -> None:
         demo.update(await ensure_demo_app(store, base.data_dir))
-
-    async def nothing() -> None:
-        return None
 
     parts = [*adapters.parts(), Part("demo-app", create_demo, nothing)]
     for role in ROLES:

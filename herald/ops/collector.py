@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gc
 
-from herald.ops.runtime import Part
+from herald.ops.runtime import Part, nothing
 
 # The collector's thresholds once the service is up (CPython's default: 700, 10, 10).
 GC_THRESHOLD = (50_000, 20, 100)
@@ -36,10 +36,6 @@ async def settle_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-async def _nothing() -> None:
-    return None
-
-
 def gc_parts(role: str) -> list[Part]:
     """The last part of a service in ``SETTLED_ROLES``: it runs once all the others started."""
-    return [Part("gc-settings", settle_gc, _nothing)] if role in SETTLED_ROLES else []
+    return [Part("gc-settings", settle_gc, nothing)] if role in SETTLED_ROLES else []

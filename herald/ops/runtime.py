@@ -56,6 +56,11 @@ class Part:
     stop_timeout_s: float = STOP_TIMEOUT_S
 
 
+async def nothing() -> None:
+    """The start or stop of a part that has none."""
+    return None
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: several servers share one process here."""
 

@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from herald.core.errors import Unavailable
+from herald.core.waiting import wait_within
 from herald.services.push.auth_link import Answer, AuthLink, LinkError
 from herald.services.push.handshake import Identity
 from herald.web.responses import unlink
@@ -112,13 +113,8 @@ class TokenChecker:
             self._scheduled = True
             loop.call_soon(self._pump)
         # Waiting for a free request slot counts too: a hung auth must not hold handshakes
-        # longer than about two request timeouts. A timer, not ``wait_for``, which would
-        # wrap every handshake's wait in a task of its own.
-        timer = loop.call_later(2 * TIMEOUT_S, _time_out, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        # longer than about two request timeouts.
+        return await wait_within(future, 2 * TIMEOUT_S, _late)
 
     def _pump(self) -> None:
         """Send what waits, in as few requests as the bounds allow: the ordinary lane first."""
@@ -227,6 +223,5 @@ class TokenChecker:
             await self._client.aclose()
 
 
-def _time_out(future: asyncio.Future[Identity | None]) -> None:
-    if not future.done():
-        future.set_exception(Unavailable("auth did not answer introspection in time"))
+def _late() -> Unavailable:
+    return Unavailable("auth did not answer introspection in time")

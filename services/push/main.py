@@ -11,7 +11,7 @@ from herald.messaging.accept import Acceptor, Limits
 from herald.messaging.appconfig import AppConfigs
 from herald.messaging.egress import PublicOnly
 from herald.messaging.ratelimit import MessageRate
-from herald.ops.runtime import Part
+from herald.ops.runtime import Part, nothing
 from herald.services.push.demo import DemoBackend
 from herald.services.push.gate import GateLimits
 from herald.services.push.introspect import TokenChecker
@@ -72,8 +72,8 @@ def build(
         ),
     )
     return [
-        Part("token-checker", _nothing, checker.close),
-        Part("publish-hook", _nothing, hook.close),
+        Part("token-checker", nothing, checker.close),
+        Part("publish-hook", nothing, hook.close),
         Part("push-node", node.start, node.stop),
         Part("push-server", server.start, server.stop, stop_timeout_s=settings.drain_s + 5),
     ]
@@ -87,7 +87,3 @@ def _publish_hook(settings: Settings) -> PublishHook:
         settings.publish_hook_concurrency,
         transport=PublicOnly() if settings.webhook_block_private else None,
     )
-
-
-async def _nothing() -> None:
-    return None

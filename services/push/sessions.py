@@ -20,6 +20,7 @@ from typing import Any
 
 from herald.core.credentials import secret_hash
 from herald.core.errors import Unavailable
+from herald.core.waiting import wait_within
 from herald.ops import metrics
 from herald.services.push.handshake import Identity
 from herald.services.push.node import PushNode
@@ -78,7 +79,7 @@ class FrameBudget:
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
-    """End a connection's wait for its first frame (a frame came, it is lost, or time is up)."""
+    """End a connection's wait for its first frame: a frame came, or it is lost."""
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
@@ -134,15 +135,10 @@ class Sessions:
         sets where the backlog starts; otherwise it starts at the stored cursors."""
         assert sock.inbox is not None
         if not sock.inbox and sock.open:
-            loop = asyncio.get_running_loop()
-            waiter = sock.waiter = loop.create_future()
-            # A timer on the future itself: wait_for's task and its cancellation cost more
-            # than the rest of this wait, once per connection.
-            timer = loop.call_later(RESUME_WAIT_S, _wake, waiter)
+            waiter = sock.waiter = asyncio.get_running_loop().create_future()
             try:
-                await waiter
+                await wait_within(waiter, RESUME_WAIT_S)
             finally:
-                timer.cancel()
                 sock.waiter = None
         return sock.inbox.pop(0) if sock.inbox else None
 
