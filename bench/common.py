@@ -403,6 +403,36 @@ class Cluster:
 
 
 # A lean HTTP/1.1 client ----------------------------------------------------------------
+@contextlib.contextmanager
+def herald_dev(workdir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[int, int, str]]:
+    """``herald dev`` on a free block of ports with its data in ``workdir``, and nothing
+    external (HERALD_*_URL emptied): its pid, the port base and the demo app's API key,
+    once the demo app exists and the push port answers. Stopped on exit."""
+    port_base = free_port_block(5)
+    data = workdir / "herald-dev"
+    settings = {
+        "HERALD_DATA_DIR": str(data),
+        "HERALD_LOG_LEVEL": "WARNING",
+        "HERALD_AMQP_URL": "",
+        "HERALD_REDIS_URL": "",
+        "HERALD_MONGO_URL": "",
+        **(env or {}),
+    }
+    argv = [sys.executable, "-m", "herald.services.cli", "dev", "--port-base", str(port_base)]
+    proc = Proc("herald-dev", argv, env=settings, log=workdir / "herald-dev.log")
+    try:
+        demo_file = data / "demo-app.json"
+        deadline = time.monotonic() + 60
+        while not demo_file.exists():
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError(f"herald dev did not start:\n{proc.log_tail()}")
+            time.sleep(0.1)
+        wait_for_port(port_base + 4)
+        yield proc.pid, port_base, json.loads(demo_file.read_text())["api_key"]
+    finally:
+        proc.stop()
+
+
 class RawHttp:
     """Keep-alive HTTP/1.1 over a pool of asyncio streams: JSON in, JSON out.
 

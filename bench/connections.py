@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
 import sys
@@ -207,6 +206,20 @@ def measure(
         workers.stop()
 
 
+def minted_paths(name: str, auth_port: int, api_key: str, args: argparse.Namespace) -> tuple[list[str], int, float]:
+    """The request paths of every connection (warm-up first) with tokens minted through
+    auth's API, the number of users, and the seconds minting took. With --per-user K,
+    connection i uses token i % users: a user's K connections are spread over the run,
+    each handshake still checked at auth."""
+    total = args.connections + args.warm
+    count = math.ceil(total / args.per_user)
+    progress(f"{name}: minting {count} connect tokens through auth ({args.mint_concurrency} in flight)")
+    started = time.monotonic()
+    users = [f"c{i}" for i in range(count)]
+    tokens = asyncio.run(common.mint_tokens(auth_port, api_key, users, args.mint_concurrency))
+    return [f"/ws?token={tokens[i % count]}" for i in range(total)], count, time.monotonic() - started
+
+
 def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str, Any]:
     heartbeat = {"HERALD_HEARTBEAT_S": str(args.heartbeat), "HERALD_MAX_CONNECTIONS_PER_USER": "1000"}
     with Cluster(
@@ -217,16 +230,7 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
         env_extra=heartbeat,
         workdir=args.workdir / "cluster",
     ) as cluster:
-        total = args.connections + args.warm
-        count = math.ceil(total / args.per_user)
-        progress(f"herald: minting {count} connect tokens through auth ({args.mint_concurrency} in flight)")
-        started = time.monotonic()
-        users = [f"c{i}" for i in range(count)]
-        tokens = asyncio.run(common.mint_tokens(cluster.ports["auth"], cluster.api_key, users, args.mint_concurrency))
-        minted_s = time.monotonic() - started
-        # With --per-user K, connection i uses token i % count: a user's K connections are
-        # spread over the run, each handshake still checked at auth.
-        paths = [f"/ws?token={tokens[i % count]}" for i in range(total)]
+        paths, count, minted_s = minted_paths("herald", cluster.ports["auth"], cluster.api_key, args)
         names = [f"{cluster.namespace}:node:{node}" for node in cluster.node_ids]
         result = measure(
             "herald",
@@ -248,52 +252,19 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
 
 
 def run_standalone(args: argparse.Namespace, profiler: common.Profiler) -> dict[str, Any]:
-    """``herald dev`` in its own data directory: auth, collect, dispatch and push in one
-    process on the embedded store, directory and bus. Its CPU per handshake is everything
-    Herald does for one, the token check at auth included, without a driver or a server."""
-    port_base = common.free_port_block(5)
-    data = args.workdir / "standalone"
-    env = {
-        "HERALD_DATA_DIR": str(data),
-        "HERALD_LOG_LEVEL": "WARNING",
-        "HERALD_HEARTBEAT_S": str(args.heartbeat),
-        "HERALD_MAX_CONNECTIONS_PER_USER": "1000",
-        # Embedded parts: no driver, no server.
-        "HERALD_AMQP_URL": "",
-        "HERALD_REDIS_URL": "",
-        "HERALD_MONGO_URL": "",
-    }
-    argv = [sys.executable, "-m", "herald.services.cli", "dev", "--port-base", str(port_base)]
-    proc = Proc("standalone", argv, env=env, log=args.workdir / "standalone.log")
-    try:
-        demo_file = data / "demo-app.json"
-        deadline = time.monotonic() + 60
-        while not demo_file.exists():
-            if time.monotonic() > deadline or not proc.alive():
-                raise RuntimeError(f"herald dev did not start:\n{proc.log_tail()}")
-            time.sleep(0.1)
-        common.wait_for_port(port_base + 4)
-        api_key = json.loads(demo_file.read_text())["api_key"]
-        count = math.ceil((args.connections + args.warm) / args.per_user)
-        progress(f"standalone: minting {count} connect tokens through auth ({args.mint_concurrency} in flight)")
-        users = [f"c{i}" for i in range(count)]
-        tokens = asyncio.run(common.mint_tokens(port_base + 1, api_key, users, args.mint_concurrency))
-        paths = [f"/ws?token={tokens[i % count]}" for i in range(args.connections + args.warm)]
+    """``herald dev``: auth, collect, dispatch and push in one process on the embedded
+    store, directory and bus. Its CPU per handshake is everything Herald does for one, the
+    token check at auth included, without a driver or a server."""
+    env = {"HERALD_HEARTBEAT_S": str(args.heartbeat), "HERALD_MAX_CONNECTIONS_PER_USER": "1000"}
+    with common.herald_dev(args.workdir, env) as (pid, port_base, api_key):
+        paths, count, _ = minted_paths("standalone", port_base + 1, api_key, args)
+        push_port = port_base + 4
         result = measure(
-            "standalone",
-            [proc.pid],
-            port_base + 4,
-            paths[args.warm :],
-            paths[: args.warm],
-            args,
-            True,
-            profiler=profiler,
+            "standalone", [pid], push_port, paths[args.warm :], paths[: args.warm], args, True, None, None, profiler
         )
         result["users"] = count
         result["connections_per_user"] = args.per_user
         return result
-    finally:
-        proc.stop()
 
 
 def run_bare(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -100,41 +98,25 @@ async def measure(auth: str, collect: str, ws_url: str, api_key: str, count: int
 
 
 def run_standalone(count: int, rate: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        port_base = 27000 + os.getpid() % 1000 * 5
-        env = {**os.environ, "HERALD_DATA_DIR": tmp, "HERALD_LOG_LEVEL": "WARNING"}
-        herald = subprocess.Popen(
-            [sys.executable, "-m", "herald.services.cli", "dev", "--port-base", str(port_base)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            demo_file = Path(tmp) / "demo-app.json"
-            deadline = time.monotonic() + 30
-            while not demo_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(0.5)
-            api_key = json.loads(demo_file.read_text())["api_key"]
-            base = "http://127.0.0.1"
-            result = asyncio.run(
-                asyncio.wait_for(
-                    measure(
-                        f"{base}:{port_base + 1}",
-                        f"{base}:{port_base + 2}",
-                        f"ws://127.0.0.1:{port_base + 4}/ws",
-                        api_key,
-                        count,
-                        rate,
-                    ),
-                    MAX_SECONDS,
-                )
+    import common
+
+    with common.scratch("herald-bench-latency-") as workdir, common.herald_dev(workdir) as (_, port_base, api_key):
+        base = "http://127.0.0.1"
+        result = asyncio.run(
+            asyncio.wait_for(
+                measure(
+                    f"{base}:{port_base + 1}",
+                    f"{base}:{port_base + 2}",
+                    f"ws://127.0.0.1:{port_base + 4}/ws",
+                    api_key,
+                    count,
+                    rate,
+                ),
+                MAX_SECONDS,
             )
-            result["target"] = "standalone"
-            return result
-        finally:
-            herald.terminate()
-            herald.wait(timeout=15)
+        )
+        result["target"] = "standalone"
+        return result
 
 
 def run_cluster(count: int, rate: float, amqp: str, redis: str) -> dict:
