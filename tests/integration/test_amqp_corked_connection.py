@@ -9,7 +9,8 @@ import aio_pika
 from pamqp.commands import Basic
 from yarl import URL
 
-from herald.adapters.bus.amqp.corked import CorkedConnection, CorkedTransportFactory, CorkedWriter, publish
+from herald.adapters.bus.amqp.corked import CorkedConnection, CorkedTransportFactory, CorkedWriter
+from herald.adapters.bus.amqp.publishing import publish
 
 
 async def test_a_corked_connection_publishes_and_consumes_on_rabbitmq(amqp_url: str) -> None:

@@ -142,6 +142,24 @@ async def test_a_user_with_two_connections_on_one_node_is_routed_there_once(dire
     assert await directory.nodes_for([(APP, "u1")]) == {(APP, "u1"): {"node-a"}}
 
 
+async def test_a_turns_connections_of_many_users_and_apps_report_each_new_user_once(directory: Directory) -> None:
+    await directory.add_connections("node-b", [conn("u0", "old")], TTL_S)
+    batch = [conn(f"u{n}", f"c{n}") for n in range(1200)] + [conn("u5", "c5-tab2"), conn("u1", "other", app_id="app-2")]
+
+    came_online = await directory.add_connections("node-a", batch, TTL_S)
+
+    assert sorted((p.app_id, p.user_id) for p in came_online) == sorted(
+        [(APP, f"u{n}") for n in range(1, 1200)] + [("app-2", "u1")]
+    )
+    routes = await directory.nodes_for([(APP, "u0"), (APP, "u5"), (APP, "u1199"), ("app-2", "u1")])
+    assert routes == {
+        (APP, "u0"): {"node-a", "node-b"},
+        (APP, "u5"): {"node-a"},
+        (APP, "u1199"): {"node-a"},
+        ("app-2", "u1"): {"node-a"},
+    }
+
+
 async def test_a_removed_connection_is_no_longer_routed(directory: Directory) -> None:
     await directory.add_connections("node-a", [conn("u1", "c1")], TTL_S)
 

@@ -21,20 +21,27 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# One user's connections arrive. Returns 1 if the hash was empty before (every field in
-# it is one this call added): the user came online. HSET and HLEN in one script, so two
-# nodes adding a user's first two connections at once cannot both see an empty hash.
-# The hash does not expire (PERSIST drops a TTL an earlier version set): connections are
-# removed at disconnect or by the reaper, never by a heartbeat that failed to come.
-# KEYS: conns hash, online sorted set. ARGV: user id, online-until epoch ms ("until
-# removed"), then conn id / value pairs.
+# Users' connections arrive, any number of users of one app in one call (a push node's
+# handshakes of one event-loop turn). Returns a 1 for each user whose hash was empty
+# before (every field in it is one this call added): that user came online, else 0.
+# HSET and HLEN in one script, so two nodes adding a user's first two connections at
+# once cannot both see an empty hash. The hash does not expire (PERSIST drops a TTL an
+# earlier version set): connections are removed at disconnect or by the reaper, never by
+# a heartbeat that failed to come.
+# KEYS: online sorted set, then each user's conns hash. ARGV: online-until epoch ms
+# ("until removed"), then per user: user id, number of connections, conn id / value pairs.
 ADD_CONNECTIONS = Script("""
-local added = redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-local first = added == redis.call('HLEN', KEYS[1])
-redis.call('PERSIST', KEYS[1])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
-if first then return 1 end
-return 0
+local firsts = {}
+local at = 2
+for i = 2, #KEYS do
+  local fields = 2 * tonumber(ARGV[at + 1])
+  local added = redis.call('HSET', KEYS[i], unpack(ARGV, at + 2, at + 1 + fields))
+  firsts[i - 1] = added == redis.call('HLEN', KEYS[i]) and 1 or 0
+  redis.call('PERSIST', KEYS[i])
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[at])
+  at = at + 2 + fields
+end
+return firsts
 """)
 
 # One user's connections go. Returns 1 if the user has none left and was still in the

@@ -60,16 +60,15 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
-import aio_pika
-from aio_pika import DeliveryMode, ExchangeType
+from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from aio_pika.exceptions import ChannelPreconditionFailed
 
 from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE
 from herald.adapters.bus.amqp.consumers import BatchConsumer, Consumer
-from herald.adapters.bus.amqp.corked import publish
 from herald.adapters.bus.amqp.dead_letters import AmqpDeadLetters
 from herald.adapters.bus.amqp.deliveries import QueueSpec
+from herald.adapters.bus.amqp.frames import Outgoing
 from herald.adapters.bus.amqp.subscription import Subscription
 from herald.adapters.bus.amqp.topology import work_message
 from herald.adapters.bus.base import BatchHandler, Bus, Handler, OnChange, retry_step
@@ -134,30 +133,20 @@ class AmqpBus(AmqpDeadLetters, Bus):
 
     async def publish_dispatch(self, body: bytes) -> None:
         publisher = self._topology_now() or await self._reopen()
-        await self._confirmed(
-            [publish(publisher.dispatch_exchange, work_message(body), self._queues.dispatch, mandatory=True)]
-        )
+        await self._confirmed(publisher.dispatch_exchange, [work_message(self._queues.dispatch, body)], mandatory=True)
 
     async def publish_receipts(self, body: bytes) -> None:
         publisher = self._topology_now() or await self._reopen()
-        await self._confirmed(
-            [publish(publisher.dispatch_exchange, work_message(body), self._queues.receipts, mandatory=True)]
-        )
+        await self._confirmed(publisher.dispatch_exchange, [work_message(self._queues.receipts, body)], mandatory=True)
 
     async def publish_to_nodes(self, bodies: Mapping[str, bytes]) -> None:
         if not bodies:
             return
         publisher = self._topology_now() or await self._reopen()
         await self._confirmed(
-            [
-                publish(
-                    publisher.nodes_exchange,
-                    aio_pika.Message(body, delivery_mode=DeliveryMode.NOT_PERSISTENT),
-                    node_id,
-                    mandatory=False,
-                )
-                for node_id, body in bodies.items()
-            ]
+            publisher.nodes_exchange,
+            [Outgoing(node_id, body, persistent=False) for node_id, body in bodies.items()],
+            mandatory=False,
         )
 
     async def publish_event(self, routing_key: str, body: bytes) -> None:
@@ -169,12 +158,7 @@ class AmqpBus(AmqpDeadLetters, Bus):
         publisher = self._topology_now() or await self._reopen()
         exchange = publisher.events_exchange
         # Not mandatory: an event nobody bound a queue for is dropped, as the contract says.
-        await self._confirmed(
-            [
-                publish(exchange, aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT), key, mandatory=False)
-                for key, body in events
-            ]
-        )
+        await self._confirmed(exchange, [Outgoing(key, body) for key, body in events], mandatory=False)
 
     async def publish_retry(self, body: bytes, delay_s: float) -> None:
         publisher = self._topology_now() or await self._reopen()
@@ -190,8 +174,8 @@ class AmqpBus(AmqpDeadLetters, Bus):
                 # A refused declare closed the channel; the next call declares afresh.
                 raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             publisher.delays.add(queue)
-        message = work_message(body, expiration_s=min(max(delay_s, 0.001), step))
-        await self._confirmed([publish(publisher.channel.default_exchange, message, queue, mandatory=True)])
+        message = work_message(queue, body, expiration_s=min(max(delay_s, 0.001), step))
+        await self._confirmed(publisher.channel.default_exchange, [message], mandatory=True)
 
     async def consume_dispatch(self, handler: BatchHandler, on_change: OnChange | None = None) -> None:
         spec = self._work_spec("dispatch", self._queues.dispatch)

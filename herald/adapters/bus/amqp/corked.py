@@ -14,23 +14,17 @@ the order they were written and no later than the next pass of the event loop; a
 ``close`` sends what is kept first. aiormq takes the factory as ``transport_factory``;
 aio-pika's connection filters its keyword arguments, hence ``CorkedConnection``.
 
-Publishes must not wait for their own write either: aio-pika's ``Exchange.publish`` has
-aiormq hold the channel's lock until the frame is written, so a channel's publishes went
-out one per loop pass, each on its own. ``publish`` starts the same ``basic_publish``
-with ``wait=False``: the lock is held only while the frame is queued, the publishes of a
-turn are written together, and each still returns its confirm (or raises as aio-pika's
-would: a nack, a return of a mandatory message, a closed channel).
+Publishes must not wait for their own write either: ``herald.adapters.bus.amqp.publishing``
+queues a turn's publishes without waiting, so they leave together.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
-import aiormq
-from aio_pika.abc import AbstractExchange
-from aio_pika.exceptions import AMQPConnectionError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPConnectionError
 from aiormq.connection import DEFAULT_PORTS, TransportFactory
 from yarl import URL
 
@@ -108,21 +102,3 @@ class CorkedConnection(aio_pika.Connection):
     def __init__(self, url: URL, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
         super().__init__(url, loop, **kwargs)
         self.kwargs["transport_factory"] = CorkedTransportFactory()
-
-
-async def publish(
-    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str, *, mandatory: bool
-) -> object:
-    """``exchange.publish(message, routing_key, mandatory=...)`` without waiting for the write."""
-    opened = cast(aio_pika.Exchange, exchange).channel  # aio-pika's exchanges keep it; its ABC does not say
-    if opened.is_closed:
-        raise ChannelInvalidStateError(f"{opened!r} closed")
-    channel = cast(aiormq.Channel, await opened.get_underlay_channel())
-    return await channel.basic_publish(
-        message.body,
-        exchange=exchange.name,
-        routing_key=routing_key,
-        properties=message.properties,
-        mandatory=mandatory,
-        wait=False,
-    )

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE
-from herald.adapters.bus.amqp.corked import publish
+from herald.adapters.bus.amqp.publishing import publish
 from herald.adapters.bus.amqp.topology import AmqpTopology, work_message
 from herald.adapters.bus.base import DeadLetter
 from herald.core.errors import Unavailable
@@ -44,7 +44,12 @@ class AmqpDeadLetters(AmqpTopology):
                 PARKED_AT: int(time.time() * 1000),
             },
         )
-        await self._confirmed([publish(publisher.dead_exchange, parked, self._queues.by_label[source], mandatory=True)])
+        await self._settled(
+            asyncio.gather(
+                publish(publisher.dead_exchange, parked, self._queues.by_label[source], mandatory=True),
+                return_exceptions=True,
+            )
+        )
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         letters: list[DeadLetter] = []
@@ -65,9 +70,9 @@ class AmqpDeadLetters(AmqpTopology):
             if wanted is not None and letter.id not in wanted:
                 return
             publisher = self._topology_now() or await self._reopen()
-            again = work_message(message.body, message_id=letter.id)
             target = self._queues.by_label.get(letter.queue, self._queues.dispatch)
-            await self._confirmed([publish(publisher.dispatch_exchange, again, target, mandatory=True)])
+            again = work_message(target, message.body, message_id=letter.id)
+            await self._confirmed(publisher.dispatch_exchange, [again], mandatory=True)
             await asyncio.wait_for(message.ack(), OPERATION_TIMEOUT_S)
             replayed += 1
 

@@ -16,15 +16,16 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
-from aio_pika import DeliveryMode, ExchangeType
+from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import ChannelPreconditionFailed, DeliveryError
 
 from herald.adapters.bus.amqp.channels import OPERATION_TIMEOUT_S, RETRYABLE, open_channel
 from herald.adapters.bus.amqp.deliveries import ConsumeContext, FailureCounts
 from herald.adapters.bus.amqp.depths import QueueDepths
+from herald.adapters.bus.amqp.frames import Outgoing
 from herald.adapters.bus.amqp.link import AmqpLink
+from herald.adapters.bus.amqp.publishing import publish_all
 from herald.adapters.bus.amqp.subscription import Subscription
 from herald.adapters.bus.base import DELIVERY_LIMIT
 from herald.core.errors import Unavailable
@@ -189,11 +190,15 @@ class AmqpTopology(ABC):
                     raise Unavailable(f"RabbitMQ unavailable: {exc!r}") from exc
             raise AssertionError("unreachable")
 
-    async def _confirmed(self, publishes: list[Awaitable[object]]) -> None:
-        """Await every publish's confirm together, within one bound."""
+    async def _confirmed(self, exchange: AbstractExchange, messages: Sequence[Outgoing], *, mandatory: bool) -> None:
+        """Publish ``messages`` and await their confirms together, within one bound."""
+        await self._settled(publish_all(exchange, messages, mandatory=mandatory))
+
+    async def _settled(self, publishing: Awaitable[Sequence[object]]) -> None:
+        """Await publishes' confirms (or exceptions, in their place) within one bound."""
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                results = await asyncio.gather(*publishes, return_exceptions=True)
+                results = await publishing
         except RETRYABLE as exc:
             raise Unavailable(f"RabbitMQ did not confirm in {PUBLISH_TIMEOUT_S}s") from exc
         for result in results:
@@ -227,11 +232,13 @@ async def close_channel(channel: AbstractChannel) -> None:
         await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
 
 
-def work_message(body: bytes, *, message_id: str | None = None, expiration_s: float | None = None) -> aio_pika.Message:
+def work_message(
+    routing_key: str, body: bytes, *, message_id: str | None = None, expiration_s: float | None = None
+) -> Outgoing:
     """A persistent message with an id: what ``herald dlq`` names it by if it is ever parked."""
-    return aio_pika.Message(
+    return Outgoing(
+        routing_key,
         body,
-        delivery_mode=DeliveryMode.PERSISTENT,
         message_id=message_id or uuid.uuid4().hex,
-        expiration=expiration_s,
+        expiration_ms=None if expiration_s is None else int(expiration_s * 1000),
     )

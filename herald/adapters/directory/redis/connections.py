@@ -17,6 +17,9 @@ from herald.adapters.directory.redis.layout import (
     unpair,
 )
 
+# Users whose connections one script call adds: a turn's handshakes of one app go in one
+# call (the script is atomic, so Redis serves nothing else meanwhile: a few ms at most).
+USERS_PER_ADD = 500
 # How long a reaper's claim on a dead node lasts: long enough to finish, short enough
 # that a reaper dying half-way leaves the rest to the next one soon.
 REAP_CLAIM_S = 60.0
@@ -27,24 +30,28 @@ class RedisConnections(RedisClient):
         # The node is evidently alive when it accepts a connection: marking it so makes a
         # new connection routable even before the node's first heartbeat.
         ttl_ms = ttl_in_ms(ttl_s)
-        users = by_user(conns)
+        calls = _add_calls(by_user(conns))
 
         def build(pipe: AnyPipeline) -> None:
             pipe.set(self._names.node_key(node_id), node_id, px=ttl_ms)
             pipe.sadd(self._names.nodes_key, node_id)
-            for (app_id, user_id), presences in users.items():
-                fields: list[str] = []
-                for conn in presences:
-                    fields += [conn.conn_id, encode_conn(node_id, conn)]
-                keys = [self._names.conns_key(app_id, user_id), self._names.online_key(app_id)]
-                evalsha(pipe, scripts.ADD_CONNECTIONS, keys, [user_id, ONLINE_UNTIL_REMOVED, *fields])
-            if users:
+            for app_id, users in calls:
+                keys = [self._names.online_key(app_id)]
+                args: list[str | int] = [ONLINE_UNTIL_REMOVED]
+                for (_, user_id), presences in users:
+                    keys.append(self._names.conns_key(app_id, user_id))
+                    args += [user_id, len(presences)]
+                    for conn in presences:
+                        args += [conn.conn_id, encode_conn(node_id, conn)]
+                evalsha(pipe, scripts.ADD_CONNECTIONS, keys, args)
+            if calls:
                 pipe.hset(self._names.node_conns_key(node_id), mapping=node_conns(conns))
 
         with unavailable("adding connections"):
             results = await self._execute(build)
-        firsts = results[2 : 2 + len(users)]
-        return [presences[0] for presences, first in zip(users.values(), firsts, strict=True) if first]
+        firsts = [first for answer in results[2 : 2 + len(calls)] for first in answer]
+        users = [presences for _, chunk in calls for _, presences in chunk]
+        return [presences[0] for presences, first in zip(users, firsts, strict=True) if first]
 
     async def remove_connections(self, node_id: str, conns: Sequence[Presence]) -> list[Presence]:
         users = by_user(conns)
@@ -192,3 +199,16 @@ class RedisConnections(RedisClient):
         pipe.delete(self._names.node_conns_key(node_id))
         pipe.delete(self._names.node_channels_key(node_id))
         pipe.srem(self._names.nodes_key, node_id)
+
+
+def _add_calls(users: dict[User, list[Presence]]) -> list[tuple[str, list[tuple[User, list[Presence]]]]]:
+    """The users of each app in chunks of ``USERS_PER_ADD``: one script call each (a
+    script's keys must share the app's hash tag)."""
+    by_app: dict[str, list[tuple[User, list[Presence]]]] = {}
+    for user, presences in users.items():
+        by_app.setdefault(user[0], []).append((user, presences))
+    return [
+        (app_id, app_users[start : start + USERS_PER_ADD])
+        for app_id, app_users in by_app.items()
+        for start in range(0, len(app_users), USERS_PER_ADD)
+    ]
