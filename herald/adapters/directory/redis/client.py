@@ -56,7 +56,8 @@ ALIVE_CACHE_S = 1.0
 # reads the connection hashes of only those in them (``_in_online_sets``): a 1,000-user
 # batch's HGETALL per recipient, mostly of users with no connection, was a sixth of
 # collect's CPU per batch, and a connect storm's count of each new user's connections
-# read one empty hash per handshake. Below it the extra round trip costs more than it saves.
+# read one empty hash per handshake (counts screen from fewer users: ``presence``). Below it
+# the extra round trip costs more than it saves.
 SCREEN_FROM = 16
 
 

@@ -6,8 +6,14 @@ import time
 from collections.abc import Sequence
 
 from herald.adapters.directory.base import Located
-from herald.adapters.directory.redis.client import SCREEN_FROM, RedisClient, unavailable
+from herald.adapters.directory.redis.client import RedisClient, unavailable
 from herald.adapters.directory.redis.layout import decode_conn
+
+# Users from which a count asks the app's online set first (``_in_online_sets``). Lower
+# than routing's ``SCREEN_FROM``: routing's recipients are mostly online, while the users
+# of a connect storm (the per-user connection cap reads their counts each turn) are mostly
+# not, and one ZMSCORE then replaces a HGETALL per user.
+COUNTS_SCREEN_FROM = 2
 
 
 class RedisPresence(RedisClient):
@@ -41,7 +47,7 @@ class RedisPresence(RedisClient):
             return result
 
     async def _live_counts(self, app_id: str, user_ids: list[str]) -> dict[str, int]:
-        if len(user_ids) >= SCREEN_FROM:
+        if len(user_ids) >= COUNTS_SCREEN_FROM:
             user_ids = [user_id for _, user_id in await self._in_online_sets([(app_id, u) for u in user_ids])]
         if not user_ids:
             return {}
