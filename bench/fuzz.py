@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             secrets = json.loads((herald.data_dir / "dev-secrets.json").read_text())
             return _run(
-                args, wanted, herald.auth_url, herald.collect_url, herald.admin_token, secrets["service_token"],
+                args,
+                wanted,
+                herald.auth_url,
+                herald.collect_url,
+                herald.admin_token,
+                secrets["service_token"],
                 "standalone",
             )
         finally:

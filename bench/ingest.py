@@ -15,14 +15,20 @@ keep-alive HTTP client, ``common.RawHttp``), every message 100 bytes of ``data``
 Accepted messages per second counts 202 results only; CPU of collect and of the store
 server over the phase is reported per message.
 
+Then, unless ``--no-baseline``, the ``single`` phase's requests against the floor
+(``bench/http_floor_server.py``): uvicorn as Herald runs it, answering every request with
+a 202 without reading it. Its CPU per request is what the HTTP server alone costs.
+
     python bench/ingest.py
     python bench/ingest.py --seconds 5 --profile /tmp/prof
+    python bench/ingest.py --phases single --seconds 10
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 import time
 from pathlib import Path
@@ -30,7 +36,7 @@ from typing import Any
 
 import common
 import orjson
-from common import Cluster, CpuMeter, RawHttp, emit, progress
+from common import Cluster, CpuMeter, Proc, RawHttp, emit, progress
 
 MAX_SECONDS = 300
 
@@ -102,6 +108,43 @@ async def drive(
     }
 
 
+def floor(args: argparse.Namespace, workdir: Path, base: dict[str, Any]) -> None:
+    """The single phase's requests against bare uvicorn (``http_floor_server.py``)."""
+    port = common.free_port_block(1) + 1
+    server = Proc("http-floor", common.python("http_floor_server.py", "--port", str(port)), log=workdir / "floor.log")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or not server.alive():
+                    raise RuntimeError(f"the floor server did not start:\n{server.log_tail()}") from None
+                time.sleep(0.1)
+        phase = {"batch": 1, "users": args.users, "concurrency": args.concurrency}
+        asyncio.run(drive(port, "floor", seconds=1, size=args.size, **phase))
+        progress(f"ingest: single against the HTTP floor for {args.seconds:.0f} s")
+        meter = CpuMeter({"floor": server.pid}).start()
+        result = asyncio.run(drive(port, "floor", seconds=args.seconds, size=args.size, **phase))
+        used = meter.stop()
+        emit(
+            {
+                **base,
+                "metric": "ingest",
+                "target": "baseline: uvicorn as Herald runs it, a 202 for every request, nothing read",
+                "phase": "single-floor",
+                "batch": 1,
+                "in_flight": args.concurrency,
+                **result,
+                "cpu_s": used,
+                "cpu_ms_per_message": {"floor": round(1000 * used["floor"] / max(1, result["accepted"]), 4)},
+            }
+        )
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
@@ -112,6 +155,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100, help="bytes of JSON in each message's data")
     parser.add_argument("--phases", default="single,batch,batch-one-channel")
     parser.add_argument("--profile", type=Path, help="py-spy collect (and the store server) into DIR, per phase")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the HTTP floor after the single phase")
     args = parser.parse_args()
     args.seconds = min(args.seconds, 60.0)
     base = {"bench": "ingest", **common.machine(), "versions": common.versions()}
@@ -154,6 +198,8 @@ def main() -> None:
             )
             for summary in profiler.finish():
                 emit({**base, **summary})
+        if "single" in args.phases.split(",") and not args.no_baseline:
+            floor(args, workdir, base)
 
 
 if __name__ == "__main__":

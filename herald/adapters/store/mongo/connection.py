@@ -27,6 +27,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 
 from herald.adapters.store.base import StoreLifecycle
+from herald.adapters.store.mongo import wire_waits
 from herald.adapters.store.mongo.retry import NOT_PRIMARY_CODES
 from herald.core.errors import Conflict, Unavailable
 
@@ -71,6 +72,7 @@ def translated() -> Iterator[None]:
 class MongoConnection(StoreLifecycle):
     def __init__(self, url: str, database: str, timeout_s: float = 3.0) -> None:
         timeout_ms = int(timeout_s * 1000)
+        wire_waits.install()  # PyMongo's reads and writes without their tasks (see there)
         # Short timeouts everywhere: a down server must become a 503 within about
         # timeout_s, not after PyMongo's default 30 s of server selection.
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
