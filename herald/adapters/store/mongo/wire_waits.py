@@ -21,15 +21,18 @@ patched (``CHECKED``); another keeps its own functions.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from typing import Any
 
 import pymongo
 from pymongo import _csot, network_layer
-from pymongo.asynchronous import pool
 from pymongo.errors import ProtocolError, _OperationCancelled
 from pymongo.message import _UNPACK_REPLY
 
+# The module whose names are replaced (it imports the two functions by name; typed loosely,
+# as it does not export them).
+pool: Any = importlib.import_module("pymongo.asynchronous.pool")
 # PyMongo releases whose network layer this module was read against.
 CHECKED = ("4.20.",)
 TIMED_OUT, CANCELLED = "timed out", "cancelled"
