@@ -1,6 +1,7 @@
 """Two corrections to websockets' sans-I/O ``ServerProtocol`` for a node that holds its
 sockets for hours: the parsed request is let go once handed over, and a finished
-protocol is left in no reference cycle. Both only touch the protocol's parser generator
+protocol is left in no reference cycle; and the switch to frames for a request read
+without its parser. Both only touch the protocol's parser generator
 and exceptions, the parts ``services.push.socket`` cannot reach through the public API.
 """
 
@@ -25,6 +26,12 @@ def forget_request(protocol: ServerProtocol) -> None:
     reader = protocol.reader
     if reader.buffer or reader.eof:
         return
+    read_frames(protocol)
+
+
+def read_frames(protocol: ServerProtocol) -> None:
+    """Put websockets' frame parser in place of its handshake parser: the request was read
+    (``forget_request``) or will never be read by it (``services.push.request_head``)."""
     handshake_parser = protocol.parser
     protocol.parser = SansIOProtocol.parse(protocol)
     next(protocol.parser)  # start coroutine, as websockets does

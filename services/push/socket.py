@@ -30,7 +30,8 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from herald.services.push.framing import text_frame
-from herald.services.push.sansio import forget_request, unlink_protocol
+from herald.services.push.request_head import parse_head
+from herald.services.push.sansio import forget_request, read_frames, unlink_protocol
 
 log = logging.getLogger("herald.push")
 
@@ -73,6 +74,7 @@ class Socket(asyncio.Protocol):
         "_holding",
         "_lost",
         "_opcode",
+        "_requested",
         "_upgrade",
         "address",
         "budget",
@@ -120,6 +122,7 @@ class Socket(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         # The 101 answer, kept until the first frame after it (``upgrade``).
         self._upgrade: bytes | None = None
+        self._requested = False  # the HTTP request was handed to ``SocketEvents.request``
 
     # asyncio.Protocol ---------------------------------------------------------------
 
@@ -134,6 +137,17 @@ class Socket(asyncio.Protocol):
             return
         self.last_seen = time.monotonic()
         protocol = self.protocol
+        if not self._requested and not protocol.reader.buffer:
+            # A whole request head in the first bytes, as nearly every client sends it: read
+            # without websockets' line-by-line parser (``request_head``); anything else is its.
+            head = parse_head(data)
+            if head is not None:
+                request, data = head
+                self._requested = True
+                read_frames(protocol)
+                self.events.request(self, request)
+                if not data:
+                    return
         protocol.receive_data(data)
         events = protocol.events_received()
         closed = False
@@ -144,6 +158,7 @@ class Socket(asyncio.Protocol):
                 else:
                     self._frame(event)
             elif isinstance(event, Request):
+                self._requested = True
                 forget_request(protocol)
                 self.events.request(self, event)
         # The frames before the close are handled first: acks sent just before closing count.
