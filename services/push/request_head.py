@@ -15,10 +15,15 @@ the two on generated requests).
 
 from __future__ import annotations
 
+import re
+
 from websockets.datastructures import Headers
-from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request, _token_re, _value_re
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
 
 _PROTOCOLS = (b"HTTP/1.1", b"HTTP/1.0")
+# Header lines as websockets accepts them (its ``_token_re`` name, a colon, its
+# ``_value_re`` value, CRLF), all of them checked in one match: no CR or LF inside a line.
+_HEADER_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\x09\x20-\x7e\x80-\xff]*\r\n)*")
 
 
 def parse_head(data: bytes) -> tuple[Request, bytes] | None:
@@ -27,25 +32,24 @@ def parse_head(data: bytes) -> tuple[Request, bytes] | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    head = data[:end]
-    lines = head.split(b"\r\n")
-    if len(lines) > MAX_NUM_HEADERS + 1 or b"\n" in head.replace(b"\r\n", b""):
-        return None
-    request_line = lines[0]
-    if len(request_line) + 2 > MAX_LINE_LENGTH:
+    first = data.find(b"\r\n")
+    request_line = data[:first]
+    block = data[first + 2 : end + 2]  # every header line with its CRLF
+    if len(request_line) + 2 > MAX_LINE_LENGTH or b"\r" in request_line or b"\n" in request_line:
         return None
     parts = request_line.split(b" ", 2)
     if len(parts) != 3 or parts[2] not in _PROTOCOLS or not (parts[0].isascii() and parts[1].isascii()):
         return None
+    if not _HEADER_LINES.fullmatch(block):
+        return None
+    lines = block.split(b"\r\n")
+    lines.pop()  # after the last CRLF
+    if len(lines) > MAX_NUM_HEADERS or (lines and max(map(len, lines)) + 2 > MAX_LINE_LENGTH):
+        return None
     headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or len(line) + 2 > MAX_LINE_LENGTH or not _token_re.fullmatch(name):
-            return None
-        value = value.strip(b" \t")
-        if not _value_re.fullmatch(value):
-            return None
-        headers[name.decode("ascii")] = value.decode("iso-8859-1")
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.decode("ascii")] = value.strip(b" \t").decode("iso-8859-1")
     if "Transfer-Encoding" in headers or not set(headers.get_all("Content-Length")) <= {"0"}:
         return None
     method, path, protocol = (part.decode("ascii") for part in parts)
