@@ -1,8 +1,8 @@
-"""Two corrections to websockets' sans-I/O ``ServerProtocol`` for a node that holds its
-sockets for hours: the parsed request is let go once handed over, and a finished
-protocol is left in no reference cycle; and the switch to frames for a request read
-without its parser. Both only touch the protocol's parser generator
-and exceptions, the parts ``services.push.socket`` cannot reach through the public API.
+"""Changes to websockets' sans-I/O ``ServerProtocol`` for a node that holds its sockets for
+hours: the parsed request is let go once handed over, a finished protocol is left in no
+reference cycle, and a request read without websockets' parser (``request_head``) has
+the protocol go straight to frames. Each only touches the protocol's parser generator and
+exceptions, the parts ``services.push.socket`` cannot reach through the public API.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class Socket(asyncio.Protocol):
         "_holding",
         "_lost",
         "_opcode",
-        "_requested",
+        "_read_any",
         "_upgrade",
         "address",
         "budget",
@@ -122,7 +122,7 @@ class Socket(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         # The 101 answer, kept until the first frame after it (``upgrade``).
         self._upgrade: bytes | None = None
-        self._requested = False  # the HTTP request was handed to ``SocketEvents.request``
+        self._read_any = False  # bytes came: past the first, the request is websockets' to read
 
     # asyncio.Protocol ---------------------------------------------------------------
 
@@ -137,13 +137,14 @@ class Socket(asyncio.Protocol):
             return
         self.last_seen = time.monotonic()
         protocol = self.protocol
-        if not self._requested and not protocol.reader.buffer:
+        if not self._read_any:
             # A whole request head in the first bytes, as nearly every client sends it: read
-            # without websockets' line-by-line parser (``request_head``); anything else is its.
+            # without websockets' line-by-line parser (``request_head``); anything else,
+            # and everything after the first bytes, is its parser's.
+            self._read_any = True
             head = parse_head(data)
             if head is not None:
                 request, data = head
-                self._requested = True
                 read_frames(protocol)
                 self.events.request(self, request)
                 if not data:
@@ -158,7 +159,6 @@ class Socket(asyncio.Protocol):
                 else:
                     self._frame(event)
             elif isinstance(event, Request):
-                self._requested = True
                 forget_request(protocol)
                 self.events.request(self, event)
         # The frames before the close are handled first: acks sent just before closing count.

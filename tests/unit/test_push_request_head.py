@@ -128,3 +128,14 @@ def test_a_whole_head_is_handed_over_once_and_the_socket_upgrades() -> None:
 
     [request] = events.requests
     assert sock.protocol.accept(request).status_code == 101
+
+
+async def test_a_head_after_refused_first_bytes_is_not_read() -> None:
+    events = _Requests()
+    sock = Socket(events, 65536, _no_subprotocol)
+    sock.connection_made(_Transport())  # type: ignore[arg-type]
+
+    sock.data_received(b"NOT HTTP\r\n\r\n")  # websockets refuses it and ends the handshake
+    sock.data_received(UPGRADE)
+
+    assert events.requests == []
