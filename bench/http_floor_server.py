@@ -34,7 +34,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    print("listening", flush=True)
     uvicorn.run(
         app,
         host="127.0.0.1",

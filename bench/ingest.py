@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 import time
 from pathlib import Path
@@ -110,18 +109,13 @@ async def drive(
 
 def floor(args: argparse.Namespace, workdir: Path, base: dict[str, Any]) -> None:
     """The single phase's requests against bare uvicorn (``http_floor_server.py``)."""
-    port = common.free_port_block(1) + 1
+    port = common.free_port()
     server = Proc("http-floor", common.python("http_floor_server.py", "--port", str(port)), log=workdir / "floor.log")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or not server.alive():
-                    raise RuntimeError(f"the floor server did not start:\n{server.log_tail()}") from None
-                time.sleep(0.1)
+        try:
+            common.wait_for_port(port)
+        except TimeoutError:
+            raise RuntimeError(f"the floor server did not start:\n{server.log_tail()}") from None
         phase = {"batch": 1, "users": args.users, "concurrency": args.concurrency}
         asyncio.run(drive(port, "floor", seconds=1, size=args.size, **phase))
         progress(f"ingest: single against the HTTP floor for {args.seconds:.0f} s")

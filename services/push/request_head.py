@@ -2,8 +2,8 @@
 
 websockets' sans-I/O parser reads a request a line at a time through generator-based
 coroutines (``Request.parse``, ``parse_headers``, ``parse_line``, the reader's
-``read_line``): eight generator steps and two regular expressions per header line, about
-a tenth of a push node's CPU per handshake. A browser's or a client library's handshake
+``read_line``): eight generator steps and two regular expressions per header line, 28.5 µs
+for a browser's 13 header lines (15 µs here). A browser's or a client library's handshake
 arrives whole in one segment, and ``parse_head`` reads it with a few splits into the same
 ``Request`` websockets would build, checking what websockets checks (the request line,
 each header's name and value, the limits, no body). Anything else, a head split across

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 # Frame types and the end octet (AMQP 0-9-1, 2.3.5).
 METHOD, HEADER, BODY = 1, 2, 3
 FRAME_END = b"\xce"
-# A frame's overhead around its payload: type, channel, size, end.
-FRAME_OVERHEAD = 8
 # basic (class 60), publish (method 40)
 _BASIC, _PUBLISH = 60, 40
 # Property flags, most significant bit first in the order the properties are listed.
