@@ -1,7 +1,8 @@
 """The baseline for collect's single-message requests: uvicorn as Herald runs it (uvloop,
-httptools, its proxy-headers middleware, no access log), serving an ASGI app that reads
-each request's body and answers 202 with a body shaped like collect's. No validation, no
-store, no bus: what one request costs a server on this stack before it does anything.
+httptools with a response's writes coalesced, its proxy-headers middleware, no access
+log), serving an ASGI app that reads each request's body and answers 202 with a body
+shaped like collect's. No validation, no store, no bus: what one request costs a server
+on this stack before it does anything.
 
     python bench/http_floor_server.py --port 9000
 """
@@ -10,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from herald.web.coalesced import CoalescedHttpToolsProtocol
 
 ANSWER = b'{"messages":[{"id":"01JEXAMPLE0000000000000000","channel":"user:i0","offset":1,"online":false}]}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
@@ -38,7 +44,7 @@ def main() -> None:
         app,
         host="127.0.0.1",
         port=args.port,
-        http="httptools",
+        http=CoalescedHttpToolsProtocol,
         loop="uvloop",
         log_config=None,
         access_log=False,
