@@ -24,8 +24,10 @@ class RacedStore(MongoStore):
         self.rival = rival
         self.race: dict[str, int] = {}
         self.races_left = 0
+        self.reads = 0
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
+        self.reads += 1
         heads = await super().channel_heads(app_id, channels)
         if self.races_left > 0:
             self.races_left -= 1
@@ -88,3 +90,18 @@ async def test_allocators_in_two_processes_never_share_or_skip_an_offset(raced: 
             for offset in range(result[channel] - counts[channel] + 1, result[channel] + 1)
         )
         assert owned == list(range(1, len(owned) + 1)), channel
+
+
+async def test_a_head_guessed_from_this_process_s_last_write_and_raised_by_a_rival_since_is_read_again(
+    raced: RacedStore, rival: MongoStore
+) -> None:
+    channels = {"user:ann": 1, "user:bob": 1, "user:cid": 1}
+    await raced.allocate_offsets(APP, channels)  # ann, bob and cid at 1: guessed from now on
+    await rival.allocate_offsets(APP, {"user:ann": 2})  # ann at 3, behind the guess's back
+    raced.reads = 0
+
+    allocated = await raced.allocate_offsets(APP, channels)
+
+    assert allocated == {"user:ann": 4, "user:bob": 2, "user:cid": 2}
+    assert raced.reads == 1, "the guessed round read nothing; the round for ann read its head"
+    assert await rival.channel_heads(APP, list(channels)) == allocated

@@ -69,4 +69,5 @@ async def test_a_batch_to_a_thousand_users_costs_the_round_trips_of_a_batch_to_t
     thousand = await _commands_to_accept(acceptor, commands, 1000)
 
     assert thousand == ten
-    assert len(ten) <= 4  # read the counters, raise them, insert, mark published
+    # Raise the counters from the values this store last wrote (no read), insert, mark published.
+    assert len(ten) <= 3, ten

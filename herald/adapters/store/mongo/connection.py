@@ -28,6 +28,7 @@ from pymongo.read_concern import ReadConcern
 
 from herald.adapters.store.base import StoreLifecycle
 from herald.adapters.store.mongo import wire_waits
+from herald.adapters.store.mongo.head_guesses import HeadGuesses
 from herald.adapters.store.mongo.retry import NOT_PRIMARY_CODES
 from herald.core.errors import Conflict, Unavailable
 
@@ -94,6 +95,8 @@ class MongoConnection(StoreLifecycle):
         self._idempotency: AsyncCollection[dict[str, Any]] = self._db.get_collection("idempotency", **durable)
         # Counter ids with an allocation of this process in flight -> when it is done (offsets.py).
         self._busy_counters: dict[str, asyncio.Future[None]] = {}
+        # What those counters held after this process's last writes (offsets.py).
+        self._head_guesses = HeadGuesses()
 
     async def start(self) -> None:
         db = self._db

@@ -1,8 +1,9 @@
 """Per-channel offset counters in MongoDB.
 
 A few channels: one atomic ``$inc`` each. Many: a compare-and-set per counter, all in one
-bulk write (``_compare_and_add``). Allocations of this process that share counters wait
-for each other (``_allocating``); other processes can only cost a round.
+bulk write (``_compare_and_add``), against the values this process last wrote where it
+knows them all (``head_guesses.py``: no read first). Allocations of this process that
+share counters wait for each other (``_allocating``); other processes can only cost a round.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class MongoOffsets(MongoConnection, OffsetStore):
             return await self._increment_each(app_id, counts)
         allocated: dict[str, int] = {}
         pending = dict(counts)
-        for _ in range(_COMPARE_AND_ADD_ROUNDS):
-            allocated.update(await self._compare_and_add(app_id, pending))
+        for round_number in range(_COMPARE_AND_ADD_ROUNDS):
+            # Only the first round may guess: a counter lost to a rival is read again.
+            allocated.update(await self._compare_and_add(app_id, pending, may_guess=round_number == 0))
             pending = {channel: n for channel, n in pending.items() if channel not in allocated}
             if not pending:
                 break
@@ -106,9 +108,10 @@ class MongoOffsets(MongoConnection, OffsetStore):
             doc = await self._counters.find_one_and_update(**args)
         if doc is None:  # an upsert returning the new document always finds one
             raise Unavailable(f"the offset counter of {channel} was not written")
+        self._head_guesses.saw(str(args["filter"]["_id"]), int(doc["n"]))
         return int(doc["n"])
 
-    async def _compare_and_add(self, app_id: str, counts: Mapping[str, int]) -> dict[str, int]:
+    async def _compare_and_add(self, app_id: str, counts: Mapping[str, int], may_guess: bool = False) -> dict[str, int]:
         """One round for many counters: the new values of those raised, absent the others.
 
         Each counter is read, then updated only if it still holds what was read:
@@ -121,28 +124,45 @@ class MongoOffsets(MongoConnection, OffsetStore):
         upsert as ``n = count``. MongoDB retries an upsert's duplicate key itself only when
         the filter is equality on exactly the index's fields and the update leaves them
         alone; this filter has ``n`` too and changes it, so the error always comes back.
+
+        With ``may_guess`` the heads are the values this process last wrote, when it knows
+        every one (``head_guesses.py``): one round trip, and a stale guess is just a lost race.
         """
-        heads = await self.channel_heads(app_id, list(counts))
         channels = list(counts)
+        ids = [_counter_id(app_id, channel) for channel in channels]
+        guessed = self._head_guesses.guess(ids) if may_guess else None
+        if guessed is None:
+            read = await self.channel_heads(app_id, channels)
+            heads = [read[channel] for channel in channels]
+        else:
+            heads = guessed
         updates = [
-            UpdateOne(
-                {"_id": _counter_id(app_id, channel), "n": heads[channel]},
-                {"$inc": {"n": counts[channel]}},
-                upsert=True,
-            )
-            for channel in channels
+            UpdateOne({"_id": counter_id, "n": head}, {"$inc": {"n": counts[channel]}}, upsert=True)
+            for counter_id, head, channel in zip(ids, heads, channels, strict=True)
         ]
-        lost: set[int] = set()
         try:
             await self._counters.bulk_write(updates, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                self._head_guesses.forget(ids)
                 raise
             lost = {int(error["index"]) for error in errors}
-        return {
-            channel: heads[channel] + counts[channel] for index, channel in enumerate(channels) if index not in lost
-        }
+        except BaseException:
+            self._head_guesses.forget(ids)
+            raise
+        else:
+            lost = set()
+        if guessed is not None:
+            self._head_guesses.settled(lost_any=bool(lost))
+        allocated: dict[str, int] = {}
+        for index, channel in enumerate(channels):
+            if index in lost:
+                self._head_guesses.forget([ids[index]])
+            else:
+                allocated[channel] = heads[index] + counts[channel]
+                self._head_guesses.saw(ids[index], allocated[channel])
+        return allocated
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
         with translated():
