@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,80 +225,145 @@ async def send_open_loop(
     }
 
 
+@dataclass
+class Target:
+    """What the concurrent measurement drives: ports, the demo or bench app's key, the pids to meter."""
+
+    name: str
+    auth_port: int
+    collect_port: int
+    push_ports: list[int]
+    api_key: str
+    pids: dict[str, int]
+    profiled: list[str]
+
+
+@contextlib.contextmanager
+def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
+    import common
+
+    with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster:
+        yield Target(
+            f"cluster (auth, collect, dispatch, {args.nodes} push; RabbitMQ, Redis, MongoDB-wire)",
+            cluster.ports["auth"],
+            cluster.ports["collect"],
+            cluster.push_ports,
+            cluster.api_key,
+            {name: proc.pid for name, proc in cluster.procs.items()},
+            ["collect", "dispatch", *cluster.node_ids[:1]],
+        )
+
+
+@contextlib.contextmanager
+def standalone_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
+    """`herald dev`: the four services in one process, on SQLite; with ``--servers`` its bus
+    and directory are RabbitMQ and Redis (a namespace of its own), else the embedded twins."""
+    import common
+
+    env: dict[str, str] = {}
+    name = "standalone (one process: SQLite, in-process bus and directory)"
+    if args.servers:
+        env = {
+            "HERALD_AMQP_URL": args.amqp,
+            "HERALD_REDIS_URL": args.redis,
+            "HERALD_NAMESPACE": common.namespace("bench_lat"),
+        }
+        name = "standalone (one process: SQLite; RabbitMQ, Redis)"
+    try:
+        with common.herald_dev(workdir, env) as (pid, port_base, api_key):
+            yield Target(
+                name, port_base + 1, port_base + 2, [port_base + 4], api_key, {"herald-dev": pid}, ["herald-dev"]
+            )
+    finally:
+        if args.servers:
+            asyncio.run(
+                drop_namespace(
+                    env["HERALD_NAMESPACE"], amqp_url=args.amqp, redis_url=args.redis, mongo_url="mongodb://127.0.0.1:1"
+                )
+            )
+
+
 def run_concurrent(args: argparse.Namespace) -> list[dict]:
+    import common
+
+    if args.standalone and args.nodes != 1:
+        raise SystemExit("--standalone has one push node")
+    chosen = standalone_target if args.standalone else cluster_target
+    with common.scratch("herald-bench-latency-") as workdir, chosen(args, workdir) as target:
+        return measure_concurrent(args, target, workdir)
+
+
+def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) -> list[dict]:
     import common
     from wsload import Workers
 
     results = []
     profiler = common.Profiler(args.profile)
-    with (
-        common.scratch("herald-bench-latency-") as workdir,
-        common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster,
-    ):
-        users = [f"l{i}" for i in range(args.users)]
-        tokens = asyncio.run(common.mint_tokens(cluster.ports["auth"], cluster.api_key, users, 16))
-        workers = Workers(args.nodes, workdir)
-        try:
-            shares = common.split(len(tokens), args.nodes)
-            sources = common.source_addresses(args.nodes)
-            commands: list[dict | None] = []
-            start = 0
-            for index, share in enumerate(shares):
-                paths = [f"/ws?token={token}" for token in tokens[start : start + share]]
-                commands.append(
-                    {
-                        "cmd": "open",
-                        "host": "127.0.0.1",
-                        "port": cluster.push_ports[index],
-                        "paths": paths,
-                        "source": sources[index],
-                        "concurrency": 16,
-                    }
-                )
-                start += share
-            opened = sum(a["ok"] for a in workers.call(commands) if a)
-            common.progress(f"latency: {opened} users connected to {args.nodes} push node(s)")
-            workers.all({"cmd": "stats", "reset": True, "decode": True})
-            # Warm-up: connections, caches and queues, outside the measurement.
-            asyncio.run(send_open_loop(cluster.ports["collect"], cluster.api_key, users, 200, 1, args.senders))
-            time.sleep(1)
-            workers.all({"cmd": "stats", "reset": True, "decode": True})
-            for role in ("collect", "dispatch", *cluster.node_ids[:1]):
-                profiler.attach(f"latency-{role}", cluster.procs[role].pid, args.seconds)
-            meter = common.CpuMeter({name: cluster.procs[name].pid for name in cluster.procs}).start()
-            common.progress(f"latency: {args.rate:.0f} msg/s for {args.seconds:.0f} s, {args.senders} senders")
-            sent = asyncio.run(
-                send_open_loop(cluster.ports["collect"], cluster.api_key, users, args.rate, args.seconds, args.senders)
-            )
-            deadline = time.monotonic() + 30
-            while True:
-                stats = workers.all({"cmd": "stats"})
-                if sum(s["frames"] for s in stats) >= sent["sent"] or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            used = meter.stop()
-            profiles = profiler.finish(now=True)
-            stats = workers.all({"cmd": "stats", "latencies": True})
-            latencies = [x for s in stats for x in s.get("latencies", [])]
-            results.append(
+    nodes = len(target.push_ports)
+    users = [f"l{i}" for i in range(args.users)]
+    tokens = asyncio.run(common.mint_tokens(target.auth_port, target.api_key, users, 16))
+    workers = Workers(nodes, workdir)
+    try:
+        shares = common.split(len(tokens), nodes)
+        sources = common.source_addresses(nodes)
+        commands: list[dict | None] = []
+        start = 0
+        for index, share in enumerate(shares):
+            paths = [f"/ws?token={token}" for token in tokens[start : start + share]]
+            commands.append(
                 {
-                    "metric": "unicast_post_to_frame_ms",
-                    "mode": f"concurrent, {args.rate:g}/s offered for {args.seconds:g} s",
-                    "target": f"cluster (auth, collect, dispatch, {args.nodes} push; RabbitMQ, Redis, MongoDB-wire)",
-                    "users": opened,
-                    "senders": args.senders,
-                    "received": len(latencies),
-                    **summary_ms(latencies),
-                    **sent,
-                    "cpu_s": used,
-                    "cpu_s_per_1k_messages": {
-                        k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
-                    },
+                    "cmd": "open",
+                    "host": "127.0.0.1",
+                    "port": target.push_ports[index],
+                    "paths": paths,
+                    "source": sources[index],
+                    "concurrency": 16,
                 }
             )
-            results.extend(profiles)
-        finally:
-            workers.stop()
+            start += share
+        opened = sum(a["ok"] for a in workers.call(commands) if a)
+        common.progress(f"latency: {opened} users connected to {nodes} push node(s)")
+        workers.all({"cmd": "stats", "reset": True, "decode": True})
+        # Warm-up: connections, caches and queues, outside the measurement.
+        asyncio.run(send_open_loop(target.collect_port, target.api_key, users, 200, 1, args.senders))
+        time.sleep(1)
+        workers.all({"cmd": "stats", "reset": True, "decode": True})
+        for role in target.profiled:
+            profiler.attach(f"latency-{role}", target.pids[role], args.seconds)
+        meter = common.CpuMeter(dict(target.pids)).start()
+        common.progress(f"latency: {args.rate:.0f} msg/s for {args.seconds:.0f} s, {args.senders} senders")
+        sent = asyncio.run(
+            send_open_loop(target.collect_port, target.api_key, users, args.rate, args.seconds, args.senders)
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            stats = workers.all({"cmd": "stats"})
+            if sum(s["frames"] for s in stats) >= sent["sent"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        used = meter.stop()
+        profiles = profiler.finish(now=True)
+        stats = workers.all({"cmd": "stats", "latencies": True})
+        latencies = [x for s in stats for x in s.get("latencies", [])]
+        results.append(
+            {
+                "metric": "unicast_post_to_frame_ms",
+                "mode": f"concurrent, {args.rate:g}/s offered for {args.seconds:g} s",
+                "target": target.name,
+                "users": opened,
+                "senders": args.senders,
+                "received": len(latencies),
+                **summary_ms(latencies),
+                **sent,
+                "cpu_s": used,
+                "cpu_s_per_1k_messages": {
+                    k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
+                },
+            }
+        )
+        results.extend(profiles)
+    finally:
+        workers.stop()
     return results
 
 
@@ -313,6 +381,9 @@ def summary_ms(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--standalone", action="store_true", help="start `herald dev` and measure it")
+    parser.add_argument(
+        "--servers", action="store_true", help="--concurrent --standalone: `herald dev` on RabbitMQ and Redis"
+    )
     parser.add_argument("--cluster", action="store_true", help="start the four services as processes")
     parser.add_argument(
         "--concurrent", action="store_true", help="the full cluster under --rate msg/s from concurrent senders"
