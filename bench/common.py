@@ -728,3 +728,63 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class StoreCommands:
+    """The MongoDB commands (and their documents) each service sent during a window.
+
+    The services must have been started with ``env()`` in their environment (the hook in
+    ``bench/hooks``); ``take()`` before and after the window, ``between()`` the counts.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HERALD_BENCH_STORE_COMMANDS": str(self.directory),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench" / "hooks")]),
+        }
+
+    def take(self, pids: dict[str, int], timeout_s: float = 5.0) -> dict[str, dict[str, list[int]]]:
+        """Each service's totals so far (written by the service on SIGUSR2)."""
+        totals: dict[str, dict[str, list[int]]] = {}
+        for name, pid in pids.items():
+            path = self.directory / f"{pid}.json"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.kill(pid, signal.SIGUSR2)
+            deadline = time.monotonic() + timeout_s
+            while not path.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not write its store command counts")
+                time.sleep(0.02)
+            totals[name] = json.loads(path.read_text())
+        return totals
+
+    @staticmethod
+    def between(
+        before: dict[str, dict[str, list[int]]], after: dict[str, dict[str, list[int]]], per: int
+    ) -> dict[str, dict[str, Any]]:
+        """Per service: commands and documents by command, and per ``per`` operations."""
+        result: dict[str, dict[str, Any]] = {}
+        for name, now in after.items():
+            then = before.get(name, {})
+            deltas = {
+                key: [count - then.get(key, [0, 0])[0], docs - then.get(key, [0, 0])[1]]
+                for key, (count, docs) in now.items()
+            }
+            deltas = {key: value for key, value in deltas.items() if value[0]}
+            if not deltas:
+                continue
+            commands = sum(value[0] for value in deltas.values())
+            documents = sum(value[1] for value in deltas.values())
+            result[name] = {
+                "commands": commands,
+                "documents": documents,
+                "commands_per_op": round(commands / max(1, per), 3),
+                "documents_per_op": round(documents / max(1, per), 3),
+                "by_command": dict(sorted(deltas.items(), key=lambda item: -item[1][0])),
+            }
+        return result

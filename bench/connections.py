@@ -149,6 +149,7 @@ def measure(
     extra_pids: dict[str, int] | None = None,
     heartbeat: tuple[str, list[str], int] | None = None,
     profiler: common.Profiler | None = None,
+    counted: tuple[common.StoreCommands, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     clients = plan_workers(len(paths) + len(warm_paths), args.clients)
     workers = Workers(clients, args.workdir)
@@ -158,6 +159,7 @@ def measure(
         open_connections(workers, port, warm_paths, sources, args.concurrency, welcome)
         time.sleep(1)
         rss_before = sum(common.rss_kb(pid) for pid in pids)
+        commands_before = counted[0].take(counted[1]) if counted else None
         meter = CpuMeter({f"server{i}": pid for i, pid in enumerate(pids)} | (extra_pids or {})).start()
         if profiler is not None:
             for i, pid in enumerate(pids[:1]):
@@ -170,6 +172,11 @@ def measure(
         # Many nodes heartbeating many connections are never quite idle: bound the wait.
         settled = common.wait_quiet([*pids, *(extra_pids or {}).values()], max_s=60 if len(pids) > 1 else 300)
         used = meter.stop()
+        commands = (
+            common.StoreCommands.between(commands_before, counted[0].take(counted[1]), opened["ok"])
+            if counted and commands_before is not None
+            else None
+        )
         progress(f"{name}: quiet {settled} s after the last handshake")
         rss_open = sum(common.rss_kb(pid) for pid in pids)
         watch = None
@@ -198,6 +205,8 @@ def measure(
             "hold_s": args.hold,
             **held,
         }
+        if commands is not None:
+            result["store_commands_per_connect"] = commands
         if watch is not None:
             result["heartbeat_max_age_s"] = {k.rsplit(":", 1)[-1]: round(v, 2) for k, v in watch.max_age_s.items()}
             result["heartbeat_key_missing_samples"] = watch.missing
@@ -222,12 +231,13 @@ def minted_paths(name: str, auth_port: int, api_key: str, args: argparse.Namespa
 
 def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str, Any]:
     heartbeat = {"HERALD_HEARTBEAT_S": str(args.heartbeat), "HERALD_MAX_CONNECTIONS_PER_USER": "1000"}
+    counting = common.StoreCommands(args.workdir / "store-commands") if args.store_commands else None
     with Cluster(
         "bench_conn",
         roles=("auth",),
         push=args.nodes,
         shared_port=args.nodes > 1,
-        env_extra=heartbeat,
+        env_extra=heartbeat | (counting.env() if counting else {}),
         workdir=args.workdir / "cluster",
     ) as cluster:
         paths, count, minted_s = minted_paths("herald", cluster.ports["auth"], cluster.api_key, args)
@@ -243,6 +253,12 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
             extra_pids={"auth": cluster.procs["auth"].pid, "mongo": cluster.procs["mongo"].pid},
             heartbeat=(cluster.redis, names, int(args.heartbeat * 3 * 1000)),
             profiler=profiler,
+            counted=(
+                counting,
+                {"auth": cluster.procs["auth"].pid} | dict(zip(cluster.node_ids, cluster.push_pids, strict=True)),
+            )
+            if counting
+            else None,
         )
         result["tokens_minted_per_s"] = round(count / minted_s, 1)
         result["users"] = count
@@ -321,6 +337,11 @@ def main() -> None:
     parser.add_argument("--baseline-only", action="store_true", help="measure only the bare websockets server")
     parser.add_argument(
         "--bare-heartbeat", type=float, help="the bare server's ping interval (default --heartbeat; 0: no keepalive)"
+    )
+    parser.add_argument(
+        "--store-commands",
+        action="store_true",
+        help="count auth's and the push nodes' MongoDB commands and documents per connect (bench/hooks)",
     )
     parser.add_argument(
         "--standalone", action="store_true", help="measure `herald dev` (embedded parts, one process) instead"

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.client import connect
 
@@ -47,6 +47,9 @@ from herald_client import Operator, Publisher
 from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block
 from tests.support.servers import MongoWire
+
+if TYPE_CHECKING:
+    import common
 
 MAX_SECONDS = 300
 
@@ -236,13 +239,16 @@ class Target:
     api_key: str
     pids: dict[str, int]
     profiled: list[str]
+    store_commands: common.StoreCommands | None = None
 
 
 @contextlib.contextmanager
 def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
     import common
 
-    with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster") as cluster:
+    counting = common.StoreCommands(workdir / "store-commands") if args.store_commands else None
+    extra = counting.env() if counting else {}
+    with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster", env_extra=extra) as cluster:
         yield Target(
             f"cluster (auth, collect, dispatch, {args.nodes} push; RabbitMQ, Redis, MongoDB-wire)",
             cluster.ports["auth"],
@@ -251,6 +257,7 @@ def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
             cluster.api_key,
             {name: proc.pid for name, proc in cluster.procs.items()},
             ["collect", "dispatch", *cluster.node_ids[:1]],
+            counting,
         )
 
 
@@ -288,6 +295,8 @@ def run_concurrent(args: argparse.Namespace) -> list[dict]:
 
     if args.standalone and args.nodes != 1:
         raise SystemExit("--standalone has one push node")
+    if args.standalone and args.store_commands:
+        raise SystemExit("--store-commands counts MongoDB commands; `herald dev` here runs on SQLite")
     chosen = standalone_target if args.standalone else cluster_target
     with common.scratch("herald-bench-latency-") as workdir, chosen(args, workdir) as target:
         return measure_concurrent(args, target, workdir)
@@ -330,6 +339,8 @@ def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) 
         workers.all({"cmd": "stats", "reset": True, "decode": True})
         for role in target.profiled:
             profiler.attach(f"latency-{role}", target.pids[role], args.seconds)
+        services = {name: pid for name, pid in target.pids.items() if name != "mongo"}
+        counted = target.store_commands.take(services) if target.store_commands else None
         meter = common.CpuMeter(dict(target.pids)).start()
         common.progress(f"latency: {args.rate:.0f} msg/s for {args.seconds:.0f} s, {args.senders} senders")
         sent = asyncio.run(
@@ -342,6 +353,8 @@ def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) 
                 break
             time.sleep(0.2)
         used = meter.stop()
+        if target.store_commands and counted is not None:
+            store_commands = common.StoreCommands.between(counted, target.store_commands.take(services), sent["sent"])
         profiles = profiler.finish(now=True)
         stats = workers.all({"cmd": "stats", "latencies": True})
         latencies = [x for s in stats for x in s.get("latencies", [])]
@@ -359,6 +372,7 @@ def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) 
                 "cpu_s_per_1k_messages": {
                     k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
                 },
+                **({"store_commands_per_message": store_commands} if target.store_commands else {}),
             }
         )
         results.extend(profiles)
@@ -401,6 +415,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100, help="--concurrent: connected recipients")
     parser.add_argument("--nodes", type=int, default=1, help="--concurrent: push nodes (users split over them)")
     parser.add_argument("--profile", type=Path, help="--concurrent: py-spy collect, dispatch and push into DIR")
+    parser.add_argument(
+        "--store-commands",
+        action="store_true",
+        help="--concurrent: count each service's MongoDB commands and documents per message (bench/hooks)",
+    )
     args = parser.parse_args()
     count = min(args.count, 100_000)
     if args.concurrent:
