@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from herald.web.coalesced import CoalescedHttpToolsProtocol, CoalescedTransport
+from herald.web.coalesced import FLUSH_AT, CoalescedHttpToolsProtocol, CoalescedTransport
 from tests.support.servers import free_port
 
 
@@ -98,3 +98,14 @@ async def test_a_server_on_the_coalesced_protocol_answers_keep_alive_requests_wh
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_large_body_goes_to_the_transport_at_once_where_its_flow_control_can_see_it() -> None:
+    recording = Recording()
+    transport = coalesced(recording)
+
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"x" * FLUSH_AT)
+
+    assert recording.writes == [b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * FLUSH_AT]
+    assert transport.get_write_buffer_size() == 0
