@@ -94,8 +94,9 @@ class MongoOffsets(MongoConnection, OffsetStore):
         return dict(zip(channels, values, strict=True))
 
     async def _increment(self, app_id: str, channel: str, count: int) -> int:
+        counter_id = _counter_id(app_id, channel)
         args: dict[str, Any] = {
-            "filter": {"_id": _counter_id(app_id, channel)},
+            "filter": {"_id": counter_id},
             "update": {"$inc": {"n": count}},
             "upsert": True,
             "return_document": ReturnDocument.AFTER,
@@ -108,8 +109,9 @@ class MongoOffsets(MongoConnection, OffsetStore):
             doc = await self._counters.find_one_and_update(**args)
         if doc is None:  # an upsert returning the new document always finds one
             raise Unavailable(f"the offset counter of {channel} was not written")
-        self._head_guesses.saw(str(args["filter"]["_id"]), int(doc["n"]))
-        return int(doc["n"])
+        value = int(doc["n"])
+        self._head_guesses.saw(counter_id, value)
+        return value
 
     async def _compare_and_add(self, app_id: str, counts: Mapping[str, int], may_guess: bool = False) -> dict[str, int]:
         """One round for many counters: the new values of those raised, absent the others.
