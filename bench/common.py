@@ -299,6 +299,10 @@ class Cluster:
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
 
+    def service_pids(self) -> dict[str, int]:
+        """Herald's processes (every one but the store stand-in), by name."""
+        return {name: pid for name, pid in self.pids().items() if name != "mongo"}
+
     def env(self) -> dict[str, str]:
         return {
             "HERALD_NAMESPACE": self.namespace,
@@ -731,15 +735,18 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 
 
 class StoreCommands:
-    """The MongoDB commands (and their documents) each service sent during a window.
+    """The MongoDB commands (and the documents they write) each service sent during a window.
 
     The services must have been started with ``env()`` in their environment (the hook in
-    ``bench/hooks``); ``take()`` before and after the window, ``between()`` the counts.
+    ``bench/hooks``); ``start(pids)`` opens the window, ``stop(per)`` closes it with the
+    counts per service, in total and per ``per`` operations.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._pids: dict[str, int] = {}
+        self._before: dict[str, dict[str, list[int]]] = {}
 
     def env(self) -> dict[str, str]:
         return {
@@ -747,30 +754,15 @@ class StoreCommands:
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench" / "hooks")]),
         }
 
-    def take(self, pids: dict[str, int], timeout_s: float = 5.0) -> dict[str, dict[str, list[int]]]:
-        """Each service's totals so far (written by the service on SIGUSR2)."""
-        totals: dict[str, dict[str, list[int]]] = {}
-        for name, pid in pids.items():
-            path = self.directory / f"{pid}.json"
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            os.kill(pid, signal.SIGUSR2)
-            deadline = time.monotonic() + timeout_s
-            while not path.exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not write its store command counts")
-                time.sleep(0.02)
-            totals[name] = json.loads(path.read_text())
-        return totals
+    def start(self, pids: dict[str, int]) -> None:
+        self._pids = dict(pids)
+        self._before = self._take()
 
-    @staticmethod
-    def between(
-        before: dict[str, dict[str, list[int]]], after: dict[str, dict[str, list[int]]], per: int
-    ) -> dict[str, dict[str, Any]]:
-        """Per service: commands and documents by command, and per ``per`` operations."""
+    def stop(self, per: int) -> dict[str, dict[str, Any]]:
+        after = self._take()
         result: dict[str, dict[str, Any]] = {}
         for name, now in after.items():
-            then = before.get(name, {})
+            then = self._before.get(name, {})
             deltas = {
                 key: [count - then.get(key, [0, 0])[0], docs - then.get(key, [0, 0])[1]]
                 for key, (count, docs) in now.items()
@@ -788,3 +780,19 @@ class StoreCommands:
                 "by_command": dict(sorted(deltas.items(), key=lambda item: -item[1][0])),
             }
         return result
+
+    def _take(self, timeout_s: float = 5.0) -> dict[str, dict[str, list[int]]]:
+        """Each service's totals so far (written by the service on SIGUSR2)."""
+        totals: dict[str, dict[str, list[int]]] = {}
+        for name, pid in self._pids.items():
+            path = self.directory / f"{pid}.json"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.kill(pid, signal.SIGUSR2)
+            deadline = time.monotonic() + timeout_s
+            while not path.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not write its store command counts")
+                time.sleep(0.02)
+            totals[name] = json.loads(path.read_text())
+        return totals

@@ -149,7 +149,7 @@ def measure(
     extra_pids: dict[str, int] | None = None,
     heartbeat: tuple[str, list[str], int] | None = None,
     profiler: common.Profiler | None = None,
-    counted: tuple[common.StoreCommands, dict[str, int]] | None = None,
+    counting: tuple[common.StoreCommands, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     clients = plan_workers(len(paths) + len(warm_paths), args.clients)
     workers = Workers(clients, args.workdir)
@@ -159,7 +159,8 @@ def measure(
         open_connections(workers, port, warm_paths, sources, args.concurrency, welcome)
         time.sleep(1)
         rss_before = sum(common.rss_kb(pid) for pid in pids)
-        commands_before = counted[0].take(counted[1]) if counted else None
+        if counting is not None:
+            counting[0].start(counting[1])
         meter = CpuMeter({f"server{i}": pid for i, pid in enumerate(pids)} | (extra_pids or {})).start()
         if profiler is not None:
             for i, pid in enumerate(pids[:1]):
@@ -172,11 +173,7 @@ def measure(
         # Many nodes heartbeating many connections are never quite idle: bound the wait.
         settled = common.wait_quiet([*pids, *(extra_pids or {}).values()], max_s=60 if len(pids) > 1 else 300)
         used = meter.stop()
-        commands = (
-            common.StoreCommands.between(commands_before, counted[0].take(counted[1]), opened["ok"])
-            if counted and commands_before is not None
-            else None
-        )
+        commands = counting[0].stop(opened["ok"]) if counting is not None else None
         progress(f"{name}: quiet {settled} s after the last handshake")
         rss_open = sum(common.rss_kb(pid) for pid in pids)
         watch = None
@@ -253,12 +250,7 @@ def run_herald(args: argparse.Namespace, profiler: common.Profiler) -> dict[str,
             extra_pids={"auth": cluster.procs["auth"].pid, "mongo": cluster.procs["mongo"].pid},
             heartbeat=(cluster.redis, names, int(args.heartbeat * 3 * 1000)),
             profiler=profiler,
-            counted=(
-                counting,
-                {"auth": cluster.procs["auth"].pid} | dict(zip(cluster.node_ids, cluster.push_pids, strict=True)),
-            )
-            if counting
-            else None,
+            counting=(counting, cluster.service_pids()) if counting else None,
         )
         result["tokens_minted_per_s"] = round(count / minted_s, 1)
         result["users"] = count

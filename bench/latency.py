@@ -36,8 +36,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import common
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,15 +49,7 @@ from tests.support.cleanup import drop_namespace
 from tests.support.procs import HeraldProcess, free_port_block
 from tests.support.servers import MongoWire
 
-if TYPE_CHECKING:
-    import common
-
 MAX_SECONDS = 300
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(auth: str, collect: str, ws_url: str, api_key: str, count: int, rate: float) -> dict:
@@ -96,16 +89,14 @@ async def measure(auth: str, collect: str, ws_url: str, api_key: str, count: int
         "count": len(latencies),
         "mode": f"{rate}/s" if rate else "sequential",
         "p50": round(statistics.median(latencies), 2),
-        "p99": round(percentile(latencies, 99), 2),
-        "p999": round(percentile(latencies, 99.9), 2),
+        "p99": round(common.percentile(latencies, 99), 2),
+        "p999": round(common.percentile(latencies, 99.9), 2),
         "max": round(max(latencies), 2),
         "seconds": round(elapsed, 2),
     }
 
 
 def run_standalone(count: int, rate: float) -> dict:
-    import common
-
     with common.scratch("herald-bench-latency-") as workdir, common.herald_dev(workdir) as (_, port_base, api_key):
         base = "http://127.0.0.1"
         result = asyncio.run(
@@ -182,14 +173,12 @@ async def send_open_loop(
     Bounded in time: a cluster that cannot keep up does not stretch the run; what was not
     sent by ``seconds`` (plus a second's grace) is counted as unsent and the achieved rate
     says so."""
-    from common import RawHttp
-
     count = int(rate * seconds)
     indexes = iter(range(count))
     lateness: list[float] = []
     post_ms: list[float] = []
     refused: dict[int, int] = {}
-    async with RawHttp("127.0.0.1", port, api_key, size=senders) as http:
+    async with common.RawHttp("127.0.0.1", port, api_key, size=senders) as http:
         # Open the lanes' connections before the clock starts.
         await asyncio.gather(*(http.request("GET", "/healthz") for _ in range(senders)))
         started = time.monotonic() + 0.05
@@ -222,8 +211,8 @@ async def send_open_loop(
         "send_seconds": round(elapsed, 2),
         "offered_per_s": rate,
         "achieved_per_s": round(sent_count / elapsed, 1),
-        "post_ms": summary_ms(post_ms),
-        "send_lateness_ms": summary_ms(lateness),
+        "post_ms": common.summary_ms(post_ms),
+        "send_lateness_ms": common.summary_ms(lateness),
         "refused": refused,
     }
 
@@ -239,13 +228,12 @@ class Target:
     api_key: str
     pids: dict[str, int]
     profiled: list[str]
-    store_commands: common.StoreCommands | None = None
+    # With --store-commands: the counter and the processes it counts.
+    counting: tuple[common.StoreCommands, dict[str, int]] | None = None
 
 
 @contextlib.contextmanager
 def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
-    import common
-
     counting = common.StoreCommands(workdir / "store-commands") if args.store_commands else None
     extra = counting.env() if counting else {}
     with common.Cluster("bench_lat", push=args.nodes, workdir=workdir / "cluster", env_extra=extra) as cluster:
@@ -257,7 +245,7 @@ def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
             cluster.api_key,
             {name: proc.pid for name, proc in cluster.procs.items()},
             ["collect", "dispatch", *cluster.node_ids[:1]],
-            counting,
+            (counting, cluster.service_pids()) if counting else None,
         )
 
 
@@ -265,8 +253,6 @@ def cluster_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
 def standalone_target(args: argparse.Namespace, workdir: Path) -> Iterator[Target]:
     """`herald dev`: the four services in one process, on SQLite; with ``--servers`` its bus
     and directory are RabbitMQ and Redis (a namespace of its own), else the embedded twins."""
-    import common
-
     env: dict[str, str] = {}
     name = "standalone (one process: SQLite, in-process bus and directory)"
     if args.servers:
@@ -291,8 +277,6 @@ def standalone_target(args: argparse.Namespace, workdir: Path) -> Iterator[Targe
 
 
 def run_concurrent(args: argparse.Namespace) -> list[dict]:
-    import common
-
     if args.standalone and args.nodes != 1:
         raise SystemExit("--standalone has one push node")
     if args.standalone and args.store_commands:
@@ -302,36 +286,37 @@ def run_concurrent(args: argparse.Namespace) -> list[dict]:
         return measure_concurrent(args, target, workdir)
 
 
+def connect_users(workers: Any, target: Target, tokens: list[str]) -> int:
+    """One connection per token, spread over the target's push nodes; how many opened."""
+    nodes = len(target.push_ports)
+    sources = common.source_addresses(nodes)
+    commands: list[dict | None] = []
+    start = 0
+    for index, share in enumerate(common.split(len(tokens), nodes)):
+        commands.append(
+            {
+                "cmd": "open",
+                "host": "127.0.0.1",
+                "port": target.push_ports[index],
+                "paths": [f"/ws?token={token}" for token in tokens[start : start + share]],
+                "source": sources[index],
+                "concurrency": 16,
+            }
+        )
+        start += share
+    return sum(answer["ok"] for answer in workers.call(commands) if answer)
+
+
 def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) -> list[dict]:
-    import common
     from wsload import Workers
 
-    results = []
     profiler = common.Profiler(args.profile)
-    nodes = len(target.push_ports)
     users = [f"l{i}" for i in range(args.users)]
     tokens = asyncio.run(common.mint_tokens(target.auth_port, target.api_key, users, 16))
-    workers = Workers(nodes, workdir)
+    workers = Workers(len(target.push_ports), workdir)
     try:
-        shares = common.split(len(tokens), nodes)
-        sources = common.source_addresses(nodes)
-        commands: list[dict | None] = []
-        start = 0
-        for index, share in enumerate(shares):
-            paths = [f"/ws?token={token}" for token in tokens[start : start + share]]
-            commands.append(
-                {
-                    "cmd": "open",
-                    "host": "127.0.0.1",
-                    "port": target.push_ports[index],
-                    "paths": paths,
-                    "source": sources[index],
-                    "concurrency": 16,
-                }
-            )
-            start += share
-        opened = sum(a["ok"] for a in workers.call(commands) if a)
-        common.progress(f"latency: {opened} users connected to {nodes} push node(s)")
+        opened = connect_users(workers, target, tokens)
+        common.progress(f"latency: {opened} users connected to {len(target.push_ports)} push node(s)")
         workers.all({"cmd": "stats", "reset": True, "decode": True})
         # Warm-up: connections, caches and queues, outside the measurement.
         asyncio.run(send_open_loop(target.collect_port, target.api_key, users, 200, 1, args.senders))
@@ -339,8 +324,8 @@ def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) 
         workers.all({"cmd": "stats", "reset": True, "decode": True})
         for role in target.profiled:
             profiler.attach(f"latency-{role}", target.pids[role], args.seconds)
-        services = {name: pid for name, pid in target.pids.items() if name != "mongo"}
-        counted = target.store_commands.take(services) if target.store_commands else None
+        if target.counting is not None:
+            target.counting[0].start(target.counting[1])
         meter = common.CpuMeter(dict(target.pids)).start()
         common.progress(f"latency: {args.rate:.0f} msg/s for {args.seconds:.0f} s, {args.senders} senders")
         sent = asyncio.run(
@@ -353,43 +338,30 @@ def measure_concurrent(args: argparse.Namespace, target: Target, workdir: Path) 
                 break
             time.sleep(0.2)
         used = meter.stop()
-        if target.store_commands and counted is not None:
-            store_commands = common.StoreCommands.between(counted, target.store_commands.take(services), sent["sent"])
+        counted = (
+            {} if target.counting is None else {"store_commands_per_message": target.counting[0].stop(sent["sent"])}
+        )
         profiles = profiler.finish(now=True)
         stats = workers.all({"cmd": "stats", "latencies": True})
-        latencies = [x for s in stats for x in s.get("latencies", [])]
-        results.append(
-            {
-                "metric": "unicast_post_to_frame_ms",
-                "mode": f"concurrent, {args.rate:g}/s offered for {args.seconds:g} s",
-                "target": target.name,
-                "users": opened,
-                "senders": args.senders,
-                "received": len(latencies),
-                **summary_ms(latencies),
-                **sent,
-                "cpu_s": used,
-                "cpu_s_per_1k_messages": {
-                    k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
-                },
-                **({"store_commands_per_message": store_commands} if target.store_commands else {}),
-            }
-        )
-        results.extend(profiles)
     finally:
         workers.stop()
-    return results
-
-
-def summary_ms(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": float("nan"), "p99": float("nan"), "p999": float("nan"), "max": float("nan")}
-    return {
-        "p50": round(statistics.median(values), 2),
-        "p99": round(percentile(values, 99), 2),
-        "p999": round(percentile(values, 99.9), 2),
-        "max": round(max(values), 2),
+    latencies = [x for s in stats for x in s.get("latencies", [])]
+    result = {
+        "metric": "unicast_post_to_frame_ms",
+        "mode": f"concurrent, {args.rate:g}/s offered for {args.seconds:g} s",
+        "target": target.name,
+        "users": opened,
+        "senders": args.senders,
+        "received": len(latencies),
+        **common.summary_ms(latencies),
+        **sent,
+        "cpu_s": used,
+        "cpu_s_per_1k_messages": {
+            k: round(1000 * v / max(1, sent["sent"]), 3) for k, v in used.items() if k != "machine"
+        },
+        **counted,
     }
+    return [result, *profiles]
 
 
 def main() -> None:
@@ -423,8 +395,6 @@ def main() -> None:
     args = parser.parse_args()
     count = min(args.count, 100_000)
     if args.concurrent:
-        import common
-
         args.rate = min(args.rate if args.rate else 1000.0, 20_000.0)
         args.seconds = min(args.seconds, 120.0)
         base = {"bench": "latency", **common.machine(), "versions": common.versions()}

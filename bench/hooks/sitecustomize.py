@@ -3,9 +3,10 @@
 services' PYTHONPATH and names where to write).
 
 PyMongo's command monitoring sees every command and the documents it writes (each one
-inserted; each id an update or delete statement names, or one); on SIGUSR2 the totals so far are written to ``<dir>/<pid>.json``, so
-the benchmark can take them before and after the window it measures. Not part of Herald:
-a listener costs PyMongo an event object per command, so only these runs pay it.
+inserted; each id an update or delete statement names, or one); on SIGUSR2 the totals so
+far are written to ``<dir>/<pid>.json``, so the benchmark can take them before and after
+the window it measures. Not part of Herald: a listener costs PyMongo an event object per
+command, so only these runs pay it.
 """
 
 from __future__ import annotations
