@@ -87,6 +87,10 @@ async def main(port: int, reuse_port: bool, heartbeat_s: float) -> None:
         ping_timeout=heartbeat_s * 2 or None,
         close_timeout=2,
         reuse_port=reuse_port,
+        # A push node's listen backlog (services/push/server.py BACKLOG): with the default
+        # 100, more handshakes in flight than that overflow the accept queue and their SYNs
+        # are retried a second later, which would be the bare server's loss, not its speed.
+        backlog=4096,
     ) as server:
         print(f"bare websockets server {os.getpid()} listening on {port}", file=sys.stderr, flush=True)
         await stop.wait()

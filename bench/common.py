@@ -565,6 +565,9 @@ class Profiler:
     """
 
     def __init__(self, directory: Path | None) -> None:
+        if directory is not None and not (Path(sys.executable).parent / "py-spy").exists():
+            # Found out here rather than after the servers are up and the load has begun.
+            raise SystemExit("--profile needs py-spy in this venv: pip install py-spy (scripts/bench does)")
         self.directory = directory
         self._procs: list[tuple[str, Proc, Path, Proc | None, Path]] = []
 
