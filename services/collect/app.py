@@ -36,7 +36,9 @@ def create_app(settings: Settings, store: Store, acceptor: Acceptor, directory: 
     )
     quotas = Quotas(settings, AppConfigs(store), directory)
     api.state.app_keys = AppKeys(store)
-    api.state.messages = MessageService(store, GroupCommit(acceptor), OnlineLookups(directory), quotas)
+    api.state.messages = MessageService(
+        store, GroupCommit(acceptor, max_in_flight=store.concurrent_writes), OnlineLookups(directory), quotas
+    )
     api.state.people = PeopleService(store, directory, bus, quotas)
     api.include_router(message_routes)
     api.include_router(people_routes)

@@ -33,7 +33,8 @@ WINDOW_S = 0.001
 # from that: 2,000 documents take the MongoDB-wire stand-in about 0.3 s to insert, and
 # two 1,000-message batches still share a group.
 MAX_MESSAGES = 2_000
-# Groups written at once: their round trips overlap while the next group gathers.
+# Groups written at once: their round trips overlap while the next group gathers. The app
+# passes its store's ``concurrent_writes`` (one for SQLite's single writer).
 MAX_IN_FLIGHT = 2
 
 

@@ -28,6 +28,11 @@ CLAIM_TIMEOUT_S = 60.0
 class StoreLifecycle(ABC):
     """Opening, closing and probing the connection to the server."""
 
+    # Writes worth having out at once (collect's group commit sizes its slots by it): a
+    # server that writes concurrently overlaps their round trips; a store that writes one
+    # at a time only queues the second, and its groups come out smaller for nothing.
+    concurrent_writes: int = 2
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and create indexes; idempotent across restarts and replicas."""

@@ -43,6 +43,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 class SqliteWorker(StoreLifecycle):
+    # One thread writes. A second group commit out at once waits in its queue, and the
+    # worker's Python holds the GIL beside the event loop meanwhile: `herald dev` at 1,000
+    # messages/s had a p50 of 11-12 ms with two out, 4.7-5.6 ms with one (docs/BENCHMARKS.md).
+    concurrent_writes = 1
+
     def __init__(self, path: str) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-sqlite")
