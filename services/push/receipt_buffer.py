@@ -1,6 +1,7 @@
 """What this node delivered and what its clients acknowledged, until the next flush.
 
-Flushed onto the bus as one batch about once a second (``herald.receipts``). While the
+Flushed onto the bus as one batch about once a second (``herald.receipts``), and the
+deliveries alone in between (``services/push/node.py``, ``DELIVERIES_EVERY_S``). While the
 bus refuses, deliveries are kept up to ``MAX_PENDING_DELIVERIES`` (the oldest go first:
 they are status detail) and acks are merged, highest offset winning, for at most
 ``MAX_PENDING_ACK_CONNECTIONS`` connections (past it the oldest connection's acks go: its
@@ -57,13 +58,17 @@ class ReceiptBuffer:
                     merged[channel] = max(offset, merged.get(channel, 0))
         return merged
 
-    async def flush(self, bus: Bus) -> None:
+    async def flush(self, bus: Bus, acks: bool = True) -> None:
+        """Publish what is held; ``acks=False`` sends the deliveries and keeps the acks merging."""
         now = time.time()
-        acks = [AckReport(app, user, conn, positions, now) for (app, user, conn), positions in self._acks.items()]
-        batch = ReceiptBatch(deliveries=self._deliveries, acks=acks)
+        held = self._acks if acks else {}
+        reports = [AckReport(app, user, conn, positions, now) for (app, user, conn), positions in held.items()]
+        batch = ReceiptBatch(deliveries=self._deliveries, acks=reports)
         if not batch:
             return
-        self._deliveries, self._acks = [], {}
+        self._deliveries = []
+        if acks:
+            self._acks = {}
         try:
             await bus.publish_receipts(receipts.encode(batch))
         except Unavailable as exc:
