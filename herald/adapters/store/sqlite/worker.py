@@ -43,9 +43,10 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 class SqliteWorker(StoreLifecycle):
-    # One thread writes. A second group commit out at once waits in its queue, and the
-    # worker's Python holds the GIL beside the event loop meanwhile: `herald dev` at 1,000
-    # messages/s had a p50 of 11-12 ms with two out, 4.7-5.6 ms with one (docs/BENCHMARKS.md).
+    # One thread writes: a second group commit out at once only waits in its queue, cut
+    # small by the window, and more groups mean more transactions and publishes. `herald
+    # dev` at 1,000 messages/s: p50 8.8-13 ms with two out, 3.6-5.6 ms with one
+    # (docs/BENCHMARKS.md).
     concurrent_writes = 1
 
     def __init__(self, path: str) -> None:
