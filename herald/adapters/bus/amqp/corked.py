@@ -8,11 +8,11 @@ dispatch bodies acknowledged, a turn's ``user.online`` events published, a node'
 publishes: N system calls for what fits in one segment. Profiles put these writes at
 11-19% of the push node's and dispatch's CPU.
 
-``CorkedWriter`` keeps what is written during a turn and sends it with one
-``writelines`` from a callback scheduled by the turn's first write, so frames leave in
-the order they were written and no later than the next pass of the event loop; a
-``close`` sends what is kept first. aiormq takes the factory as ``transport_factory``;
-aio-pika's connection filters its keyword arguments, hence ``CorkedConnection``.
+``CorkedWriter`` keeps what is written during a turn (``herald.core.corking``) and sends
+it with one ``writelines``, so frames leave in the order they were written and no later
+than the next pass of the event loop; a ``close`` sends what is kept first. aiormq takes
+the factory as ``transport_factory``; aio-pika's connection filters its keyword
+arguments, hence ``CorkedConnection``.
 
 Publishes must not wait for their own write either: ``herald.adapters.bus.amqp.publishing``
 queues a turn's publishes without waiting, so they leave together.
@@ -27,6 +27,8 @@ import aio_pika
 from aio_pika.exceptions import AMQPConnectionError
 from aiormq.connection import DEFAULT_PORTS, TransportFactory
 from yarl import URL
+
+from herald.core.corking import TurnWrites
 
 # asyncio's default for StreamReader: the largest line or chunk buffered before pausing.
 READ_LIMIT = 2**16
@@ -46,13 +48,10 @@ class CorkedWriter(asyncio.StreamWriter):
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(transport, protocol, reader, loop)
-        self._kept: list[bytes] = []
-        self._turns = loop
+        self._turn = TurnWrites(loop, self._send)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._kept:
-            self._turns.call_soon(self.uncork)
-        self._kept.append(bytes(data))
+        self._turn.write(bytes(data))
 
     def writelines(self, data: Any) -> None:
         for chunk in data:
@@ -60,9 +59,9 @@ class CorkedWriter(asyncio.StreamWriter):
 
     def uncork(self) -> None:
         """Send what this turn wrote (a no-op when it went out already)."""
-        if not self._kept:
-            return
-        kept, self._kept = self._kept, []
+        self._turn.flush()
+
+    def _send(self, kept: list[bytes]) -> None:
         if self.transport.is_closing():
             return
         if len(kept) == 1:

@@ -143,18 +143,10 @@ class MongoOffsets(MongoConnection, OffsetStore):
             for counter_id, head, channel in zip(ids, heads, channels, strict=True)
         ]
         try:
-            await self._counters.bulk_write(updates, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                self._head_guesses.forget(ids)
-                raise
-            lost = {int(error["index"]) for error in errors}
+            lost = await self._write_compared(updates)
         except BaseException:
-            self._head_guesses.forget(ids)
+            self._head_guesses.forget(ids)  # whether any was raised is unknown now
             raise
-        else:
-            lost = set()
         if guessed is not None:
             self._head_guesses.settled(lost_any=bool(lost))
         allocated: dict[str, int] = {}
@@ -165,6 +157,18 @@ class MongoOffsets(MongoConnection, OffsetStore):
                 allocated[channel] = heads[index] + counts[channel]
                 self._head_guesses.saw(ids[index], allocated[channel])
         return allocated
+
+    async def _write_compared(self, updates: list[UpdateOne]) -> set[int]:
+        """The indexes of the updates that lost their race (a duplicate key); any other
+        failure raises."""
+        try:
+            await self._counters.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            return {int(error["index"]) for error in errors}
+        return set()
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:
         with translated():
