@@ -1,13 +1,14 @@
 """The reads of a connection's start, shared by every connection starting together.
 
 A handshake needs its user's live connection count (the per-user cap, from the
-directory); a connection starting needs its user's cursors and groups, then the head of
-each of its channels. Asked one connection at a time, that is a Redis and three store
-round trips per handshake, each paying its driver's whole request machinery; during a
-connect storm (a node restarted, a deploy) it was most of the node's CPU. Here the
-connections of one event-loop turn share one call per app of each kind, and while those
-are out the next turn's connections gather for the next batch (``Batcher``): the cost is
-per batch, not per handshake, and a quiet node adds no wait.
+directory); a connection starting needs its user's cursors and groups and the head of
+each of its channels (its groups' heads once it is routed in them: ``PushNode.load``).
+Asked one connection at a time, that is a Redis and three store round trips per
+handshake, each paying its driver's whole request machinery; during a connect storm (a
+node restarted, a deploy) it was most of the node's CPU. Here the connections of one
+event-loop turn share one call per app of each kind, and while those are out the next
+turn's connections gather for the next batch (``Batcher``): the cost is per batch, not
+per handshake, and a quiet node adds no wait.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from herald.adapters.directory.base import Directory
 from herald.adapters.store.base import Store
 from herald.core.batching import Batcher
 from herald.core.errors import Unavailable
+from herald.core.model import BROADCAST
 
 # Users (or channel lists) per query: bounds one query's size, and a batch's wait.
 MAX_BATCH = 256
@@ -55,12 +57,16 @@ class ConnectReads:
         self._check_open()
         return await self._held.submit((app_id, user_id))
 
-    async def state(self, app_id: str, user_id: str) -> tuple[Positions, Positions]:
-        """The user's cursors (channel -> acknowledged offset) and groups (group channel ->
-        the offset joined after). Raises Unavailable if the store is down."""
+    async def start(self, app_id: str, user_id: str, inbox: str) -> tuple[Positions, Positions, Positions]:
+        """The user's cursors (channel -> acknowledged offset), groups (group channel -> the
+        offset joined after) and the heads of their inbox and of the broadcast, read at once:
+        one wait instead of two for a connection without groups. Raises Unavailable if the
+        store is down."""
         self._check_open()
-        cursors, groups = await self._states.submit((app_id, user_id))
-        return dict(cursors), dict(groups)  # the caller's own: it updates them
+        (cursors, groups), heads = await asyncio.gather(
+            self._states.put((app_id, user_id)), self._heads.put((app_id, (inbox, BROADCAST)))
+        )
+        return dict(cursors), dict(groups), heads
 
     async def heads(self, app_id: str, channels: Sequence[str]) -> Positions:
         """Each channel's last allocated offset."""

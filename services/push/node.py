@@ -23,7 +23,6 @@ from herald.adapters.store.base import Store
 from herald.core import commands
 from herald.core.commands import Barrier, Join, Kick, Leave
 from herald.core.errors import Unavailable
-from herald.core.model import BROADCAST
 from herald.ops import metrics
 from herald.services.push.announcer import Announcer
 from herald.services.push.connect_reads import ConnectReads
@@ -112,17 +111,20 @@ class PushNode:
         store before this read, so it is in its memberships; a later one reaches this node as a
         command. Every channel's head is read after its routes were written: a message
         allocated later arrives live, so a channel starting at its head needs no store read.
-        The reads are shared with the connections starting in the same loop turn
-        (``ConnectReads``). Returns the start positions and the heads (for ``begin``); raises
-        Unavailable if the store is down.
+        The inbox's and the broadcast's routes are written by ``attach``, so their heads are
+        read beside the cursors and memberships; a group's only once its count is written,
+        in a second read for members alone. The reads are shared with the connections
+        starting in the same loop turn (``ConnectReads``). Returns the start positions and
+        the heads (for ``begin``); raises Unavailable if the store is down.
         """
-        cursors, groups = await self.connect_reads.state(reader.app_id, reader.user_id)
+        cursors, groups, heads = await self.connect_reads.start(reader.app_id, reader.user_id, reader.user_channel)
         for channel, offset in self._receipts.pending_positions(reader.app_id, reader.user_id).items():
             cursors[channel] = max(offset, cursors.get(channel, 0))
         joined = self.core.load_groups(reader, groups)
         if joined and not await self.routes.write_counts(joined):
             reader.routed = False
-        heads = await self.connect_reads.heads(reader.app_id, [reader.user_channel, BROADCAST, *reader.groups])
+        if reader.groups:
+            heads.update(await self.connect_reads.heads(reader.app_id, list(reader.groups)))
         return self.core.positions(reader, cursors, heads), heads
 
     def begin(self, reader: Reader, positions: dict[str, int], heads: dict[str, int]) -> None:

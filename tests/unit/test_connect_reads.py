@@ -31,20 +31,29 @@ async def test_users_starting_together_share_one_query_of_each_kind(store: Count
     await store.store.add_member("app-1", "ops", "bob", 2, time.time())
     shared = reads(store, MemoryDirectory())
 
-    states = await asyncio.gather(*(shared.state("app-1", user) for user in ("ann", "bob", "cy")))
+    starts = await asyncio.gather(*(shared.start("app-1", user, f"user:{user}") for user in ("ann", "bob", "cy")))
 
-    assert states == [({"user:ann": 4}, {}), ({}, {"ops": 2}), ({}, {})]
-    assert store.calls == {"cursors_of": 1, "memberships": 1}
+    assert [(cursors, groups) for cursors, groups, _ in starts] == [({"user:ann": 4}, {}), ({}, {"ops": 2}), ({}, {})]
+    assert store.calls == {"cursors_of": 1, "memberships": 1, "channel_heads": 1}
+
+
+async def test_a_start_reads_the_inbox_and_broadcast_heads_beside_the_state(store: CountingStore) -> None:
+    await store.store.allocate_offsets("app-1", {"user:ann": 3, "broadcast": 7})
+    shared = reads(store, MemoryDirectory())
+
+    _, _, heads = await shared.start("app-1", "ann", "user:ann")
+
+    assert heads == {"user:ann": 3, "broadcast": 7}
 
 
 async def test_each_app_gets_its_own_query(store: CountingStore) -> None:
     await store.store.save_cursors("app-2", "ann", {"user:ann": 9})
     shared = reads(store, MemoryDirectory())
 
-    one, two = await asyncio.gather(shared.state("app-1", "ann"), shared.state("app-2", "ann"))
+    one, two = await asyncio.gather(shared.start("app-1", "ann", "user:ann"), shared.start("app-2", "ann", "user:ann"))
 
-    assert (one, two) == (({}, {}), ({"user:ann": 9}, {}))
-    assert store.calls == {"cursors_of": 2, "memberships": 2}
+    assert (one[0], two[0]) == ({}, {"user:ann": 9})
+    assert store.calls == {"cursors_of": 2, "memberships": 2, "channel_heads": 2}
 
 
 async def test_each_caller_gets_only_its_own_channels_heads(store: CountingStore) -> None:
@@ -77,9 +86,12 @@ async def test_a_store_failure_reaches_every_connection_waiting_on_the_batch() -
         async def memberships(self, *args: Any) -> Any:
             return {}
 
+        async def channel_heads(self, app_id: str, channels: list[str]) -> Any:
+            return dict.fromkeys(channels, 0)
+
     shared = ConnectReads(Down(), MemoryDirectory())  # type: ignore[arg-type]
 
-    results = await asyncio.gather(*(shared.state("app-1", u) for u in "abc"), return_exceptions=True)
+    results = await asyncio.gather(*(shared.start("app-1", u, f"user:{u}") for u in "abc"), return_exceptions=True)
 
     assert [type(result) for result in results] == [Unavailable] * 3
 

@@ -48,12 +48,34 @@ def reads(store: CountingStore) -> Counter[str]:
 
 async def test_a_new_connection_with_nothing_pending_makes_three_store_reads(store: CountingStore) -> None:
     node = PushNode("node-a", MemoryBus(), MemoryDirectory(), store, 10.0)  # type: ignore[arg-type]
-    await store.store.add_member(APP, "ops", "ann", 0, time.time())
 
     await connect(node, "ann")
     await settle(node)
 
     assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 1})
+
+
+async def test_a_group_member_reads_its_groups_heads_once_their_routes_are_written(store: CountingStore) -> None:
+    directory = MemoryDirectory()
+    node = PushNode("node-a", MemoryBus(), directory, store, 10.0)  # type: ignore[arg-type]
+    await store.store.add_member(APP, "ops", "ann", 0, time.time())
+    routed_at_heads: list[tuple[set[str], set[str]]] = []
+    real_heads = store.store.channel_heads
+
+    async def heads_after_routes(app_id: str, channels: list[str]) -> dict[str, int]:
+        user = await directory.nodes_for([(APP, "ann")])
+        group = await directory.nodes_for_channels([(APP, "group:ops")])
+        routed_at_heads.append((user.get((APP, "ann"), set()), group.get((APP, "group:ops"), set())))
+        return await real_heads(app_id, channels)
+
+    store.store.channel_heads = heads_after_routes  # type: ignore[method-assign]
+    await connect(node, "ann")
+    await settle(node)
+
+    assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 2})
+    # The inbox's and the broadcast's heads once the user is routed here, then the group's
+    # once the group is: a message allocated after a head read arrives live.
+    assert routed_at_heads == [({"node-a"}, set()), ({"node-a"}, {"node-a"})]
 
 
 async def test_connections_starting_together_share_each_store_read(store: CountingStore) -> None:
@@ -66,7 +88,8 @@ async def test_connections_starting_together_share_each_store_read(store: Counti
     readers = await asyncio.gather(*(connect(node, user) for user in users))
     await settle(node)
 
-    assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 1})
+    # The inboxes' and broadcast's heads, then the two members' group's.
+    assert reads(store) == Counter({"cursors_of": 1, "memberships": 1, "channel_heads": 2})
     assert [sorted(reader.groups) for reader in readers[:3]] == [["group:ops"], ["group:ops"], []]
 
 
