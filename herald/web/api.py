@@ -265,16 +265,19 @@ def require_secret(request: Request, expected: str, who: str, throttle: FailureT
         raise Forbidden(f"this is not the {who} token", code="bad_credential")
 
 
-def secret_dependency(expected: str, who: str, scheme_name: str) -> Callable[..., Awaitable[None]]:
+def secret_dependency(
+    expected: str, who: str, scheme_name: str, throttle: FailureThrottle | None = None
+) -> Callable[..., Awaitable[None]]:
     """A dependency that checks a fixed credential like ``require_secret`` (failures
     throttled per source, ``herald.web.throttle``) and declares it in the OpenAPI document
     as its own bearer scheme, so clients and fuzzers know which token an operation takes.
+    ``throttle``: one shared with a hot route checking the same credential.
     async, though it awaits nothing: FastAPI runs a plain function on a worker thread, and
     that hand-off was a sixth of auth's CPU per introspection request."""
     declared = Security(HTTPBearer(auto_error=False, scheme_name=scheme_name, description=f"the {who} token"))
-    throttle = FailureThrottle()
+    failures = throttle if throttle is not None else FailureThrottle()
 
     async def check(request: Request, _: HTTPAuthorizationCredentials | None = declared) -> None:
-        require_secret(request, expected, who, throttle)
+        require_secret(request, expected, who, failures)
 
     return check

@@ -51,6 +51,24 @@ async def read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+def is_json(scope: Scope) -> bool:
+    """A Content-Type FastAPI reads as JSON, in its common spellings (others take its route)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(value == b"application/json" or value.startswith(b"application/json;"))
+    return False
+
+
+def bearer_key(scope: Scope) -> str | None:
+    """The credential of ``Authorization: Bearer <x>``, read as FastAPI's ``HTTPBearer`` reads it."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            key = key.strip()
+            return key if scheme.lower() == "bearer" and key else None
+    return None
+
+
 def replaying(body: bytes, receive: Receive) -> Receive:
     """``receive`` with the body already read handed out once more, for the documented route."""
     given = False

@@ -31,7 +31,7 @@ from herald.messaging.apikeys import AppKeys
 from herald.services.collect.message_models import MAX_TTL_S
 from herald.services.collect.message_service import MessageService
 from herald.web.api import HeraldApi
-from herald.web.hot import HotRoute, add_hot_route
+from herald.web.hot import HotRoute, add_hot_route, bearer_key, is_json
 
 PATH = "/v1/messages"
 
@@ -76,24 +76,6 @@ def _bounded(item: SendBody) -> bool:
         and (item.ttl_s is None or 1 <= item.ttl_s <= MAX_TTL_S)
         and (item.idempotency_key is None or 1 <= len(item.idempotency_key) <= 128)
     )
-
-
-def is_json(scope: Scope) -> bool:
-    """A Content-Type FastAPI reads as JSON, in its common spellings (others take its route)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return bool(value == b"application/json" or value.startswith(b"application/json;"))
-    return False
-
-
-def bearer_key(scope: Scope) -> str | None:
-    """The API key of ``Authorization: Bearer <key>``, read as FastAPI's ``HTTPBearer`` reads it."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            key = key.strip()
-            return key if scheme.lower() == "bearer" and key else None
-    return None
 
 
 class SendHandler:
