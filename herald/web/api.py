@@ -272,7 +272,7 @@ def secret_dependency(
     throttled per source, ``herald.web.throttle``) and declares it in the OpenAPI document
     as its own bearer scheme, so clients and fuzzers know which token an operation takes.
     ``throttle``: one shared with a hot route checking the same credential.
-    async, though it awaits nothing: FastAPI runs a plain function on a worker thread, and
+    It is async though it awaits nothing: FastAPI runs a plain function on a worker thread, and
     that hand-off was a sixth of auth's CPU per introspection request."""
     declared = Security(HTTPBearer(auto_error=False, scheme_name=scheme_name, description=f"the {who} token"))
     failures = throttle if throttle is not None else FailureThrottle()

@@ -9,7 +9,6 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -18,11 +17,10 @@ from herald.adapters.bus.memory import MemoryBus
 from herald.adapters.directory.memory import MemoryDirectory
 from herald.adapters.store.sqlite import SqliteStore
 from herald.core.settings import Settings
-from herald.ops.runtime import served
 from herald.services.auth.app import create_app
 from herald.services.auth.introspect_route import PATH, decoded
-from herald.web.hot import HotRoute
 from herald.web.throttle import MAX_FAILURES
+from tests.support.hot_routes import Pair, with_and_without
 
 SERVICE = "s" * 40
 OPERATOR = "a" * 40
@@ -31,58 +29,44 @@ AUTH = {"authorization": f"Bearer {SERVICE}", **JSON}
 
 
 @dataclass
-class Pair:
-    fast: httpx.AsyncClient  # auth as served
-    documented: httpx.AsyncClient  # the same auth without the fast route
-    endpoint: HotRoute
-    tokens: list[str]  # issued: active for ann, then for bob
+class Issued:
+    pair: Pair
+    tokens: list[str]  # active: ann's, then bob's
 
-
-def _client(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://auth")
+    async def both(self, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, httpx.Response]:
+        return await self.pair.both(PATH, body, dict(headers))
 
 
 @contextlib.asynccontextmanager
-async def apps() -> AsyncIterator[Pair]:
+async def apps() -> AsyncIterator[Issued]:
     settings = Settings.from_env("standalone", {"HERALD_ADMIN_TOKEN": OPERATOR, "HERALD_SERVICE_TOKEN": SERVICE})
     store = SqliteStore(":memory:")
     await store.start()
     directory, bus = MemoryDirectory(), MemoryBus()
     fast = create_app(settings, store, directory, bus)
     documented = create_app(settings, store, directory, bus)
-    del documented.hot_routes[("POST", PATH)]
-    endpoint = fast.hot_routes[("POST", PATH)]
-    assert isinstance(endpoint, HotRoute)
     try:
-        async with (
-            _client(served(fast, settings.body_limit)) as a,
-            _client(served(documented, settings.body_limit)) as b,
-        ):
-            created = await b.post(
+        async with with_and_without(fast, documented, PATH, settings.body_limit, "http://auth") as pair:
+            created = await pair.documented.post(
                 "/v1/apps", json={"name": "introspect"}, headers={"authorization": f"Bearer {OPERATOR}"}
             )
             key = created.json()["api_key"]
             tokens = []
             for user in ("ann", "bob"):
-                issued = await b.post("/v1/tokens", json={"user_id": user}, headers={"authorization": f"Bearer {key}"})
-                tokens.append(issued.json()["token"])
-            yield Pair(a, b, endpoint, tokens)
+                answer = await pair.documented.post(
+                    "/v1/tokens", json={"user_id": user}, headers={"authorization": f"Bearer {key}"}
+                )
+                tokens.append(answer.json()["token"])
+            yield Issued(pair, tokens)
     finally:
         await store.close()
 
 
-async def _both(pair: Pair, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, httpx.Response]:
-    fast = await pair.fast.post(PATH, content=body, headers=dict(headers))
-    documented = await pair.documented.post(PATH, content=body, headers=dict(headers))
-    return fast, documented
-
-
 async def test_a_push_nodes_batch_is_answered_by_the_fast_route_as_the_documented_one() -> None:
-    async with apps() as pair:
-        body = f'{{"tokens":["{pair.tokens[0]}","ht_unknown","{pair.tokens[1]}"]}}'.encode()
-        fast, documented = await _both(pair, body, AUTH)
-        handed_on = pair.endpoint.handed_on
+    async with apps() as issued:
+        body = f'{{"tokens":["{issued.tokens[0]}","ht_unknown","{issued.tokens[1]}"]}}'.encode()
+        fast, documented = await issued.both(body, AUTH)
+        handed_on = issued.pair.endpoint.handed_on
     assert (fast.status_code, documented.status_code) == (200, 200)
     assert fast.json() == documented.json()
     assert [(r["active"], r["user_id"]) for r in fast.json()["results"]] == [
@@ -115,9 +99,9 @@ async def test_a_push_nodes_batch_is_answered_by_the_fast_route_as_the_documente
 async def test_anything_else_gets_the_documented_routes_answer(
     body: bytes, headers: Mapping[str, str], status: int, code: str | None
 ) -> None:
-    async with apps() as pair:
-        fast, documented = await _both(pair, body, headers)
-        handed_on = pair.endpoint.handed_on
+    async with apps() as issued:
+        fast, documented = await issued.both(body, headers)
+        handed_on = issued.pair.endpoint.handed_on
     assert fast.status_code == documented.status_code == status
     assert fast.json() == documented.json()
     if code is not None:
@@ -126,11 +110,13 @@ async def test_anything_else_gets_the_documented_routes_answer(
 
 
 async def test_a_source_throttled_for_wrong_tokens_is_refused_even_with_the_right_one() -> None:
-    async with apps() as pair:
+    async with apps() as issued:
         wrong = {"authorization": "Bearer not-the-service-token", **JSON}
         for _ in range(MAX_FAILURES):
-            await pair.fast.post(PATH, content=b'{"tokens":["ht_x"]}', headers=wrong)
-        answer = await pair.fast.post(PATH, content=f'{{"tokens":["{pair.tokens[0]}"]}}'.encode(), headers=AUTH)
+            await issued.pair.fast.post(PATH, content=b'{"tokens":["ht_x"]}', headers=wrong)
+        answer = await issued.pair.fast.post(
+            PATH, content=f'{{"tokens":["{issued.tokens[0]}"]}}'.encode(), headers=AUTH
+        )
     assert answer.status_code == 429
     assert answer.json()["error"]["code"] == "too_many_failures"
     assert "retry-after" in answer.headers

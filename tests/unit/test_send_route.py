@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,27 +20,14 @@ from herald.core.credentials import secret_hash
 from herald.core.model import App
 from herald.core.settings import Settings
 from herald.messaging.accept import Acceptor
-from herald.ops.runtime import served
 from herald.services.collect.app import create_app
 from herald.services.collect.send_route import PATH, decoded
-from herald.web.hot import HotRoute
+from tests.support.hot_routes import Pair, with_and_without
 
 KEY = "hk_send-route-test-key"
 APP_ID = "app_00000000000000f1"
 JSON = {"content-type": "application/json"}
 GOOD = b'{"to":{"users":["7"]},"event":"order.shipped","data":{"n":1}}'
-
-
-@dataclass
-class Pair:
-    fast: httpx.AsyncClient  # collect as served
-    documented: httpx.AsyncClient  # the same collect without the fast route
-    endpoint: HotRoute
-
-
-def _client(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://collect")
 
 
 @contextlib.asynccontextmanager
@@ -56,23 +42,15 @@ async def apps(env: Mapping[str, str] | None = None) -> AsyncIterator[Pair]:
     directory, bus = MemoryDirectory(), MemoryBus()
     fast = create_app(settings, store, Acceptor(store, bus), directory, bus)
     documented = create_app(settings, store, Acceptor(store, bus), directory, bus)
-    del documented.hot_routes[("POST", PATH)]
-    endpoint = fast.hot_routes[("POST", PATH)]
-    assert isinstance(endpoint, HotRoute)
     try:
-        async with (
-            _client(served(fast, settings.body_limit)) as a,
-            _client(served(documented, settings.body_limit)) as b,
-        ):
-            yield Pair(a, b, endpoint)
+        async with with_and_without(fast, documented, PATH, settings.body_limit, "http://collect") as pair:
+            yield pair
     finally:
         await store.close()
 
 
 async def _both(pair: Pair, body: bytes, headers: Mapping[str, str]) -> tuple[httpx.Response, httpx.Response]:
-    fast = await pair.fast.post("/v1/messages", content=body, headers=dict(headers))
-    documented = await pair.documented.post("/v1/messages", content=body, headers=dict(headers))
-    return fast, documented
+    return await pair.both(PATH, body, dict(headers))
 
 
 AUTH = {"authorization": f"Bearer {KEY}", **JSON}
