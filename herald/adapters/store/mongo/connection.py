@@ -18,6 +18,7 @@ from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -38,6 +39,18 @@ from herald.core.errors import Conflict, Unavailable
 RETRYABLE: tuple[type[Exception], ...] = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 
 DUPLICATE_KEY = 11000
+
+
+def duplicates_only(exc: BulkWriteError) -> list[dict[str, Any]]:
+    """The write errors of a bulk write refused on duplicate keys alone (a write raced or
+    redelivered: the first one stands). Re-raises ``exc`` when anything else failed, a
+    write concern error (no write errors listed) included."""
+    errors: list[dict[str, Any]] = exc.details.get("writeErrors", [])
+    if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+        raise exc
+    return errors
+
+
 # Documents in the first reply of the reads that gather a batch of users (a connect storm's
 # cursors and memberships): the server's default first batch (101) turned a few hundred
 # users' documents into several getMore round trips. The 16 MB reply limit still applies.

@@ -11,7 +11,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, ExecutionTimeout, OperationFailure
 
 from herald.adapters.store.base import MessageStore
-from herald.adapters.store.mongo.connection import DUPLICATE_KEY, MongoConnection, to_datetime, to_epoch, translated
+from herald.adapters.store.mongo.connection import (
+    MongoConnection,
+    duplicates_only,
+    to_datetime,
+    to_epoch,
+    translated,
+)
 from herald.adapters.store.mongo.retry import log, with_retries
 from herald.adapters.store.records import message_from, message_record
 from herald.core.errors import Conflict, Unavailable
@@ -75,9 +81,7 @@ class MongoMessages(MongoConnection, MessageStore):
         try:
             await self._messages.insert_many(docs, ordered=True)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
+            errors = duplicates_only(exc)
             # An ordered insert stops at the duplicate, leaving the ones before it.
             # Remove them so a refused batch leaves nothing for the outbox sweeper to
             # publish, as SQLite's transaction does.

@@ -17,7 +17,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from herald.adapters.store.base import OffsetStore
-from herald.adapters.store.mongo.connection import DUPLICATE_KEY, MongoConnection, translated
+from herald.adapters.store.mongo.connection import MongoConnection, duplicates_only, translated
 from herald.adapters.store.mongo.retry import with_retries
 from herald.core.errors import Unavailable
 
@@ -164,10 +164,7 @@ class MongoOffsets(MongoConnection, OffsetStore):
         try:
             await self._counters.bulk_write(updates, ordered=False)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            return {int(error["index"]) for error in errors}
+            return {int(error["index"]) for error in duplicates_only(exc)}
         return set()
 
     async def channel_heads(self, app_id: str, channels: Sequence[str]) -> dict[str, int]:

@@ -10,9 +10,9 @@ from pymongo.errors import BulkWriteError
 
 from herald.adapters.store.base import ReceiptStore
 from herald.adapters.store.mongo.connection import (
-    DUPLICATE_KEY,
     READ_BATCH,
     MongoConnection,
+    duplicates_only,
     to_datetime,
     translated,
 )
@@ -46,9 +46,7 @@ class MongoReceipts(MongoConnection, ReceiptStore):
             try:
                 await self._db.deliveries.insert_many(docs, ordered=False)
             except BulkWriteError as exc:
-                # Reported twice (a receipts batch redelivered): the first record stands.
-                if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
-                    raise
+                duplicates_only(exc)  # reported twice (a receipts batch redelivered)
         await advance(self._messages, list({d.message_id for d in deliveries}), "delivered", self._timeout_s)
 
     async def record_ack(
